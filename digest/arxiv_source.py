@@ -1,0 +1,187 @@
+"""Ask arXiv for a keyword's newest papers and turn the answers into Papers.
+
+One client serves the whole run, so arXiv's requested delay between requests holds
+across keywords. Nothing here stores, dedupes across keywords, or renders.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import arxiv
+import requests
+
+from digest import __version__
+from digest.config import Keyword
+from digest.errors import FetchError
+from digest.paper import Paper, one_line, split_id
+
+log = logging.getLogger(__name__)
+
+USER_AGENT = f"digest/{__version__} (arXiv-to-inbox notifier; +https://pypi.org/project/digest/)"
+_ATOM = "{http://www.w3.org/2005/Atom}"
+MAX_RETRY_AFTER = 300.0
+
+
+class _BadFeed(Exception):
+    """arXiv answered 200 with something that is not a usable Atom feed."""
+
+
+class _Throttled(Exception):
+    """arXiv answered 429 or 503; retry_after is what it asked for, if anything."""
+
+    def __init__(self, status: int, retry_after: float | None) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status, self.retry_after = status, retry_after
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
+    except (TypeError, ValueError):
+        return None
+
+
+class _Session(requests.Session):
+    """The arxiv package sets no timeout and its own User-Agent; this adds ours and checks bodies."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__()
+        self.timeout = timeout
+        self.count = 0
+
+    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> Any:
+        kwargs["timeout"] = kwargs.get("timeout") or self.timeout
+        kwargs["headers"] = {**(kwargs.get("headers") or {}), "user-agent": USER_AGENT}
+        self.count += 1
+        response = super().request(method, url, *args, **kwargs)
+        if response.status_code in (429, 503):
+            raise _Throttled(response.status_code, _retry_after(response.headers.get("Retry-After")))
+        if response.status_code == 200:
+            _check_feed(response.content)
+        return response
+
+
+def _check_feed(body: bytes) -> None:
+    """Refuse what the arxiv package would silently read as 'no results'."""
+    try:
+        root = ET.fromstring(body)
+    except ET.ParseError as e:
+        raise _BadFeed(f"the answer is not valid XML ({e})") from None
+    if root.tag != f"{_ATOM}feed":
+        raise _BadFeed(f"the answer is not an Atom feed (root element {root.tag!r})")
+    for entry in root.iter(f"{_ATOM}entry"):
+        if "/api/errors" in (entry.findtext(f"{_ATOM}id") or ""):
+            raise _BadFeed(f"arXiv reported an error: {one_line(entry.findtext(f'{_ATOM}summary'))}")
+
+
+def build_query(keyword: Keyword) -> str:
+    """The search_query for a keyword, with its category filter if any."""
+    if not keyword.categories:
+        return keyword.query
+    categories = " OR ".join(f"cat:{c}" for c in keyword.categories)
+    return f"({keyword.query}) AND ({categories})"
+
+
+def to_paper(result: arxiv.Result) -> Paper:
+    arxiv_id, version = split_id(result.entry_id)
+    return Paper(
+        arxiv_id=arxiv_id,
+        version=version,
+        title=one_line(result.title),
+        summary=one_line(result.summary),
+        authors=tuple(one_line(a.name) for a in result.authors),
+        published=result.published.astimezone(UTC),
+        updated=result.updated.astimezone(UTC),
+        primary_category=result.primary_category or "",
+        categories=tuple(result.categories),
+        comment=one_line(result.comment) or None,
+    )
+
+
+class ArxivSource:
+    """Fetches keywords one after another through one rate-limited client."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        delay: float = 3.0,
+        timeout: float = 30.0,
+        attempts: int = 3,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.client = arxiv.Client(page_size=100, delay_seconds=delay, num_retries=0)
+        # The class attribute is arXiv's real endpoint; this client asks the configured one.
+        self.client.query_url_format = url + "?{}"
+        self.session = _Session(timeout)
+        self.client._session = self.session
+        self.delay, self.attempts, self.sleep = delay, attempts, sleep
+
+    @property
+    def requests_made(self) -> int:
+        return self.session.count
+
+    def fetch(self, keyword: Keyword, limit: int) -> list[Paper]:
+        """The newest `limit` papers for a keyword, newest first; FetchError when arXiv fails."""
+        search = arxiv.Search(
+            query=build_query(keyword),
+            max_results=limit,
+            sort_by=arxiv.SortCriterion.SubmittedDate,
+            sort_order=arxiv.SortOrder.Descending,
+        )
+        # One page holds the whole answer, so a steady-state day costs one request per keyword.
+        self.client.page_size = min(limit, 2000)
+        for attempt in range(1, self.attempts + 1):
+            try:
+                return self._fetch_once(search)
+            except (_Throttled, _BadFeed, arxiv.ArxivError, requests.RequestException) as e:
+                reason = _describe(e)
+                if attempt == self.attempts:
+                    raise FetchError(
+                        f'keyword "{keyword.name}": arXiv failed {attempt} times, last: {reason}; '
+                        "its papers will come with the next successful run"
+                    ) from e
+                wait = self._backoff(attempt, e)
+                log.warning(
+                    'keyword "%s": arXiv attempt %d failed (%s); retrying in %.1f s',
+                    keyword.name, attempt, reason, wait,
+                )
+                self.sleep(wait)
+        raise AssertionError("unreachable")
+
+    def _fetch_once(self, search: arxiv.Search) -> list[Paper]:
+        papers: dict[str, Paper] = {}
+        for result in self.client.results(search):
+            paper = to_paper(result)
+            papers.setdefault(paper.arxiv_id, paper)
+        return list(papers.values())
+
+    def _backoff(self, attempt: int, error: Exception) -> float:
+        if isinstance(error, _Throttled) and error.retry_after is not None:
+            return min(error.retry_after, MAX_RETRY_AFTER)
+        return min(max(self.delay, 1.0) * 2 ** (attempt - 1), 60.0)
+
+
+def _describe(error: Exception) -> str:
+    if isinstance(error, requests.Timeout):
+        return "no answer within the timeout"
+    if isinstance(error, requests.ConnectionError):
+        return "cannot connect"
+    if isinstance(error, arxiv.UnexpectedEmptyPageError):
+        return "an unexpectedly empty page"
+    if isinstance(error, arxiv.HTTPError):
+        return f"HTTP {error.status}"
+    return str(error)

@@ -1,0 +1,440 @@
+"""Read and validate subscribers.toml and the environment into frozen dataclasses.
+
+Every error names the file and line (or the subscriber) and the field, and says what to do.
+Nothing here touches the network or the database.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import time
+from email.headerregistry import Address
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from digest.errors import ConfigError
+
+ARXIV_API_URL = "https://export.arxiv.org/api/query"
+MAX_KEYWORD_LENGTH = 200
+SECURITY_MODES = ("starttls", "tls", "none")
+DEFAULT_PORTS = {"starttls": 587, "tls": 465, "none": 25}
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_DOMAIN = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$")
+
+
+def keyword_key(name: str) -> str:
+    """The identity of a keyword: case-folded, whitespace collapsed."""
+    return " ".join(name.split()).casefold()
+
+
+@dataclass(frozen=True)
+class Keyword:
+    """A watched keyword and the arXiv query that finds its papers."""
+
+    key: str
+    name: str
+    query: str
+    categories: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Subscriber:
+    """One reader: where to mail, and the keywords (keys) in their order."""
+
+    email: str
+    name: str | None
+    keywords: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    host: str
+    port: int
+    security: str
+    username: str | None
+    password: str | None = field(repr=False)
+    timeout: float
+    connections: int
+
+
+@dataclass(frozen=True)
+class DigestSettings:
+    sender: str
+    timezone: str
+    send_at: time
+    max_per_keyword: int
+    first_digest_cap: int
+    send_empty: bool
+    bounce_limit: int
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything one run needs to know, validated."""
+
+    path: Path
+    digest: DigestSettings
+    smtp: SmtpSettings
+    keywords: Mapping[str, Keyword]
+    subscribers: tuple[Subscriber, ...]
+    db_path: Path
+    arxiv_url: str
+    arxiv_delay: float
+    arxiv_timeout: float
+
+    def keyword_names(self, keys: tuple[str, ...]) -> list[str]:
+        """Display names for keyword keys, in the given order."""
+        return [self.keywords[k].name for k in keys]
+
+
+class _Locator:
+    """Finds line numbers for tables and keys, since tomllib does not report them."""
+
+    _HEADER = re.compile(r"^\s*(\[\[?)\s*(.+?)\s*\]\]?\s*(#.*)?$")
+
+    def __init__(self, text: str) -> None:
+        self.lines = text.splitlines()
+        self.headers: list[tuple[int, str, bool]] = []  # (line number, name, is array)
+        for number, line in enumerate(self.lines, start=1):
+            match = self._HEADER.match(line)
+            if match:
+                name = re.sub(r"\s*\.\s*", ".", match.group(2)).replace("'", '"')
+                self.headers.append((number, name, match.group(1) == "[["))
+
+    def table(self, name: str, index: int = 0) -> int | None:
+        found = [n for n, h, _ in self.headers if h == name]
+        return found[index] if index < len(found) else None
+
+    def key(self, table_line: int | None, key: str) -> int | None:
+        """Line of `key = …` inside the table starting at table_line (None: top level)."""
+        start = table_line or 0
+        following = [n for n, _, _ in self.headers if n > start]
+        end = following[0] if following else len(self.lines) + 1
+        pattern = re.compile(rf'^\s*("{re.escape(key)}"|{re.escape(key)})\s*=')
+        for number in range(start + 1, end):
+            if pattern.match(self.lines[number - 1]):
+                return number
+        return table_line
+
+
+class _Reader:
+    """Validates one table, remembering where it is for error messages."""
+
+    def __init__(
+        self, path: Path, loc: _Locator, table: Mapping[str, Any], line: int | None, what: str
+    ) -> None:
+        self.path, self.loc, self.table, self.line, self.what = path, loc, table, line, what
+
+    def fail(self, key: str | None, message: str) -> ConfigError:
+        line = self.loc.key(self.line, key) if key else self.line
+        where = f"{self.path}:{line}" if line else str(self.path)
+        return ConfigError(f"{where}: {self.what}{message}")
+
+    def check_keys(self, allowed: tuple[str, ...]) -> None:
+        for key in self.table:
+            if key not in allowed:
+                hint = ", ".join(f"'{k}'" for k in allowed)
+                raise self.fail(key, f"unknown key '{key}' (allowed: {hint})")
+
+    def string(self, key: str, default: str | None = None, *, required: bool = False) -> str | None:
+        value = self.table.get(key, default)
+        if value is None:
+            if required:
+                raise self.fail(None, f"'{key}' is required")
+            return None
+        if not isinstance(value, str) or not value.strip():
+            raise self.fail(key, f"'{key}' must be a non-empty string")
+        if _CONTROL.search(value):
+            raise self.fail(key, f"'{key}' must not contain control characters")
+        return value.strip()
+
+    def integer(self, key: str, default: int, low: int, high: int) -> int:
+        value = self.table.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise self.fail(key, f"'{key}' must be a whole number from {low} to {high}")
+        return value
+
+    def number(self, key: str, default: float, low: float, high: float) -> float:
+        value = self.table.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+            raise self.fail(key, f"'{key}' must be a number from {low:g} to {high:g}")
+        return float(value)
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self.table.get(key, default)
+        if not isinstance(value, bool):
+            raise self.fail(key, f"'{key}' must be true or false")
+        return value
+
+    def string_list(self, key: str, *, required: bool) -> list[str]:
+        value = self.table.get(key)
+        if value is None and not required:
+            return []
+        if (
+            not isinstance(value, list)
+            or not value
+            or not all(isinstance(v, str) and v.strip() for v in value)
+        ):
+            raise self.fail(key, f"'{key}' must be a non-empty list of strings")
+        return [v.strip() for v in value]
+
+
+def validate_email(address: str) -> str | None:
+    """The reason an address is unusable, or None when it is fine."""
+    if _CONTROL.search(address) or any(c.isspace() for c in address):
+        return "must not contain spaces or control characters"
+    try:
+        parsed = Address(addr_spec=address)
+    except (ValueError, IndexError) as e:
+        return f"is not a valid address ({e})"
+    if not parsed.username or not _DOMAIN.match(parsed.domain):
+        return "is not a valid address (expected name@domain.tld)"
+    return None
+
+
+def validate_keyword(name: str) -> str | None:
+    """The reason a keyword is unusable, or None when it is fine."""
+    if _CONTROL.search(name):
+        return "must not contain control characters (line breaks, tabs)"
+    if len(name) > MAX_KEYWORD_LENGTH:
+        return f"is {len(name)} characters long; the limit is {MAX_KEYWORD_LENGTH}"
+    if '"' in name:
+        return "must not contain double quotes"
+    return None
+
+
+def phrase_query(phrase: str) -> str:
+    """The arXiv query for a keyword phrase: in the title or the abstract."""
+    return f'ti:"{phrase}" OR abs:"{phrase}"'
+
+
+def _read_toml(path: Path) -> tuple[str, dict[str, Any]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: no such file; create it (see the example subscribers.toml) "
+            "or point DIGEST_SUBSCRIBERS / --subscribers at it"
+        ) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read the file ({e})") from e
+    try:
+        return text, tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        match = re.search(r"\(at line (\d+), column (\d+)\)", str(e))
+        reason = re.sub(r"\s*\(at line.*\)$", "", str(e))
+        where = f"{path}:{match.group(1)}" if match else str(path)
+        raise ConfigError(f"{where}: TOML syntax error: {reason}; fix the file and retry") from e
+
+
+def _digest_settings(r: _Reader) -> DigestSettings:
+    r.check_keys(
+        (
+            "from",
+            "timezone",
+            "send_at",
+            "max_per_keyword",
+            "first_digest_cap",
+            "send_empty",
+            "bounce_limit",
+        )
+    )
+    sender = r.string("from", required=True) or ""
+    _name, _, addr = sender.rpartition("<")
+    reason = validate_email(addr.rstrip(">").strip() if addr else sender)
+    if reason:
+        raise r.fail("from", f"'from' {reason}; write it as \"Name <address@example.org>\"")
+    zone = r.string("timezone", "UTC") or "UTC"
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise r.fail(
+            "timezone", f"'timezone' {zone!r} is not a known time zone (e.g. \"Europe/Rome\")"
+        ) from None
+    send_at = r.string("send_at", "08:00") or "08:00"
+    if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", send_at):
+        raise r.fail("send_at", f"'send_at' {send_at!r} must be a 24-hour time like \"08:00\"")
+    hour, minute = send_at.split(":")
+    return DigestSettings(
+        sender=sender,
+        timezone=zone,
+        send_at=time(int(hour), int(minute)),
+        max_per_keyword=r.integer("max_per_keyword", 100, 1, 2000),
+        first_digest_cap=r.integer("first_digest_cap", 10, 0, 2000),
+        send_empty=r.boolean("send_empty", False),
+        bounce_limit=r.integer("bounce_limit", 3, 1, 1000),
+    )
+
+
+def _smtp_settings(r: _Reader, env: Mapping[str, str]) -> SmtpSettings:
+    r.check_keys(("host", "port", "security", "username", "timeout", "connections"))
+    security = env.get("DIGEST_SMTP_SECURITY") or r.string("security", "starttls") or "starttls"
+    if security not in SECURITY_MODES:
+        raise r.fail("security", f"'security' must be one of {', '.join(SECURITY_MODES)}")
+    port = r.integer("port", DEFAULT_PORTS[security], 1, 65535)
+    if env.get("DIGEST_SMTP_PORT"):
+        port = _env_int(env, "DIGEST_SMTP_PORT", 1, 65535)
+    return SmtpSettings(
+        host=env.get("DIGEST_SMTP_HOST") or r.string("host", "localhost") or "localhost",
+        port=port,
+        security=security,
+        username=env.get("DIGEST_SMTP_USERNAME") or r.string("username"),
+        password=_secret(env, "DIGEST_SMTP_PASSWORD", "smtp-password"),
+        timeout=r.number("timeout", 30.0, 1.0, 600.0),
+        connections=r.integer("connections", 4, 1, 64),
+    )
+
+
+def _env_int(env: Mapping[str, str], name: str, low: int, high: int) -> int:
+    try:
+        value = int(env[name])
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        raise ConfigError(f"environment: {name}={env[name]!r} must be a whole number from {low} to {high}")
+    return value
+
+
+def _env_float(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+    if not env.get(name):
+        return default
+    try:
+        value = float(env[name])
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        raise ConfigError(f"environment: {name}={env[name]!r} must be a number from {low:g} to {high:g}")
+    return value
+
+
+def _secret(env: Mapping[str, str], name: str, credential: str) -> str | None:
+    """A password from NAME, from the file named by NAME_FILE, or from a systemd credential."""
+    if env.get(name):
+        return env[name]
+    file_name = env.get(f"{name}_FILE")
+    if not file_name and env.get("CREDENTIALS_DIRECTORY"):
+        candidate = Path(env["CREDENTIALS_DIRECTORY"]) / credential
+        file_name = str(candidate) if candidate.exists() else None
+    if not file_name:
+        return None
+    try:
+        return Path(file_name).read_text(encoding="utf-8").strip("\r\n")
+    except OSError as e:
+        raise ConfigError(f"{file_name}: cannot read the password file for {name} ({e.strerror})") from e
+
+
+def _keyword_tables(path: Path, loc: _Locator, data: Mapping[str, Any]) -> dict[str, Keyword]:
+    tables = data.get("keywords", {})
+    if not isinstance(tables, dict):
+        raise _Reader(path, loc, data, None, "").fail("keywords", "'keywords' must be a table")
+    keywords: dict[str, Keyword] = {}
+    for name, table in tables.items():
+        line = loc.table(f'keywords."{name}"') or loc.table(f"keywords.{name}")
+        r = _Reader(path, loc, table if isinstance(table, dict) else {}, line, f'keyword "{name}": ')
+        if not isinstance(table, dict):
+            raise r.fail(None, f'write it as a table: [keywords."{name}"]')
+        reason = validate_keyword(name)
+        if reason:
+            raise r.fail(None, f"the keyword {reason}")
+        r.check_keys(("categories", "query"))
+        categories = tuple(r.string_list("categories", required=False))
+        for category in categories:
+            if not re.fullmatch(r"[A-Za-z-]+(\.[A-Za-z-]+)?", category):
+                raise r.fail("categories", f"{category!r} is not an arXiv category like \"cs.CV\"")
+        query = r.string("query") or phrase_query(name)
+        key = keyword_key(name)
+        if key in keywords:
+            raise r.fail(None, f'defined twice (as "{keywords[key].name}" too)')
+        keywords[key] = Keyword(key=key, name=" ".join(name.split()), query=query, categories=categories)
+    return keywords
+
+
+def _subscribers(
+    path: Path, loc: _Locator, data: Mapping[str, Any], keywords: dict[str, Keyword]
+) -> tuple[Subscriber, ...]:
+    entries = data.get("subscriber", [])
+    if not isinstance(entries, list):
+        raise _Reader(path, loc, data, None, "").fail(
+            "subscriber", "subscribers are written as [[subscriber]] tables"
+        )
+    seen: dict[str, int] = {}
+    subscribers = []
+    for index, entry in enumerate(entries):
+        line = loc.table("subscriber", index)
+        email = entry.get("email") if isinstance(entry, dict) else None
+        label = f'subscriber "{email}": ' if isinstance(email, str) else f"subscriber #{index + 1}: "
+        r = _Reader(path, loc, entry if isinstance(entry, dict) else {}, line, label)
+        r.check_keys(("email", "name", "keywords"))
+        email = r.string("email", required=True) or ""
+        reason = validate_email(email)
+        if reason:
+            raise r.fail("email", f"'email' {reason}")
+        if email.casefold() in seen:
+            raise r.fail("email", f"listed twice (first at line {seen[email.casefold()]}); merge the two")
+        seen[email.casefold()] = line or 0
+        keys: list[str] = []
+        for name in r.string_list("keywords", required=True):
+            reason = validate_keyword(name)
+            if reason:
+                raise r.fail("keywords", f"keyword {name[:40]!r} {reason}")
+            key = keyword_key(name)
+            if key not in keywords:
+                keywords[key] = Keyword(key=key, name=" ".join(name.split()), query=phrase_query(name))
+            if key not in keys:
+                keys.append(key)
+        subscribers.append(Subscriber(email=email, name=r.string("name"), keywords=tuple(keys)))
+    return tuple(subscribers)
+
+
+def default_subscribers_path(env: Mapping[str, str]) -> Path:
+    return Path(env.get("DIGEST_SUBSCRIBERS") or "subscribers.toml")
+
+
+def default_db_path(env: Mapping[str, str]) -> Path:
+    if env.get("DIGEST_DB"):
+        return Path(env["DIGEST_DB"])
+    if env.get("STATE_DIRECTORY"):
+        # systemd may pass several directories separated by colons; the first is ours.
+        return Path(env["STATE_DIRECTORY"].split(":")[0]) / "digest.db"
+    return Path("digest.db")
+
+
+def load_config(
+    path: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    db_path: Path | None = None,
+) -> Config:
+    """Read subscribers.toml and the environment; raise ConfigError naming what is wrong."""
+    env = os.environ if env is None else env
+    path = path or default_subscribers_path(env)
+    text, data = _read_toml(path)
+    loc = _Locator(text)
+    top = _Reader(path, loc, data, None, "")
+    top.check_keys(("digest", "smtp", "keywords", "subscriber"))
+    for section in ("digest", "smtp"):
+        if section in data and not isinstance(data[section], dict):
+            raise top.fail(section, f"'{section}' must be a table: [{section}]")
+    if "digest" not in data:
+        raise top.fail(None, "the [digest] table is missing; it needs at least from = \"…\"")
+    digest = _digest_settings(_Reader(path, loc, data["digest"], loc.table("digest"), "[digest] "))
+    smtp = _smtp_settings(_Reader(path, loc, data.get("smtp", {}), loc.table("smtp"), "[smtp] "), env)
+    keywords = _keyword_tables(path, loc, data)
+    subscribers = _subscribers(path, loc, data, keywords)
+    watched = {k for s in subscribers for k in s.keywords}
+    return Config(
+        path=path,
+        digest=digest,
+        smtp=smtp,
+        keywords={k: v for k, v in keywords.items() if k in watched},
+        subscribers=subscribers,
+        db_path=db_path or default_db_path(env),
+        arxiv_url=env.get("DIGEST_ARXIV_URL") or ARXIV_API_URL,
+        arxiv_delay=_env_float(env, "DIGEST_ARXIV_DELAY", 3.0, 0.0, 600.0),
+        arxiv_timeout=_env_float(env, "DIGEST_ARXIV_TIMEOUT", 30.0, 1.0, 600.0),
+    )

@@ -1,0 +1,424 @@
+"""The only user of sqlite-utils: schema, papers, seen-set, outbox and run history.
+
+The seen-set is kept as watermarks, not as one row per subscriber and paper: every
+(keyword, paper) match gets a sequence number when first stored, and each subscriber
+has, per keyword, the highest sequence number already delivered. Subscribers with the
+same keywords and watermarks get the same digest, which is what lets a run render once
+per distinct content instead of once per subscriber.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+from sqlite_utils import Migrations
+
+from digest.errors import StateError
+from digest.paper import Paper
+
+migrations = Migrations("digest")
+
+
+@migrations()
+def m001_initial(db: sqlite_utils.Database) -> None:
+    db.executescript(
+        """
+        CREATE TABLE papers (
+            id TEXT PRIMARY KEY,
+            version INTEGER NOT NULL,
+            title TEXT NOT NULL,
+            summary TEXT NOT NULL,
+            authors TEXT NOT NULL,          -- JSON list
+            published TEXT NOT NULL,        -- ISO 8601, UTC
+            updated TEXT NOT NULL,
+            primary_category TEXT NOT NULL,
+            categories TEXT NOT NULL,       -- JSON list
+            comment TEXT,
+            first_seen TEXT NOT NULL
+        );
+        -- One row per (keyword, paper); seq only grows, which makes it a watermark.
+        CREATE TABLE matches (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            keyword TEXT NOT NULL,
+            paper_id TEXT NOT NULL REFERENCES papers(id),
+            first_seen TEXT NOT NULL,
+            UNIQUE (keyword, paper_id)
+        );
+        CREATE INDEX matches_by_paper ON matches (paper_id);
+        -- What each subscriber has had, per keyword: every match with seq <= delivered_seq.
+        CREATE TABLE watermarks (
+            email TEXT NOT NULL,
+            keyword TEXT NOT NULL,
+            delivered_seq INTEGER NOT NULL,
+            PRIMARY KEY (email, keyword)
+        ) WITHOUT ROWID;
+        -- The outbox: a digest is planned (its content fixed by plan), then sent or failed.
+        CREATE TABLE digests (
+            id INTEGER PRIMARY KEY,
+            run_id INTEGER NOT NULL,
+            email TEXT NOT NULL,
+            digest_date TEXT NOT NULL,
+            message_id TEXT NOT NULL UNIQUE,
+            plan TEXT NOT NULL,             -- JSON: keywords, from-watermarks, top seq
+            papers INTEGER NOT NULL,
+            status TEXT NOT NULL,           -- pending | sent | failed
+            attempts INTEGER NOT NULL DEFAULT 0,
+            last_error TEXT,
+            created TEXT NOT NULL,
+            sent_at TEXT
+        );
+        CREATE INDEX digests_by_status ON digests (status, email);
+        CREATE TABLE runs (
+            id INTEGER PRIMARY KEY,
+            started TEXT NOT NULL,
+            finished TEXT,
+            digest_date TEXT NOT NULL,
+            fetched INTEGER NOT NULL DEFAULT 0,
+            new_papers INTEGER NOT NULL DEFAULT 0,
+            sent INTEGER NOT NULL DEFAULT 0,
+            failed INTEGER NOT NULL DEFAULT 0,
+            failed_keywords TEXT NOT NULL DEFAULT '[]',
+            status TEXT NOT NULL DEFAULT 'running'   -- running | ok | partial | failed
+        );
+        """
+    )
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one digest contains: for each keyword, matches after `since` up to `top`.
+
+    `since` None means a first digest for that keyword: the newest `cap` matches instead.
+    """
+
+    keywords: tuple[str, ...]
+    since: tuple[int | None, ...]
+    top: int
+    cap: int
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"keywords": self.keywords, "since": self.since, "top": self.top, "cap": self.cap}
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> Plan:
+        data = json.loads(text)
+        return cls(tuple(data["keywords"]), tuple(data["since"]), data["top"], data["cap"])
+
+
+@dataclass(frozen=True)
+class Item:
+    """One paper in a digest, under the first of the subscriber's keywords it matches."""
+
+    paper: Paper
+    keyword: str
+    also: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A planned digest waiting to be sent."""
+
+    digest_id: int
+    email: str
+    message_id: str
+    digest_date: str
+    created: datetime
+    plan: Plan
+    papers: int
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="seconds")
+
+
+def _paper(row: dict[str, Any]) -> Paper:
+    return Paper(
+        arxiv_id=row["id"],
+        version=row["version"],
+        title=row["title"],
+        summary=row["summary"],
+        authors=tuple(json.loads(row["authors"])),
+        published=datetime.fromisoformat(row["published"]),
+        updated=datetime.fromisoformat(row["updated"]),
+        primary_category=row["primary_category"],
+        categories=tuple(json.loads(row["categories"])),
+        comment=row["comment"],
+    )
+
+
+class Store:
+    """All reads and writes of the digest database."""
+
+    def __init__(self, db: sqlite_utils.Database, path: Path | None) -> None:
+        self.db, self.path = db, path
+
+    # -- opening ---------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: Path) -> Store:
+        """Open (creating if missing) the database; StateError if it is unusable."""
+        if path.parent and not path.parent.exists():
+            raise StateError(f"{path}: the folder {path.parent} does not exist; create it or set DIGEST_DB")
+        try:
+            conn = sqlite3.connect(str(path), timeout=30)
+            store = cls(sqlite_utils.Database(conn), path)
+            store.db.execute("PRAGMA busy_timeout = 30000")
+            store.db.enable_wal()
+            # WAL + NORMAL survives a killed process; only power loss can drop the last commits.
+            store.db.execute("PRAGMA synchronous = NORMAL")
+            store.db.execute("PRAGMA foreign_keys = ON")
+            migrations.apply(store.db)
+        except sqlite3.DatabaseError as e:
+            raise StateError(_db_problem(path, e)) from e
+        return store
+
+    @classmethod
+    def snapshot(cls, path: Path) -> Store:
+        """An in-memory copy of the database for a dry run: the file is only read."""
+        memory = sqlite3.connect(":memory:")
+        if path.exists():
+            try:
+                source = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+                with source:
+                    source.backup(memory)
+                source.close()
+            except sqlite3.DatabaseError as e:
+                raise StateError(_db_problem(path, e)) from e
+        store = cls(sqlite_utils.Database(memory), None)
+        try:
+            migrations.apply(store.db)
+        except sqlite3.DatabaseError as e:
+            raise StateError(_db_problem(path, e)) from e
+        return store
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- papers and matches ----------------------------------------------------
+
+    def record(self, keyword: str, papers: Sequence[Paper], now: datetime) -> list[str]:
+        """Store a keyword's fetched papers in one transaction; return the ids new to the keyword."""
+        ids = [p.arxiv_id for p in papers]
+        with self.db.atomic():
+            known = {
+                row["value"]
+                for row in self.db.query(
+                    "SELECT j.value FROM json_each(?) j JOIN matches m "
+                    "ON m.keyword = ? AND m.paper_id = j.value",
+                    [json.dumps(ids), keyword],
+                )
+            }
+            self.db.conn.executemany(
+                """INSERT INTO papers (id, version, title, summary, authors, published, updated,
+                       primary_category, categories, comment, first_seen)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                   ON CONFLICT (id) DO UPDATE SET version = excluded.version,
+                       title = excluded.title, summary = excluded.summary,
+                       authors = excluded.authors, updated = excluded.updated,
+                       primary_category = excluded.primary_category,
+                       categories = excluded.categories, comment = excluded.comment
+                   WHERE excluded.version > papers.version""",
+                [
+                    (
+                        p.arxiv_id, p.version, p.title, p.summary, json.dumps(p.authors),
+                        _iso(p.published), _iso(p.updated), p.primary_category,
+                        json.dumps(p.categories), p.comment, _iso(now),
+                    )
+                    for p in papers
+                ],
+            )
+            # Oldest first, so sequence numbers follow submission order within a fetch.
+            new = [p for p in sorted(papers, key=lambda p: (p.published, p.arxiv_id))
+                   if p.arxiv_id not in known]
+            self.db.conn.executemany(
+                "INSERT INTO matches (keyword, paper_id, first_seen) VALUES (?, ?, ?)",
+                [(keyword, p.arxiv_id, _iso(now)) for p in new],
+            )
+        return [p.arxiv_id for p in new]
+
+    def top_seq(self) -> int:
+        row = next(self.db.query("SELECT coalesce(max(seq), 0) AS top FROM matches"))
+        return int(row["top"])
+
+    def papers_count(self) -> int:
+        return int(next(self.db.query("SELECT count(*) AS n FROM papers"))["n"])
+
+    def newest_papers(self, keyword: str, limit: int) -> list[Paper]:
+        """The newest papers stored for a keyword (for the Daily Papers page and previews)."""
+        rows = self.db.query(
+            "SELECT p.* FROM matches m JOIN papers p ON p.id = m.paper_id WHERE m.keyword = ? "
+            "ORDER BY p.published DESC, p.id DESC LIMIT ?",
+            [keyword, limit],
+        )
+        return [_paper(r) for r in rows]
+
+    # -- the seen-set ----------------------------------------------------------
+
+    def watermarks(self, emails: Iterable[str]) -> dict[str, dict[str, int]]:
+        """{email: {keyword: delivered_seq}} for the given (case-folded) addresses."""
+        marks: dict[str, dict[str, int]] = {}
+        for row in self.db.query(
+            "SELECT w.email, w.keyword, w.delivered_seq FROM watermarks w "
+            "JOIN json_each(?) j ON j.value = w.email",
+            [json.dumps(list(emails))],
+        ):
+            marks.setdefault(row["email"], {})[row["keyword"]] = row["delivered_seq"]
+        return marks
+
+    def contents(self, plan: Plan) -> list[Item]:
+        """The papers a plan stands for, each once, in keyword order, newest first."""
+        chosen: dict[str, str] = {}  # paper id -> first keyword it is new under
+        for keyword, since in zip(plan.keywords, plan.since, strict=True):
+            if since is None:
+                rows = self.db.query(
+                    "SELECT m.paper_id FROM matches m JOIN papers p ON p.id = m.paper_id "
+                    "WHERE m.keyword = ? AND m.seq <= ? "
+                    "ORDER BY p.published DESC, p.id DESC LIMIT ?",
+                    [keyword, plan.top, plan.cap],
+                )
+            else:
+                rows = self.db.query(
+                    "SELECT paper_id FROM matches WHERE keyword = ? AND seq > ? AND seq <= ?",
+                    [keyword, since, plan.top],
+                )
+            for row in rows:
+                chosen.setdefault(row["paper_id"], keyword)
+        if not chosen:
+            return []
+        # A paper the subscriber already had under another keyword is not new to them.
+        since_by_keyword = dict(zip(plan.keywords, plan.since, strict=True))
+        matched: dict[str, list[str]] = {}
+        seen: set[str] = set()
+        for row in self.db.query(
+            "SELECT m.paper_id, m.keyword, m.seq FROM matches m JOIN json_each(?) j "
+            "ON j.value = m.paper_id WHERE m.seq <= ?",
+            [json.dumps(list(chosen)), plan.top],
+        ):
+            keyword = row["keyword"]
+            if keyword not in since_by_keyword:
+                continue
+            matched.setdefault(row["paper_id"], []).append(keyword)
+            since = since_by_keyword[keyword]
+            if since is not None and row["seq"] <= since:
+                seen.add(row["paper_id"])
+        for paper_id in seen:
+            del chosen[paper_id]
+        papers = {
+            row["id"]: _paper(row)
+            for row in self.db.query(
+                "SELECT p.* FROM papers p JOIN json_each(?) j ON j.value = p.id",
+                [json.dumps(list(chosen))],
+            )
+        }
+        order = {k: i for i, k in enumerate(plan.keywords)}
+        items = [
+            Item(
+                paper=papers[pid],
+                keyword=keyword,
+                also=tuple(sorted((k for k in matched.get(pid, []) if k != keyword), key=order.__getitem__)),
+            )
+            for pid, keyword in chosen.items()
+        ]
+        items.sort(key=lambda i: (order[i.keyword], -i.paper.published.timestamp(), i.paper.arxiv_id))
+        return items
+
+    # -- the outbox ------------------------------------------------------------
+
+    def plan_digests(
+        self, run_id: int, digest_date: str, rows: Iterable[tuple[str, str, Plan, int]], now: datetime
+    ) -> None:
+        """Record planned digests (email, message_id, plan, papers) in one transaction."""
+        with self.db.atomic():
+            self.db.conn.executemany(
+                "INSERT INTO digests (run_id, email, digest_date, message_id, plan, papers, status, created) "
+                "VALUES (?, ?, ?, ?, ?, ?, 'pending', ?)",
+                [(run_id, e, digest_date, m, p.to_json(), n, _iso(now)) for e, m, p, n in rows],
+            )
+
+    def pending(self) -> Iterator[Outgoing]:
+        """Planned digests not yet accepted by the SMTP server, oldest first."""
+        for row in self.db.query("SELECT * FROM digests WHERE status = 'pending' ORDER BY id"):
+            yield Outgoing(
+                digest_id=row["id"],
+                email=row["email"],
+                message_id=row["message_id"],
+                digest_date=row["digest_date"],
+                created=datetime.fromisoformat(row["created"]),
+                plan=Plan.from_json(row["plan"]),
+                papers=row["papers"],
+            )
+
+    def mark_sent(self, digest_id: int, email: str, plan: Plan, now: datetime) -> None:
+        """The server accepted the digest: it is sent and its papers are seen, atomically."""
+        with self.db.atomic():
+            self.db.execute(
+                "UPDATE digests SET status = 'sent', sent_at = ?, attempts = attempts + 1 WHERE id = ?",
+                [_iso(now), digest_id],
+            )
+            self.db.conn.executemany(
+                "INSERT INTO watermarks (email, keyword, delivered_seq) VALUES (?, ?, ?) "
+                "ON CONFLICT (email, keyword) DO UPDATE SET "
+                "delivered_seq = max(delivered_seq, excluded.delivered_seq)",
+                [(email, k, plan.top) for k in plan.keywords],
+            )
+
+    def mark_failed(self, digest_id: int, error: str) -> None:
+        """Not accepted: the papers stay unseen, so the next digest carries them."""
+        with self.db.atomic():
+            self.db.execute(
+                "UPDATE digests SET status = 'failed', attempts = attempts + 1, last_error = ? WHERE id = ?",
+                [error, digest_id],
+            )
+
+    def cancel(self, digest_id: int, reason: str) -> None:
+        """A planned digest that must not go out any more (its subscriber left)."""
+        with self.db.atomic():
+            self.db.execute(
+                "UPDATE digests SET status = 'cancelled', last_error = ? WHERE id = ?", [reason, digest_id]
+            )
+
+    # -- runs ------------------------------------------------------------------
+
+    def start_run(self, digest_date: str, now: datetime) -> int:
+        with self.db.atomic():
+            cursor = self.db.execute(
+                "INSERT INTO runs (started, digest_date) VALUES (?, ?)", [_iso(now), digest_date]
+            )
+        return int(cursor.lastrowid or 0)
+
+    def finish_run(
+        self, run_id: int, now: datetime, *, fetched: int, new: int, sent: int, failed: int,
+        failed_keywords: Sequence[str], status: str,
+    ) -> None:
+        with self.db.atomic():
+            self.db.execute(
+                "UPDATE runs SET finished = ?, fetched = ?, new_papers = ?, sent = ?, failed = ?, "
+                "failed_keywords = ?, status = ? WHERE id = ?",
+                [_iso(now), fetched, new, sent, failed, json.dumps(list(failed_keywords)), status, run_id],
+            )
+
+    def recent_runs(self, limit: int = 10) -> list[dict[str, Any]]:
+        return list(self.db.query("SELECT * FROM runs ORDER BY id DESC LIMIT ?", [limit]))
+
+
+def _db_problem(path: Path, error: sqlite3.DatabaseError) -> str:
+    text = str(error)
+    if "not a database" in text or "malformed" in text:
+        return (
+            f"{path}: the database file is damaged ({text}); restore it from a backup or move it "
+            "away to start afresh (every subscriber would then get a first digest again)"
+        )
+    if "disk" in text and "full" in text:
+        return f"{path}: the disk is full; the previous state is intact, free some space and run again"
+    if "unable to open" in text or "readonly" in text:
+        return f"{path}: cannot open the database for writing ({text}); check the path and permissions"
+    return f"{path}: database error ({text})"
