@@ -66,9 +66,11 @@ class _Session(requests.Session):
         kwargs["timeout"] = kwargs.get("timeout") or self.timeout
         kwargs["headers"] = {**(kwargs.get("headers") or {}), "user-agent": USER_AGENT}
         self.count += 1
-        response = super().request(method, url, *args, **kwargs)
+        response = super().request(str(method), url, *args, **kwargs)
         if response.status_code in (429, 503):
-            raise _Throttled(response.status_code, _retry_after(response.headers.get("Retry-After")))
+            raise _Throttled(
+                response.status_code, _retry_after(response.headers.get("Retry-After"))
+            )
         if response.status_code == 200:
             _check_feed(response.content)
         return response
@@ -84,7 +86,9 @@ def _check_feed(body: bytes) -> None:
         raise _BadFeed(f"the answer is not an Atom feed (root element {root.tag!r})")
     for entry in root.iter(f"{_ATOM}entry"):
         if "/api/errors" in (entry.findtext(f"{_ATOM}id") or ""):
-            raise _BadFeed(f"arXiv reported an error: {one_line(entry.findtext(f'{_ATOM}summary'))}")
+            raise _BadFeed(
+                f"arXiv reported an error: {one_line(entry.findtext(f'{_ATOM}summary'))}"
+            )
 
 
 def build_query(keyword: Keyword) -> str:
@@ -157,7 +161,10 @@ class ArxivSource:
                 wait = self._backoff(attempt, e)
                 log.warning(
                     'keyword "%s": arXiv attempt %d failed (%s); retrying in %.1f s',
-                    keyword.name, attempt, reason, wait,
+                    keyword.name,
+                    attempt,
+                    reason,
+                    wait,
                 )
                 self.sleep(wait)
         raise AssertionError("unreachable")
@@ -172,7 +179,8 @@ class ArxivSource:
     def _backoff(self, attempt: int, error: Exception) -> float:
         if isinstance(error, _Throttled) and error.retry_after is not None:
             return min(error.retry_after, MAX_RETRY_AFTER)
-        return min(max(self.delay, 1.0) * 2 ** (attempt - 1), 60.0)
+        # Backoff scales with arXiv's requested spacing (3 s by default): 3, 6, 12 … 60 s.
+        return min(self.delay * 2.0 ** (attempt - 1), 60.0)
 
 
 def _describe(error: Exception) -> str:

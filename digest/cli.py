@@ -22,7 +22,13 @@ from digest.run import Run, open_store, write_previews
 F = TypeVar("F", bound=Callable[..., Any])
 
 # journald reads "<N>" prefixes as syslog priorities and stamps lines itself.
-_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
+_PRIORITY = {
+    logging.DEBUG: 7,
+    logging.INFO: 6,
+    logging.WARNING: 4,
+    logging.ERROR: 3,
+    logging.CRITICAL: 2,
+}
 
 
 class _JournalFormatter(logging.Formatter):
@@ -36,7 +42,9 @@ def setup_logging(verbose: int, quiet_on_tty: bool = True) -> None:
     if os.environ.get("JOURNAL_STREAM"):
         handler.setFormatter(_JournalFormatter("%(message)s"))
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
+        )
     # At a terminal the progress line says what INFO lines would; -v brings them back.
     level = logging.WARNING if (quiet_on_tty and sys.stderr.isatty()) else logging.INFO
     if verbose:
@@ -59,11 +67,16 @@ def handle_errors(func: F) -> F:
             click.echo(f"Error: {e}", err=True)
             sys.exit(e.exit_code)
         except KeyboardInterrupt:
-            click.echo("Interrupted; what was sent is recorded, the rest goes out next run.", err=True)
+            click.echo(
+                "Interrupted; what was sent is recorded, the rest goes out next run.", err=True
+            )
             sys.exit(130)
         except Exception:
             logging.getLogger("digest").exception("internal error")
-            click.echo("Error: internal error (a bug in digest); the traceback is above, please report it", err=True)
+            click.echo(
+                "Error: internal error (a bug in digest); the traceback is above, please report it",
+                err=True,
+            )
             sys.exit(EXIT_INTERNAL)
 
     return wrapper  # type: ignore[return-value]
@@ -72,11 +85,16 @@ def handle_errors(func: F) -> F:
 def config_options(func: F) -> F:
     """--subscribers and --db, shared by every command that reads the configuration."""
     func = click.option(
-        "--db", "db", type=click.Path(dir_okay=False, path_type=Path),
+        "--db",
+        "db",
+        type=click.Path(dir_okay=False, path_type=Path),
         help="SQLite database. [default: $DIGEST_DB, else $STATE_DIRECTORY/digest.db, else ./digest.db]",
     )(func)
     func = click.option(
-        "--subscribers", "-c", "subscribers", type=click.Path(dir_okay=False, path_type=Path),
+        "--subscribers",
+        "-c",
+        "subscribers",
+        type=click.Path(dir_okay=False, path_type=Path),
         help="Configuration and subscriber list. [default: $DIGEST_SUBSCRIBERS, else ./subscribers.toml]",
     )(func)
     return func
@@ -118,34 +136,57 @@ def check(subscribers: Path | None, db: Path | None) -> None:
         f"daily at {config.digest.send_at:%H:%M} {config.digest.timezone}"
     )
     for key, keyword in config.keywords.items():
-        click.echo(f'  "{keyword.name}"  [{keyword.query}'
-                   + (f"; categories {', '.join(keyword.categories)}" if keyword.categories else "") + "]")
+        click.echo(
+            f'  "{keyword.name}"  [{keyword.query}'
+            + (f"; categories {', '.join(keyword.categories)}" if keyword.categories else "")
+            + "]"
+        )
         click.echo(f"      watched by {', '.join(watchers[key])}")
 
 
 @main.command()
 @config_options
-@click.option("--dry-run", is_flag=True, help="Fetch, diff and render, but send nothing and write no state.")
 @click.option(
-    "--out", type=click.Path(file_okay=False, path_type=Path),
+    "--dry-run", is_flag=True, help="Fetch, diff and render, but send nothing and write no state."
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
     help="With --dry-run: write each digest to DIR/<email>.eml and DIR/<email>.html.",
 )
-@click.option("--cafile", type=click.Path(exists=True, dir_okay=False), envvar="DIGEST_SMTP_CAFILE",
-              help="CA certificates to verify the SMTP server with. [default: the system's; $DIGEST_SMTP_CAFILE]")
+@click.option(
+    "--cafile",
+    type=click.Path(exists=True, dir_okay=False),
+    envvar="DIGEST_SMTP_CAFILE",
+    help="CA certificates to verify the SMTP server with. [default: the system's; $DIGEST_SMTP_CAFILE]",
+)
 @handle_errors
-def send(subscribers: Path | None, db: Path | None, dry_run: bool, out: Path | None, cafile: str | None) -> None:
+def send(
+    subscribers: Path | None, db: Path | None, dry_run: bool, out: Path | None, cafile: str | None
+) -> None:
     """Run the daily job once: fetch new papers, mail each subscriber their digest."""
     if out and not dry_run:
         raise ConfigError("--out only goes with --dry-run (a real run mails the digests)")
     config = load(subscribers, db)
     store = open_store(config, dry_run)
     try:
-        run = Run(config, store, now=datetime.now(UTC), dry_run=dry_run, progress=Progress(), cafile=cafile)
+        run = Run(
+            config,
+            store,
+            now=datetime.now(UTC),
+            dry_run=dry_run,
+            progress=Progress(),
+            cafile=cafile,
+        )
         report = run.execute()
     finally:
         store.close()
     date = report.digest_date.isoformat()
-    failed_keywords = f"; {len(report.failed_keywords)} keywords failed (see above)" if report.failed_keywords else ""
+    failed_keywords = (
+        f"; {len(report.failed_keywords)} keywords failed (see above)"
+        if report.failed_keywords
+        else ""
+    )
     if dry_run:
         click.echo(
             f"dry run for {date}: {len(report.previews)} digests would be sent; "

@@ -25,7 +25,9 @@ SECURITY_MODES = ("starttls", "tls", "none")
 DEFAULT_PORTS = {"starttls": 587, "tls": 465, "none": 25}
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_DOMAIN = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$")
+_DOMAIN = re.compile(
+    r"^(?=.{1,253}$)([A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$"
+)
 
 
 def keyword_key(name: str) -> str:
@@ -162,7 +164,11 @@ class _Reader:
 
     def number(self, key: str, default: float, low: float, high: float) -> float:
         value = self.table.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not low <= value <= high
+        ):
             raise self.fail(key, f"'{key}' must be a number from {low:g} to {high:g}")
         return float(value)
 
@@ -228,8 +234,9 @@ def _read_toml(path: Path) -> tuple[str, dict[str, Any]]:
         return text, tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         match = re.search(r"\(at line (\d+), column (\d+)\)", str(e))
-        reason = re.sub(r"\s*\(at line.*\)$", "", str(e))
-        where = f"{path}:{match.group(1)}" if match else str(path)
+        reason = re.sub(r"\s*\(at (line|end of document).*\)$", "", str(e))
+        line = match.group(1) if match else len(text.splitlines())  # "at end of document"
+        where = f"{path}:{line}"
         raise ConfigError(f"{where}: TOML syntax error: {reason}; fix the file and retry") from e
 
 
@@ -297,7 +304,9 @@ def _env_int(env: Mapping[str, str], name: str, low: int, high: int) -> int:
     except ValueError:
         value = low - 1
     if not low <= value <= high:
-        raise ConfigError(f"environment: {name}={env[name]!r} must be a whole number from {low} to {high}")
+        raise ConfigError(
+            f"environment: {name}={env[name]!r} must be a whole number from {low} to {high}"
+        )
     return value
 
 
@@ -309,7 +318,9 @@ def _env_float(env: Mapping[str, str], name: str, default: float, low: float, hi
     except ValueError:
         value = low - 1
     if not low <= value <= high:
-        raise ConfigError(f"environment: {name}={env[name]!r} must be a number from {low:g} to {high:g}")
+        raise ConfigError(
+            f"environment: {name}={env[name]!r} must be a number from {low:g} to {high:g}"
+        )
     return value
 
 
@@ -326,7 +337,9 @@ def _secret(env: Mapping[str, str], name: str, credential: str) -> str | None:
     try:
         return Path(file_name).read_text(encoding="utf-8").strip("\r\n")
     except OSError as e:
-        raise ConfigError(f"{file_name}: cannot read the password file for {name} ({e.strerror})") from e
+        raise ConfigError(
+            f"{file_name}: cannot read the password file for {name} ({e.strerror})"
+        ) from e
 
 
 def _keyword_tables(path: Path, loc: _Locator, data: Mapping[str, Any]) -> dict[str, Keyword]:
@@ -336,7 +349,9 @@ def _keyword_tables(path: Path, loc: _Locator, data: Mapping[str, Any]) -> dict[
     keywords: dict[str, Keyword] = {}
     for name, table in tables.items():
         line = loc.table(f'keywords."{name}"') or loc.table(f"keywords.{name}")
-        r = _Reader(path, loc, table if isinstance(table, dict) else {}, line, f'keyword "{name}": ')
+        r = _Reader(
+            path, loc, table if isinstance(table, dict) else {}, line, f'keyword "{name}": '
+        )
         if not isinstance(table, dict):
             raise r.fail(None, f'write it as a table: [keywords."{name}"]')
         reason = validate_keyword(name)
@@ -346,12 +361,14 @@ def _keyword_tables(path: Path, loc: _Locator, data: Mapping[str, Any]) -> dict[
         categories = tuple(r.string_list("categories", required=False))
         for category in categories:
             if not re.fullmatch(r"[A-Za-z-]+(\.[A-Za-z-]+)?", category):
-                raise r.fail("categories", f"{category!r} is not an arXiv category like \"cs.CV\"")
+                raise r.fail("categories", f'{category!r} is not an arXiv category like "cs.CV"')
         query = r.string("query") or phrase_query(name)
         key = keyword_key(name)
         if key in keywords:
             raise r.fail(None, f'defined twice (as "{keywords[key].name}" too)')
-        keywords[key] = Keyword(key=key, name=" ".join(name.split()), query=query, categories=categories)
+        keywords[key] = Keyword(
+            key=key, name=" ".join(name.split()), query=query, categories=categories
+        )
     return keywords
 
 
@@ -368,7 +385,9 @@ def _subscribers(
     for index, entry in enumerate(entries):
         line = loc.table("subscriber", index)
         email = entry.get("email") if isinstance(entry, dict) else None
-        label = f'subscriber "{email}": ' if isinstance(email, str) else f"subscriber #{index + 1}: "
+        label = (
+            f'subscriber "{email}": ' if isinstance(email, str) else f"subscriber #{index + 1}: "
+        )
         r = _Reader(path, loc, entry if isinstance(entry, dict) else {}, line, label)
         r.check_keys(("email", "name", "keywords"))
         email = r.string("email", required=True) or ""
@@ -376,7 +395,9 @@ def _subscribers(
         if reason:
             raise r.fail("email", f"'email' {reason}")
         if email.casefold() in seen:
-            raise r.fail("email", f"listed twice (first at line {seen[email.casefold()]}); merge the two")
+            raise r.fail(
+                "email", f"listed twice (first at line {seen[email.casefold()]}); merge the two"
+            )
         seen[email.casefold()] = line or 0
         keys: list[str] = []
         for name in r.string_list("keywords", required=True):
@@ -385,7 +406,9 @@ def _subscribers(
                 raise r.fail("keywords", f"keyword {name[:40]!r} {reason}")
             key = keyword_key(name)
             if key not in keywords:
-                keywords[key] = Keyword(key=key, name=" ".join(name.split()), query=phrase_query(name))
+                keywords[key] = Keyword(
+                    key=key, name=" ".join(name.split()), query=phrase_query(name)
+                )
             if key not in keys:
                 keys.append(key)
         subscribers.append(Subscriber(email=email, name=r.string("name"), keywords=tuple(keys)))
@@ -421,9 +444,11 @@ def load_config(
         if section in data and not isinstance(data[section], dict):
             raise top.fail(section, f"'{section}' must be a table: [{section}]")
     if "digest" not in data:
-        raise top.fail(None, "the [digest] table is missing; it needs at least from = \"…\"")
+        raise top.fail(None, 'the [digest] table is missing; it needs at least from = "…"')
     digest = _digest_settings(_Reader(path, loc, data["digest"], loc.table("digest"), "[digest] "))
-    smtp = _smtp_settings(_Reader(path, loc, data.get("smtp", {}), loc.table("smtp"), "[smtp] "), env)
+    smtp = _smtp_settings(
+        _Reader(path, loc, data.get("smtp", {}), loc.table("smtp"), "[smtp] "), env
+    )
     keywords = _keyword_tables(path, loc, data)
     subscribers = _subscribers(path, loc, data, keywords)
     watched = {k for s in subscribers for k in s.keywords}

@@ -102,7 +102,7 @@ def _client(settings: SmtpSettings, cafile: str | None) -> aiosmtplib.SMTP:
         password=settings.password if settings.username else None,
         timeout=settings.timeout,
         use_tls=settings.security == "tls",
-        start_tls=True if settings.security == "starttls" else False,
+        start_tls=settings.security == "starttls",
         tls_context=context,
     )
 

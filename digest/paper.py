@@ -6,7 +6,10 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
-_ID = re.compile(r"(?:arxiv\.org/(?:abs|pdf)/)?(?P<id>[a-z\-.]*/?\d{4}\.?\d{4,5}|[a-z\-.]+/\d{7})(?:v(?P<v>\d+))?", re.I)
+_ID = re.compile(
+    r"(?:arxiv\.org/(?:abs|pdf)/)?(?P<id>[a-z\-.]*/?\d{4}\.?\d{4,5}|[a-z\-.]+/\d{7})(?:v(?P<v>\d+))?",
+    re.I,
+)
 
 
 def one_line(text: str | None) -> str:

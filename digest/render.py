@@ -68,8 +68,12 @@ def shorten(text: str, limit: int = ABSTRACT_LIMIT) -> str:
 
 def _wrap(text: str, width: int = 78, indent: str = "") -> str:
     return textwrap.fill(
-        text, width=width, initial_indent=indent, subsequent_indent=indent,
-        break_long_words=False, break_on_hyphens=False,
+        text,
+        width=width,
+        initial_indent=indent,
+        subsequent_indent=indent,
+        break_long_words=False,
+        break_on_hyphens=False,
     )
 
 

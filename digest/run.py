@@ -9,6 +9,7 @@ as planned and with the same Message-ID, at the start of the next run.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import secrets
 from collections.abc import AsyncIterator, Iterable, Iterator
@@ -114,9 +115,14 @@ class Run:
         self.report.inlinings = self.renderer.inlined
         status = "ok" if self.report.exit_code == EXIT_OK else "partial"
         self.store.finish_run(
-            run_id, datetime.now(UTC), fetched=self.report.fetched, new=self.report.new_papers,
-            sent=self.report.sent, failed=len(self.report.failed),
-            failed_keywords=[k for k, _ in self.report.failed_keywords], status=status,
+            run_id,
+            datetime.now(UTC),
+            fetched=self.report.fetched,
+            new=self.report.new_papers,
+            sent=self.report.sent,
+            failed=len(self.report.failed),
+            failed_keywords=[k for k, _ in self.report.failed_keywords],
+            status=status,
         )
         self.progress.finish()
         return self.report
@@ -146,16 +152,22 @@ class Run:
         cap = self.config.digest.first_digest_cap
         marks = self.store.watermarks(self.subscribers)
         domain = sender_address(self.config.digest.sender).rpartition("@")[2] or "localhost"
-        counts: dict[tuple[tuple[str, ...], tuple[int | None, ...]], int] = {}
+        counts: dict[tuple[object, ...], int] = {}
         rows = []
         for subscriber in self.config.subscribers:
             # A keyword that failed today keeps its watermark, so its papers come next time.
-            keys = tuple(k for k in subscriber.keywords if self.config.keywords[k].name.casefold() not in failed)
+            keys = tuple(
+                k
+                for k in subscriber.keywords
+                if self.config.keywords[k].name.casefold() not in failed
+            )
             if not keys:
                 continue
             own = marks.get(subscriber.email.casefold(), {})
-            plan = Plan(keys, tuple(own.get(k) for k in keys), top, cap)
-            group = (plan.keywords, plan.since)
+            since = tuple(own[k][0] if k in own else None for k in keys)
+            first = tuple(own[k][1] if k in own and own[k][0] is None else None for k in keys)
+            plan = Plan(keys, since, first, top, cap)
+            group = plan.content_key
             if group not in counts:
                 counts[group] = len(self.store.contents(plan))
             if counts[group] == 0 and not self.config.digest.send_empty:
@@ -176,10 +188,12 @@ class Run:
         if not outgoing:
             return
         # Grouped by content, so each content is rendered (and CSS-inlined) once.
-        outgoing.sort(key=lambda o: (_content(o.plan), o.digest_id))
+        outgoing.sort(key=lambda o: (_sortable(o.plan.content_key), o.digest_id))
         if self.dry_run:
             for o, envelope, counts, html in self._envelopes(outgoing):
-                self.report.previews.append(Preview(o.email, counts, envelope.subject, envelope.data, html))
+                self.report.previews.append(
+                    Preview(o.email, counts, envelope.subject, envelope.data, html)
+                )
             return
         try:
             asyncio.run(self._deliver(outgoing))
@@ -220,7 +234,7 @@ class Run:
         sender = self.config.digest.sender
         address = sender_address(sender)
         list_id = f"arXiv digest <digest.{address.replace('@', '.')}>"
-        for _content_key, members in groupby(outgoing, key=lambda o: _content(o.plan)):
+        for _content, members in groupby(outgoing, key=lambda o: o.plan.content_key):
             batch = list(members)
             first = batch[0]
             sections = self._sections(first.plan)
@@ -234,13 +248,20 @@ class Run:
                 unsubscribe = self._unsubscribe(subscriber)
                 text, html = personalize(rendered, unsubscribe)
                 message = build_message(
-                    sender=sender, to_email=subscriber.email, to_name=subscriber.name,
-                    subject=rendered.subject, text=text, html=html,
-                    message_id=o.message_id, date=o.created, list_id=list_id,
+                    sender=sender,
+                    to_email=subscriber.email,
+                    to_name=subscriber.name,
+                    subject=rendered.subject,
+                    text=text,
+                    html=html,
+                    message_id=o.message_id,
+                    date=o.created,
+                    list_id=list_id,
                     unsubscribe=[unsubscribe],
                 )
-                envelope = Envelope(o.digest_id, address, subscriber.email, rendered.subject,
-                                    message.as_bytes())
+                envelope = Envelope(
+                    o.digest_id, address, subscriber.email, rendered.subject, message.as_bytes()
+                )
                 yield o, envelope, counts, html
 
     def _name(self, key: str) -> str:
@@ -262,9 +283,9 @@ class Run:
         return f"mailto:{sender_address(self.config.digest.sender)}?subject=unsubscribe"
 
 
-def _content(plan: Plan) -> tuple[tuple[str, ...], tuple[int, ...], int]:
-    """What decides a digest's papers: subscribers sharing it share one rendering."""
-    return plan.keywords, tuple(-1 if s is None else s for s in plan.since), plan.top
+def _sortable(key: tuple[object, ...]) -> str:
+    # None and int mix in content keys; their JSON text orders consistently and groups equal keys.
+    return json.dumps(key)
 
 
 def open_store(config: Config, dry_run: bool) -> Store:
@@ -278,4 +299,3 @@ def write_previews(previews: Iterable[Preview], out: Path) -> None:
     for p in previews:
         (out / f"{p.email}.eml").write_bytes(p.eml)
         (out / f"{p.email}.html").write_text(p.html, encoding="utf-8")
-

@@ -53,10 +53,13 @@ def m001_initial(db: sqlite_utils.Database) -> None:
         );
         CREATE INDEX matches_by_paper ON matches (paper_id);
         -- What each subscriber has had, per keyword: every match with seq <= delivered_seq.
+        -- Before a first delivery, first_seq anchors the first-digest cap: the newest
+        -- `cap` matches up to first_seq, then everything after it.
         CREATE TABLE watermarks (
             email TEXT NOT NULL,
             keyword TEXT NOT NULL,
-            delivered_seq INTEGER NOT NULL,
+            delivered_seq INTEGER,
+            first_seq INTEGER NOT NULL,
             PRIMARY KEY (email, keyword)
         ) WITHOUT ROWID;
         -- The outbox: a digest is planned (its content fixed by plan), then sent or failed.
@@ -93,25 +96,44 @@ def m001_initial(db: sqlite_utils.Database) -> None:
 
 @dataclass(frozen=True)
 class Plan:
-    """What one digest contains: for each keyword, matches after `since` up to `top`.
+    """What one digest contains: for each keyword, the matches after `since` up to `top`.
 
-    `since` None means a first digest for that keyword: the newest `cap` matches instead.
+    Where `since` is None nothing was delivered for that keyword yet: the digest has the
+    newest `cap` matches up to `first` (fixed when it was first planned), then all after it.
     """
 
     keywords: tuple[str, ...]
     since: tuple[int | None, ...]
+    first: tuple[int | None, ...]
     top: int
     cap: int
 
     def to_json(self) -> str:
         return json.dumps(
-            {"keywords": self.keywords, "since": self.since, "top": self.top, "cap": self.cap}
+            {
+                "keywords": self.keywords,
+                "since": self.since,
+                "first": self.first,
+                "top": self.top,
+                "cap": self.cap,
+            }
         )
 
     @classmethod
     def from_json(cls, text: str) -> Plan:
         data = json.loads(text)
-        return cls(tuple(data["keywords"]), tuple(data["since"]), data["top"], data["cap"])
+        return cls(
+            tuple(data["keywords"]),
+            tuple(data["since"]),
+            tuple(data["first"]),
+            data["top"],
+            data["cap"],
+        )
+
+    @property
+    def content_key(self) -> tuple[object, ...]:
+        """Plans with equal keys have equal contents: their readers share one rendering."""
+        return self.keywords, self.since, self.first, self.top, self.cap
 
 
 @dataclass(frozen=True)
@@ -167,7 +189,9 @@ class Store:
     def open(cls, path: Path) -> Store:
         """Open (creating if missing) the database; StateError if it is unusable."""
         if path.parent and not path.parent.exists():
-            raise StateError(f"{path}: the folder {path.parent} does not exist; create it or set DIGEST_DB")
+            raise StateError(
+                f"{path}: the folder {path.parent} does not exist; create it or set DIGEST_DB"
+            )
         try:
             conn = sqlite3.connect(str(path), timeout=30)
             store = cls(sqlite_utils.Database(conn), path)
@@ -229,16 +253,27 @@ class Store:
                    WHERE excluded.version > papers.version""",
                 [
                     (
-                        p.arxiv_id, p.version, p.title, p.summary, json.dumps(p.authors),
-                        _iso(p.published), _iso(p.updated), p.primary_category,
-                        json.dumps(p.categories), p.comment, _iso(now),
+                        p.arxiv_id,
+                        p.version,
+                        p.title,
+                        p.summary,
+                        json.dumps(p.authors),
+                        _iso(p.published),
+                        _iso(p.updated),
+                        p.primary_category,
+                        json.dumps(p.categories),
+                        p.comment,
+                        _iso(now),
                     )
                     for p in papers
                 ],
             )
             # Oldest first, so sequence numbers follow submission order within a fetch.
-            new = [p for p in sorted(papers, key=lambda p: (p.published, p.arxiv_id))
-                   if p.arxiv_id not in known]
+            new = [
+                p
+                for p in sorted(papers, key=lambda p: (p.published, p.arxiv_id))
+                if p.arxiv_id not in known
+            ]
             self.db.conn.executemany(
                 "INSERT INTO matches (keyword, paper_id, first_seen) VALUES (?, ?, ?)",
                 [(keyword, p.arxiv_id, _iso(now)) for p in new],
@@ -263,27 +298,31 @@ class Store:
 
     # -- the seen-set ----------------------------------------------------------
 
-    def watermarks(self, emails: Iterable[str]) -> dict[str, dict[str, int]]:
-        """{email: {keyword: delivered_seq}} for the given (case-folded) addresses."""
-        marks: dict[str, dict[str, int]] = {}
+    def watermarks(self, emails: Iterable[str]) -> dict[str, dict[str, tuple[int | None, int]]]:
+        """{email: {keyword: (delivered_seq, first_seq)}} for the given (case-folded) addresses."""
+        marks: dict[str, dict[str, tuple[int | None, int]]] = {}
         for row in self.db.query(
-            "SELECT w.email, w.keyword, w.delivered_seq FROM watermarks w "
+            "SELECT w.email, w.keyword, w.delivered_seq, w.first_seq FROM watermarks w "
             "JOIN json_each(?) j ON j.value = w.email",
             [json.dumps(list(emails))],
         ):
-            marks.setdefault(row["email"], {})[row["keyword"]] = row["delivered_seq"]
+            marks.setdefault(row["email"], {})[row["keyword"]] = (
+                row["delivered_seq"],
+                row["first_seq"],
+            )
         return marks
 
     def contents(self, plan: Plan) -> list[Item]:
         """The papers a plan stands for, each once, in keyword order, newest first."""
         chosen: dict[str, str] = {}  # paper id -> first keyword it is new under
-        for keyword, since in zip(plan.keywords, plan.since, strict=True):
+        for keyword, since, first in zip(plan.keywords, plan.since, plan.first, strict=True):
             if since is None:
+                first = plan.top if first is None else first
                 rows = self.db.query(
-                    "SELECT m.paper_id FROM matches m JOIN papers p ON p.id = m.paper_id "
-                    "WHERE m.keyword = ? AND m.seq <= ? "
-                    "ORDER BY p.published DESC, p.id DESC LIMIT ?",
-                    [keyword, plan.top, plan.cap],
+                    "SELECT * FROM (SELECT m.paper_id FROM matches m JOIN papers p ON p.id = m.paper_id "
+                    "WHERE m.keyword = ? AND m.seq <= ? ORDER BY p.published DESC, p.id DESC LIMIT ?) "
+                    "UNION ALL SELECT paper_id FROM matches WHERE keyword = ? AND seq > ? AND seq <= ?",
+                    [keyword, first, plan.cap, keyword, first, plan.top],
                 )
             else:
                 rows = self.db.query(
@@ -324,24 +363,44 @@ class Store:
             Item(
                 paper=papers[pid],
                 keyword=keyword,
-                also=tuple(sorted((k for k in matched.get(pid, []) if k != keyword), key=order.__getitem__)),
+                also=tuple(
+                    sorted((k for k in matched.get(pid, []) if k != keyword), key=order.__getitem__)
+                ),
             )
             for pid, keyword in chosen.items()
         ]
-        items.sort(key=lambda i: (order[i.keyword], -i.paper.published.timestamp(), i.paper.arxiv_id))
+        items.sort(
+            key=lambda i: (order[i.keyword], -i.paper.published.timestamp(), i.paper.arxiv_id)
+        )
         return items
 
     # -- the outbox ------------------------------------------------------------
 
     def plan_digests(
-        self, run_id: int, digest_date: str, rows: Iterable[tuple[str, str, Plan, int]], now: datetime
+        self,
+        run_id: int,
+        digest_date: str,
+        rows: Iterable[tuple[str, str, Plan, int]],
+        now: datetime,
     ) -> None:
         """Record planned digests (email, message_id, plan, papers) in one transaction."""
+        rows = list(rows)
         with self.db.atomic():
             self.db.conn.executemany(
                 "INSERT INTO digests (run_id, email, digest_date, message_id, plan, papers, status, created) "
                 "VALUES (?, ?, ?, ?, ?, ?, 'pending', ?)",
                 [(run_id, e, digest_date, m, p.to_json(), n, _iso(now)) for e, m, p, n in rows],
+            )
+            # Anchor each first digest's cap, so a failed one is retried whole, not re-capped.
+            self.db.conn.executemany(
+                "INSERT INTO watermarks (email, keyword, delivered_seq, first_seq) VALUES (?, ?, NULL, ?) "
+                "ON CONFLICT (email, keyword) DO NOTHING",
+                [
+                    (e, k, p.top)
+                    for e, _m, p, _n in rows
+                    for k, since, first in zip(p.keywords, p.since, p.first, strict=True)
+                    if since is None and first is None
+                ],
             )
 
     def pending(self) -> Iterator[Outgoing]:
@@ -365,10 +424,10 @@ class Store:
                 [_iso(now), digest_id],
             )
             self.db.conn.executemany(
-                "INSERT INTO watermarks (email, keyword, delivered_seq) VALUES (?, ?, ?) "
+                "INSERT INTO watermarks (email, keyword, delivered_seq, first_seq) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (email, keyword) DO UPDATE SET "
-                "delivered_seq = max(delivered_seq, excluded.delivered_seq)",
-                [(email, k, plan.top) for k in plan.keywords],
+                "delivered_seq = max(coalesce(delivered_seq, 0), excluded.delivered_seq)",
+                [(email, k, plan.top, plan.top) for k in plan.keywords],
             )
 
     def mark_failed(self, digest_id: int, error: str) -> None:
@@ -383,7 +442,8 @@ class Store:
         """A planned digest that must not go out any more (its subscriber left)."""
         with self.db.atomic():
             self.db.execute(
-                "UPDATE digests SET status = 'cancelled', last_error = ? WHERE id = ?", [reason, digest_id]
+                "UPDATE digests SET status = 'cancelled', last_error = ? WHERE id = ?",
+                [reason, digest_id],
             )
 
     # -- runs ------------------------------------------------------------------
@@ -396,14 +456,31 @@ class Store:
         return int(cursor.lastrowid or 0)
 
     def finish_run(
-        self, run_id: int, now: datetime, *, fetched: int, new: int, sent: int, failed: int,
-        failed_keywords: Sequence[str], status: str,
+        self,
+        run_id: int,
+        now: datetime,
+        *,
+        fetched: int,
+        new: int,
+        sent: int,
+        failed: int,
+        failed_keywords: Sequence[str],
+        status: str,
     ) -> None:
         with self.db.atomic():
             self.db.execute(
                 "UPDATE runs SET finished = ?, fetched = ?, new_papers = ?, sent = ?, failed = ?, "
                 "failed_keywords = ?, status = ? WHERE id = ?",
-                [_iso(now), fetched, new, sent, failed, json.dumps(list(failed_keywords)), status, run_id],
+                [
+                    _iso(now),
+                    fetched,
+                    new,
+                    sent,
+                    failed,
+                    json.dumps(list(failed_keywords)),
+                    status,
+                    run_id,
+                ],
             )
 
     def recent_runs(self, limit: int = 10) -> list[dict[str, Any]]:
@@ -418,7 +495,11 @@ def _db_problem(path: Path, error: sqlite3.DatabaseError) -> str:
             "away to start afresh (every subscriber would then get a first digest again)"
         )
     if "disk" in text and "full" in text:
-        return f"{path}: the disk is full; the previous state is intact, free some space and run again"
+        return (
+            f"{path}: the disk is full; the previous state is intact, free some space and run again"
+        )
     if "unable to open" in text or "readonly" in text:
-        return f"{path}: cannot open the database for writing ({text}); check the path and permissions"
+        return (
+            f"{path}: cannot open the database for writing ({text}); check the path and permissions"
+        )
     return f"{path}: database error ({text})"

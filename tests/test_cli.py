@@ -1,0 +1,91 @@
+"""The CLI as a user meets it: help everywhere, usage errors, and one real subprocess run."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from digest.cli import main
+from tests.conftest import WriteConfig
+from tests.fakes.smtp_server import SMTPServer
+
+COMMANDS = [name for name in main.commands]
+
+
+@pytest.mark.parametrize("command", [[], *([c] for c in COMMANDS)])
+def test_every_command_has_help(command: list[str]) -> None:
+    result = CliRunner().invoke(main, [*command, "--help"])
+    assert result.exit_code == 0
+    assert result.stdout.startswith("Usage: ")
+
+
+def test_out_without_dry_run_is_a_usage_error(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["send", "--out", str(tmp_path)])
+    assert result.exit_code == 2
+    assert result.stderr == "Error: --out only goes with --dry-run (a real run mails the digests)\n"
+
+
+def test_unknown_option_is_a_usage_error() -> None:
+    result = CliRunner().invoke(main, ["send", "--dry-rn"])
+    assert result.exit_code == 2
+    assert "Error: No such option '--dry-rn'. Did you mean '--dry-run'?" in result.stderr
+
+
+def test_a_damaged_database_is_named_and_never_recreated(
+    write_config: WriteConfig, env: dict[str, str]
+) -> None:
+    write_config()
+    db = Path(env["DIGEST_DB"])
+    db.write_bytes(b"this is not a database" * 100)
+    result = CliRunner().invoke(main, ["send"], env=env)
+    assert result.exit_code == 6
+    assert result.stderr.startswith(f"Error: {db}: the database file is damaged")
+    assert db.read_bytes() == b"this is not a database" * 100
+
+
+def test_smtp_down_is_one_clear_error_and_loses_nothing(
+    write_config: WriteConfig, env: dict[str, str], smtp: SMTPServer
+) -> None:
+    write_config()
+    smtp.stop()
+    result = CliRunner().invoke(main, ["send"], env=env)
+    assert result.exit_code == 4
+    assert (
+        "cannot connect" in result.stderr
+        and "check [smtp] host, port and security" in result.stderr
+    )
+    assert "Traceback" not in result.output
+    # Every digest is still pending: the next run sends them.
+    smtp.start()
+    env = {**env, "DIGEST_SMTP_PORT": str(smtp.port)}
+    result = CliRunner().invoke(main, ["send"], env=env)
+    assert result.exit_code == 0, result.output
+    assert sorted(smtp.by_recipient()) == [
+        "lab@example.org",
+        "reader@example.org",
+        "student@example.org",
+    ]
+
+
+def test_python_dash_m_digest_send_as_a_real_process(
+    write_config: WriteConfig, env: dict[str, str], smtp: SMTPServer
+) -> None:
+    write_config()
+    repo = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [sys.executable, "-m", "digest", "send"],
+        env={**os.environ, **env},
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "sent 3 digests, 0 failed" in result.stdout
+    assert 'INFO keyword "Person Re-ID": ' in result.stderr
+    assert len(smtp.messages) == 3

@@ -1,0 +1,367 @@
+"""The daily pipeline end to end: fake arXiv → SQLite → render → real SMTP server, on loopback."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import timedelta
+from email.message import EmailMessage
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from digest.cli import main
+from digest.errors import EXIT_DELIVERY_FAILED, EXIT_FETCH_FAILED, EXIT_OK
+from tests.conftest import DAY1, SUBSCRIBERS, WriteConfig, run_digest
+from tests.fakes.arxiv_server import FakeArxiv
+from tests.fakes.smtp_server import SMTPServer
+
+DAY2 = DAY1 + timedelta(days=1)
+DAY3 = DAY1 + timedelta(days=2)
+SECTION = re.compile(r"^== (?P<keyword>.+) \((?P<count>\d+)\) ==$", re.M)
+ABS = re.compile(r"https://arxiv\.org/abs/(\S+)")
+
+
+def text_part(message: EmailMessage) -> str:
+    part = message.get_body(preferencelist=("plain",))
+    assert part is not None
+    return str(part.get_content())
+
+
+def sections(message: EmailMessage) -> dict[str, list[str]]:
+    """{keyword: [arXiv ids]} as a reader sees them in the text part."""
+    text = text_part(message)
+    marks = list(SECTION.finditer(text))
+    found = {}
+    for i, mark in enumerate(marks):
+        end = marks[i + 1].start() if i + 1 < len(marks) else text.index("\n--\n")
+        ids = ABS.findall(text[mark.end() : end])
+        assert len(ids) == int(mark["count"]), mark.group(0)
+        found[mark["keyword"]] = ids
+    return found
+
+
+def received(smtp: SMTPServer) -> dict[str, list[EmailMessage]]:
+    return {rcpt: [r.message for r in rs] for rcpt, rs in smtp.by_recipient().items()}
+
+
+def all_ids(message: EmailMessage) -> list[str]:
+    return [i for ids in sections(message).values() for i in ids]
+
+
+def test_first_run_sends_each_subscriber_a_capped_digest_of_their_keywords(
+    write_config: WriteConfig, arxiv_fake: FakeArxiv, smtp: SMTPServer
+) -> None:
+    config = write_config()
+    report = run_digest(config)
+
+    assert report.exit_code == EXIT_OK
+    assert report.sent == 3 and not report.failed
+    mail = received(smtp)
+    assert sorted(mail) == ["lab@example.org", "reader@example.org", "student@example.org"]
+    reader = sections(mail["reader@example.org"][0])
+    assert list(reader) == ["Person Re-ID", "Virtual Try-On"]
+    # A first digest is capped at the newest 10 per keyword, never the 100 old papers.
+    assert all(0 < len(ids) <= 10 for ids in reader.values())
+    for messages in mail.values():
+        assert len(messages) == 1
+        ids = all_ids(messages[0])
+        assert len(ids) == len(set(ids)), "a paper appears once per digest"
+    # One arXiv request per watched keyword, one client, the real query parameters.
+    assert len(arxiv_fake.requests) == len(config.keywords) == 4
+    queries = [r.params for r in arxiv_fake.requests]
+    assert {q["search_query"] for q in queries} >= {'ti:"Person Re-ID" OR abs:"Person Re-ID"'}
+    assert all(q["sortBy"] == "submittedDate" and q["sortOrder"] == "descending" for q in queries)
+    assert all(q["max_results"] == "100" and q["start"] == "0" for q in queries)
+    assert all(r.headers["User-Agent"].startswith("digest/") for r in arxiv_fake.requests)
+
+
+def test_newest_papers_first_within_a_keyword(
+    write_config: WriteConfig, arxiv_fake: FakeArxiv, smtp: SMTPServer
+) -> None:
+    run_digest(write_config())
+    ids = sections(received(smtp)["reader@example.org"][0])["Person Re-ID"]
+    published = [arxiv_fake.get(i).published for i in ids]
+    assert published == sorted(published, reverse=True)
+
+
+def test_next_day_sends_only_new_papers_only_to_their_watchers(
+    write_config: WriteConfig, arxiv_fake: FakeArxiv, smtp: SMTPServer
+) -> None:
+    config = write_config()
+    run_digest(config)
+    smtp.reset()
+    reid = arxiv_fake.add_paper(
+        "A new Person Re-ID benchmark", "We study person re-id.", "Person Re-ID"
+    )
+    tryon = arxiv_fake.add_paper(
+        "Faster Virtual Try-On", "A virtual try-on model.", "Virtual Try-On"
+    )
+
+    report = run_digest(config, DAY2)
+
+    assert report.exit_code == EXIT_OK
+    mail = received(smtp)
+    assert sorted(mail) == ["lab@example.org", "reader@example.org", "student@example.org"]
+    assert sections(mail["reader@example.org"][0]) == {
+        "Person Re-ID": [reid.arxiv_id],
+        "Virtual Try-On": [tryon.arxiv_id],
+    }
+    assert sections(mail["lab@example.org"][0]) == {"Person Re-ID": [reid.arxiv_id]}
+    assert all_ids(mail["student@example.org"][0]) == [tryon.arxiv_id]
+    assert (
+        "2 new papers: Person Re-ID (1), Virtual Try-On (1)"
+        in mail["reader@example.org"][0]["Subject"]
+    )
+
+    # Nothing new on the third day: no mail at all (arXiv announces nothing on weekends).
+    smtp.reset()
+    report = run_digest(config, DAY3)
+    assert report.exit_code == EXIT_OK and report.sent == 0
+    assert smtp.messages == []
+
+
+def test_a_paper_under_two_keywords_appears_once_under_the_first_marked_with_the_other(
+    write_config: WriteConfig, arxiv_fake: FakeArxiv, smtp: SMTPServer
+) -> None:
+    config = write_config()
+    run_digest(config)
+    smtp.reset()
+    both = arxiv_fake.add_paper(
+        "Virtual Try-On meets Person Re-ID", "Person Re-ID under virtual try-on.", "Person Re-ID"
+    )
+
+    run_digest(config, DAY2)
+
+    message = received(smtp)["reader@example.org"][0]
+    assert sections(message) == {"Person Re-ID": [both.arxiv_id]}
+    assert "also: Virtual Try-On" in text_part(message)
+    # The student watches only the other keyword: they get it there.
+    assert sections(received(smtp)["student@example.org"][0]) == {"Virtual Try-On": [both.arxiv_id]}
+
+
+def test_a_new_version_of_a_seen_paper_is_not_a_new_paper(
+    write_config: WriteConfig, arxiv_fake: FakeArxiv, smtp: SMTPServer
+) -> None:
+    config = write_config()
+    run_digest(config)
+    sent = all_ids(received(smtp)["reader@example.org"][0])
+    smtp.reset()
+    old = arxiv_fake.get(sent[0])
+    arxiv_fake.replace_version(old.arxiv_id, old.version + 1, old.updated + timedelta(days=30))
+
+    report = run_digest(config, DAY2)
+
+    assert report.sent == 0 and smtp.messages == []
+
+
+def test_a_failed_delivery_is_carried_to_the_next_digest(
+    write_config: WriteConfig, arxiv_fake: FakeArxiv, smtp: SMTPServer
+) -> None:
+    config = write_config()
+    smtp.rcpt_reply["student@example.org"] = "451 4.3.0 Mailbox temporarily unavailable"
+
+    report = run_digest(config)
+
+    assert report.exit_code == EXIT_DELIVERY_FAILED
+    assert [e for e, _ in report.failed] == ["student@example.org"]
+    assert "451" in report.failed[0][1]
+    assert sorted(received(smtp)) == ["lab@example.org", "reader@example.org"]
+    # The reader watches Virtual Try-On too, so their day-one section is what the student missed.
+    missed = sections(received(smtp)["reader@example.org"][0])["Virtual Try-On"]
+    smtp.reset()
+    new = arxiv_fake.add_paper("Try-on at scale", "Virtual try-on, faster.", "Virtual Try-On")
+
+    report = run_digest(config, DAY2)
+
+    assert report.exit_code == EXIT_OK
+    student = set(all_ids(received(smtp)["student@example.org"][0]))
+    assert {new.arxiv_id, *missed} <= student
+    reader_ids = set(all_ids(received(smtp)["reader@example.org"][0]))
+    assert reader_ids == {new.arxiv_id}, "who got day one's digest is not sent it again"
+
+
+def test_a_new_subscriber_gets_a_capped_first_digest_while_others_get_only_news(
+    write_config: WriteConfig, arxiv_fake: FakeArxiv, smtp: SMTPServer
+) -> None:
+    run_digest(write_config())
+    smtp.reset()
+    newcomer = '[[subscriber]]\nemail = "new@example.org"\nkeywords = ["person re-id"]\n'
+    config = write_config(subscribers=SUBSCRIBERS + newcomer)
+
+    run_digest(config, DAY2)
+
+    mail = received(smtp)
+    assert sorted(mail) == ["new@example.org"]
+    # Keywords match case-insensitively: the newcomer shares the existing "Person Re-ID".
+    assert {k: len(v) for k, v in sections(mail["new@example.org"][0]).items()} == {
+        "Person Re-ID": 10
+    }
+    assert len(arxiv_fake.requests) == 8, "still one request per keyword per run"
+
+
+def test_send_empty_mails_subscribers_with_nothing_new(
+    write_config: WriteConfig, smtp: SMTPServer
+) -> None:
+    config = write_config(digest="send_empty = true")
+    run_digest(config)
+    smtp.reset()
+
+    report = run_digest(config, DAY2)
+
+    assert report.sent == 3
+    message = received(smtp)["reader@example.org"][0]
+    assert "no new papers" in message["Subject"]
+    assert "No new papers today" in text_part(message)
+
+
+def test_a_keyword_arxiv_fails_on_is_skipped_and_arrives_next_run(
+    write_config: WriteConfig, arxiv_fake: FakeArxiv, smtp: SMTPServer
+) -> None:
+    config = write_config()
+    # Keywords are fetched in the order subscribers name them: Person Re-ID first, 3 attempts.
+    arxiv_fake.fail_next("status", times=3, status=500)
+
+    report = run_digest(config)
+
+    assert report.exit_code == EXIT_FETCH_FAILED
+    [(failed, reason)] = report.failed_keywords
+    assert failed == "Person Re-ID" and "HTTP 500" in reason
+    assert report.sent == 3, "the other keywords' digests still go out"
+    for messages in received(smtp).values():
+        assert failed not in sections(messages[0])
+    smtp.reset()
+
+    report = run_digest(config, DAY2)
+
+    assert report.exit_code == EXIT_OK
+    got = [m for ms in received(smtp).values() for m in ms if failed in sections(m)]
+    assert got, "the failed keyword's papers come with the next successful run"
+    assert all(len(sections(m)[failed]) <= 10 for m in got), "as a capped first digest, not a flood"
+
+
+def test_dry_run_sends_nothing_writes_nothing_and_is_repeatable(
+    write_config: WriteConfig,
+    arxiv_fake: FakeArxiv,
+    smtp: SMTPServer,
+    env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    config = write_config()
+    run_digest(config)
+    smtp.reset()
+    arxiv_fake.add_paper("A new Person Re-ID benchmark", "Person re-id again.", "Person Re-ID")
+    db = Path(env["DIGEST_DB"])
+    before = hashlib.sha256(db.read_bytes()).hexdigest()
+    runner = CliRunner()
+
+    first = runner.invoke(main, ["send", "--dry-run", "--out", str(tmp_path / "out")], env=env)
+    second = runner.invoke(main, ["send", "--dry-run"], env=env)
+
+    assert first.exit_code == 0, first.output
+    assert first.stdout.splitlines()[1:3] == second.stdout.splitlines()[1:3]
+    assert "lab@example.org: 1 papers: Person Re-ID 1" in first.stdout
+    assert "reader@example.org: 1 papers: Person Re-ID 1" in first.stdout
+    assert "student@example.org" not in first.stdout
+    assert hashlib.sha256(db.read_bytes()).hexdigest() == before
+    assert smtp.messages == [] and smtp.connections == 0
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert written == [
+        "lab@example.org.eml",
+        "lab@example.org.html",
+        "reader@example.org.eml",
+        "reader@example.org.html",
+    ]
+    # The real run afterwards still has that paper to send: the dry run marked nothing seen.
+    assert run_digest(config, DAY2).sent == 2
+
+
+def test_headers_and_both_mime_parts(write_config: WriteConfig, smtp: SMTPServer) -> None:
+    run_digest(write_config())
+    [raw] = smtp.by_recipient()["reader@example.org"]
+    message = raw.message
+
+    assert raw.mail_from == "digest@example.org" and raw.rcpt_tos == ["reader@example.org"]
+    assert message["From"] == "arXiv digest <digest@example.org>"
+    assert message["To"] == '"A. Reader" <reader@example.org>'
+    assert message["Date"] and message["Message-ID"].endswith("@example.org>")
+    assert re.fullmatch(
+        r"arXiv digest · 2025-11-17 · \d+ new papers: Person Re-ID \(\d+\), Virtual Try-On \(\d+\)",
+        message["Subject"],
+    )
+    assert message["List-Id"] == "arXiv digest <digest.digest.example.org>"
+    assert message["List-Unsubscribe"] == "<mailto:digest@example.org?subject=unsubscribe>"
+    assert message.get_content_type() == "multipart/alternative"
+    parts = [p.get_content_type() for p in message.iter_parts()]
+    assert parts == ["text/plain", "text/html"]
+    html = message.get_body(preferencelist=("html",)).get_content()
+    assert 'style="' in html, "CSS is inlined"
+    assert "https://arxiv.org/abs/" in html and "https://arxiv.org/pdf/" in html
+    assert "you watch: Person Re-ID, Virtual Try-On" in text_part(message)
+    # No line of the raw message exceeds SMTP's limit, and every header stays one header.
+    assert max(len(line) for line in raw.data.split(b"\r\n")) <= 998
+    assert b"\r\n\r\n" in raw.data
+
+
+def test_titles_with_line_breaks_and_markup_cannot_inject_headers_or_html(
+    write_config: WriteConfig, arxiv_fake: FakeArxiv, smtp: SMTPServer
+) -> None:
+    config = write_config()
+    run_digest(config)
+    smtp.reset()
+    arxiv_fake.add_paper(
+        "Person Re-ID <script>alert(1)</script>\r\nBcc: victim@example.com",
+        "An abstract with <b>markup</b> and a\nline break.",
+        "Person Re-ID",
+    )
+
+    run_digest(config, DAY2)
+
+    [raw] = smtp.by_recipient()["lab@example.org"]
+    assert raw.message["Bcc"] is None and raw.rcpt_tos == ["lab@example.org"]
+    html = raw.message.get_body(preferencelist=("html",)).get_content()
+    assert "<script>" not in html and "&lt;script&gt;" in html
+    assert "&lt;b&gt;markup&lt;/b&gt;" in html
+
+
+def test_premailer_runs_once_per_distinct_content(
+    write_config: WriteConfig, arxiv_fake: FakeArxiv, smtp: SMTPServer
+) -> None:
+    twins = "".join(
+        f'\n[[subscriber]]\nemail = "twin{i}@example.org"\nkeywords = ["Person Re-ID", "Virtual Try-On"]\n'
+        for i in range(5)
+    )
+    config = write_config(subscribers=twins)
+
+    report = run_digest(config)
+
+    assert report.sent == 5 and report.inlinings == 1
+    bodies = {r.message.get_body(preferencelist=("html",)).get_content() for r in smtp.messages}
+    assert len(bodies) == 1
+
+
+def test_progress_and_summary_through_the_cli(
+    write_config: WriteConfig, smtp: SMTPServer, env: dict[str, str]
+) -> None:
+    write_config()
+    result = CliRunner().invoke(main, ["send"], env=env)
+
+    assert result.exit_code == 0, result.output
+    assert re.fullmatch(
+        r"\d{4}-\d\d-\d\d: sent 3 digests, 0 failed; \d+ papers fetched, \d+ new\n", result.stdout
+    )
+    assert "INFO sent 3 of 3 digests" in result.stderr
+
+
+def test_a_category_filter_reaches_arxiv_as_a_query(
+    write_config: WriteConfig, arxiv_fake: FakeArxiv
+) -> None:
+    config = write_config(
+        subscribers='[keywords."low level vision"]\ncategories = ["cs.CV", "eess.IV"]\n'
+        '[[subscriber]]\nemail = "a@example.org"\nkeywords = ["low level vision"]\n'
+    )
+    run_digest(config, dry_run=True)
+    [request] = arxiv_fake.requests
+    assert request.params["search_query"] == (
+        '(ti:"low level vision" OR abs:"low level vision") AND (cat:cs.CV OR cat:eess.IV)'
+    )
