@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import secrets
+import threading
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
@@ -92,6 +93,8 @@ class Run:
         source: ArxivSource | None = None,
         progress: Progress | None = None,
         cafile: str | None = None,
+        fetch: bool = True,
+        cancel: threading.Event | None = None,
     ) -> None:
         self.config, self.store, self.now, self.dry_run = config, store, now, dry_run
         self.source = source or ArxivSource(
@@ -102,13 +105,17 @@ class Run:
         self.sender = Sender(config.smtp, cafile=cafile)
         self.report = RunReport(digest_date_for(now, config.digest.timezone))
         self.subscribers = {s.email.casefold(): s for s in config.subscribers}
+        # fetch=False plans from what is stored (previews); cancel stops between messages,
+        # leaving the rest pending in the outbox for the next run.
+        self.fetch, self.cancel = fetch, cancel or threading.Event()
 
     def execute(self) -> RunReport:
         """Finish what an earlier run left, then fetch, plan and send today's digests."""
         date_text = self.report.digest_date.isoformat()
         run_id = self.store.start_run(date_text, self.now)
         self._send(list(self.store.pending()))
-        self._fetch()
+        if self.fetch:
+            self._fetch()
         self._plan(run_id, date_text)
         self._send(list(self.store.pending()))
         self.report.arxiv_requests = self.source.requests_made
@@ -132,6 +139,8 @@ class Run:
     def _fetch(self) -> None:
         keywords = list(self.config.keywords.values())
         for index, keyword in enumerate(keywords, start=1):
+            if self.cancel.is_set():
+                return
             self.progress.fetching(index, len(keywords), keyword.name)
             try:
                 papers = self.source.fetch(keyword, self.config.digest.max_per_keyword)
@@ -235,6 +244,9 @@ class Run:
         address = sender_address(sender)
         list_id = f"arXiv digest <digest.{address.replace('@', '.')}>"
         for _content, members in groupby(outgoing, key=lambda o: o.plan.content_key):
+            if self.cancel.is_set():
+                log.info("stopping: the remaining digests stay pending for the next run")
+                return
             batch = list(members)
             first = batch[0]
             sections = self._sections(first.plan)
@@ -244,6 +256,8 @@ class Run:
             )
             counts = [(s.keyword, len(s.items)) for s in sections if s.items]
             for o in batch:
+                if self.cancel.is_set():
+                    return
                 subscriber = self.subscribers[o.email]
                 unsubscribe = self._unsubscribe(subscriber)
                 text, html = personalize(rendered, unsubscribe)
