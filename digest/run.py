@@ -120,7 +120,10 @@ class Run:
         self._send(list(self.store.pending()))
         self.report.arxiv_requests = self.source.requests_made
         self.report.inlinings = self.renderer.inlined
-        status = "ok" if self.report.exit_code == EXIT_OK else "partial"
+        if self.cancel.is_set():
+            status = "interrupted"
+        else:
+            status = "ok" if self.report.exit_code == EXIT_OK else "partial"
         self.store.finish_run(
             run_id,
             datetime.now(UTC),

@@ -88,7 +88,7 @@ def m001_initial(db: sqlite_utils.Database) -> None:
             sent INTEGER NOT NULL DEFAULT 0,
             failed INTEGER NOT NULL DEFAULT 0,
             failed_keywords TEXT NOT NULL DEFAULT '[]',
-            status TEXT NOT NULL DEFAULT 'running'   -- running | ok | partial | failed
+            status TEXT NOT NULL DEFAULT 'running'   -- running | ok | partial | interrupted
         );
         """
     )
