@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import argparse
 import base64
-import contextlib
 import dataclasses
 import hashlib
 import html
 import random
 import re
 import signal
-import socket
 import sys
 import textwrap
 import threading
@@ -41,26 +39,89 @@ ATOM_TYPE = "application/atom+xml; charset=UTF-8"
 
 # keyword section -> (primary category, extra categories)
 SECTION_CATEGORIES: dict[str, tuple[str, tuple[str, ...]]] = {
-    "Person Re-ID": ("cs.CV", ()), "Image Editing": ("cs.CV", ("cs.GR",)),
+    "Person Re-ID": ("cs.CV", ()),
+    "Image Editing": ("cs.CV", ("cs.GR",)),
     "Text based person retrieval": ("cs.CV", ("cs.MM",)),
-    "Clothes Changing Person ReID": ("cs.CV", ()), "Virtual Try-On": ("cs.CV", ("cs.GR",)),
-    "try on": ("cs.CV", ()), "low level vision": ("cs.CV", ("eess.IV",)),
+    "Clothes Changing Person ReID": ("cs.CV", ()),
+    "Virtual Try-On": ("cs.CV", ("cs.GR",)),
+    "try on": ("cs.CV", ()),
+    "low level vision": ("cs.CV", ("eess.IV",)),
 }
 _DEFAULT_CATEGORY: tuple[str, tuple[str, ...]] = ("cs.CV", ())
 
 # Non-ASCII, hyphenated and multi-word names on purpose: they exercise escaping,
 # encodings and sorting in whatever renders the digest.
 _GIVEN = (
-    "Wei", "Yuki", "Aisha", "Jean-Luc", "Zoë", "José", "Priya", "Mateusz", "Olúwaseun",
-    "Hannah", "Jürgen", "Chen", "Sofía", "Dmitri", "Ngozi", "Kai", "Ingrid", "Rahul",
-    "Mei-Ling", "Tomás", "Ahmed", "Elena", "Haruto", "Fatima", "Lars", "Minh", "Grace",
-    "Søren", "Ji-woo", "Camille", "Xiaoyu", "Björn", "Anaïs", "Gabriel", "Yusuf", "Lin",
+    "Wei",
+    "Yuki",
+    "Aisha",
+    "Jean-Luc",
+    "Zoë",
+    "José",
+    "Priya",
+    "Mateusz",
+    "Olúwaseun",
+    "Hannah",
+    "Jürgen",
+    "Chen",
+    "Sofía",
+    "Dmitri",
+    "Ngozi",
+    "Kai",
+    "Ingrid",
+    "Rahul",
+    "Mei-Ling",
+    "Tomás",
+    "Ahmed",
+    "Elena",
+    "Haruto",
+    "Fatima",
+    "Lars",
+    "Minh",
+    "Grace",
+    "Søren",
+    "Ji-woo",
+    "Camille",
+    "Xiaoyu",
+    "Björn",
+    "Anaïs",
+    "Gabriel",
+    "Yusuf",
+    "Lin",
 )
 _FAMILY = (
-    "Zhang", "Nakamura", "Okafor", "van der Berg", "Müller", "García", "Sharma", "Kowalski",
-    "Li", "O'Connor", "Dubois", "Ivanova", "Kim", "Sørensen", "Nguyen", "Rossi", "Wang",
-    "Hernández-López", "Takahashi", "Haddad", "Andersson", "Liu", "De la Cruz", "Çelik",
-    "Chatterjee", "Schmidt", "Park", "Novák", "Abebe", "Yamamoto", "Chen", "Papadopoulos",
+    "Zhang",
+    "Nakamura",
+    "Okafor",
+    "van der Berg",
+    "Müller",
+    "García",
+    "Sharma",
+    "Kowalski",
+    "Li",
+    "O'Connor",
+    "Dubois",
+    "Ivanova",
+    "Kim",
+    "Sørensen",
+    "Nguyen",
+    "Rossi",
+    "Wang",
+    "Hernández-López",
+    "Takahashi",
+    "Haddad",
+    "Andersson",
+    "Liu",
+    "De la Cruz",
+    "Çelik",
+    "Chatterjee",
+    "Schmidt",
+    "Park",
+    "Novák",
+    "Abebe",
+    "Yamamoto",
+    "Chen",
+    "Papadopoulos",
 )
 _AUTHOR_COUNTS = (1, 2, 2, 3, 3, 3, 4, 4, 4, 5, 5, 6, 6, 7, 8, 9, 10, 12)
 
@@ -172,14 +233,21 @@ def parse_reference(text: str) -> list[Entry]:
         updated = datetime.combine(day, _updated_time(arxiv_id))
         folded = _FOLDED_COMMENT.match(row["comment"])
         primary, categories = derive_categories(arxiv_id, sections[arxiv_id])
-        entries.append(Entry(
-            arxiv_id=arxiv_id, version=version, title=_clean(row["title"]),
-            summary=_clean(row["abs"]),
-            comment=_clean(folded["text"] if folded else row["comment"]) or None,
-            published=derive_published(arxiv_id, updated, version), updated=updated,
-            authors=derive_authors(arxiv_id), primary_category=primary,
-            categories=categories, sections=sections[arxiv_id],
-        ))
+        entries.append(
+            Entry(
+                arxiv_id=arxiv_id,
+                version=version,
+                title=_clean(row["title"]),
+                summary=_clean(row["abs"]),
+                comment=_clean(folded["text"] if folded else row["comment"]) or None,
+                published=derive_published(arxiv_id, updated, version),
+                updated=updated,
+                authors=derive_authors(arxiv_id),
+                primary_category=primary,
+                categories=categories,
+                sections=sections[arxiv_id],
+            )
+        )
     return entries
 
 
@@ -197,7 +265,10 @@ def load_reference(path: str | Path = DEFAULT_REFERENCE) -> list[Entry]:
 
 FIELDS = frozenset({"ti", "au", "abs", "co", "jr", "cat", "rn", "id", "all"})
 _QUERY_TOKEN = re.compile(
-    r'\s*(?:(?P<paren>[()])|(?:(?P<field>\w+):)?(?:"(?P<phrase>[^"]*)"|(?P<word>[^\s()"]+)))')
+    r"\s*(?:(?P<paren>[()])"
+    r"|(?P<date>submittedDate|lastUpdatedDate):\[(?P<lo>\d{8,12})[\s+]+TO[\s+]+(?P<hi>\d{8,12})\]"
+    r'|(?:(?P<field>\w+):)?(?:"(?P<phrase>[^"]*)"|(?P<word>[^\s()"]+)))'
+)
 Predicate = Callable[[Entry], bool]
 _COMBINE: dict[str, Callable[[Predicate, Predicate], Predicate]] = {
     "AND": lambda a, b: lambda e: a(e) and b(e),
@@ -221,19 +292,31 @@ def _term(fld: str, value: str) -> Predicate:
         return lambda e: value in e.categories
     if fld == "id":
         return lambda e: value in (e.arxiv_id, e.versioned_id)
+    if fld in {"submittedDate", "lastUpdatedDate"}:
+
+        def stamp(e: Entry) -> str:
+            return f"{e.published if fld == 'submittedDate' else e.updated:%Y%m%d%H%M}"
+
+        return lambda e: value[:12] <= stamp(e) <= value[12:]
     needle = _tokens(value)
     if fld in {"jr", "rn"} or not needle.strip():
         return lambda e: False  # the reference has no journal refs or report numbers
 
     def match(e: Entry) -> bool:
         texts: dict[str, list[str | None]] = {
-            "ti": [e.title], "abs": [e.summary], "co": [e.comment], "au": list(e.authors)}
+            "ti": [e.title],
+            "abs": [e.summary],
+            "co": [e.comment],
+            "au": list(e.authors),
+        }
         pool = [t for ts in texts.values() for t in ts] if fld == "all" else texts[fld]
-        return (any(t is not None and needle in _tokens(t) for t in pool)
-                or (fld == "all" and value in e.categories)
-                # The reference lists came from arXiv's stemmed search, which token
-                # matching cannot reproduce: a listed paper matches its keyword.
-                or (fld in {"ti", "abs", "all"} and any(_tokens(s) == needle for s in e.sections)))
+        return (
+            any(t is not None and needle in _tokens(t) for t in pool)
+            or (fld == "all" and value in e.categories)
+            # The reference lists came from arXiv's stemmed search, which token
+            # matching cannot reproduce: a listed paper matches its keyword.
+            or (fld in {"ti", "abs", "all"} and any(_tokens(s) == needle for s in e.sections))
+        )
 
     return match
 
@@ -241,8 +324,10 @@ def _term(fld: str, value: str) -> Predicate:
 def compile_query(query: str) -> Predicate:
     """Compile arXiv ``search_query`` syntax to a predicate; QueryError if malformed.
 
-    OR binds loosest; AND, ANDNOT and juxtaposition (an implicit AND) bind tighter; all
-    are left-associative. Operators are upper case only, as on arXiv.
+    Fields ti, au, abs, co, cat, id, all (jr, rn never match), quoted phrases, and
+    ``submittedDate:[YYYYMMDDHHMM TO YYYYMMDDHHMM]`` / ``lastUpdatedDate`` ranges. OR binds
+    loosest; AND, ANDNOT and juxtaposition (an implicit AND) bind tighter; all are
+    left-associative. Operators are upper case only, as on arXiv.
     """
     tokens: list[tuple[str, str]] = []  # ("(" | ")" | "op" | field, value)
     pos = 0
@@ -252,6 +337,8 @@ def compile_query(query: str) -> Predicate:
         pos = m.end()
         if m["paren"]:
             tokens.append((m["paren"], ""))
+        elif m["date"]:  # [YYYYMMDD[HHMM] TO ...], GMT, inclusive at minute precision
+            tokens.append((m["date"], m["lo"].ljust(12, "0") + m["hi"].ljust(12, "9")))
         elif m["field"] is None and m["word"] in _COMBINE:
             tokens.append(("op", m["word"]))
         elif (m["field"] or "all").lower() not in FIELDS or ":" in (m["word"] or ""):
@@ -299,11 +386,15 @@ def compile_query(query: str) -> Predicate:
 
 _XML_INVALID = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 _ID_FORMAT = re.compile(r"^(\d{4}\.\d{4,5}|[a-z][a-z.-]*(?:\.[A-Z]{2})?/\d{7})(?:v(\d+))?$")
-_FEED_NS = ('xmlns="http://www.w3.org/2005/Atom" '
-            f'xmlns:opensearch="http://a9.com/-/spec/opensearch/1.1/" xmlns:arxiv="{ATOM_SCHEME}"')
+_FEED_NS = (
+    'xmlns="http://www.w3.org/2005/Atom" '
+    f'xmlns:opensearch="http://a9.com/-/spec/opensearch/1.1/" xmlns:arxiv="{ATOM_SCHEME}"'
+)
 # What arXiv sends for an id_list id it does not know: an entry without an <id>.
-_MISSING_ENTRY = (f'  <entry>\n    <arxiv:primary_category term="" scheme="{ATOM_SCHEME}"/>\n'
-                  f'    <category term="" scheme="{ATOM_SCHEME}"/>\n  </entry>\n')
+_MISSING_ENTRY = (
+    f'  <entry>\n    <arxiv:primary_category term="" scheme="{ATOM_SCHEME}"/>\n'
+    f'    <category term="" scheme="{ATOM_SCHEME}"/>\n  </entry>\n'
+)
 
 
 def _x(text: str) -> str:
@@ -312,9 +403,14 @@ def _x(text: str) -> str:
 
 def _wrap(text: str, label: str = "", summary: bool = False) -> str:
     """Wrap like arXiv metadata: 79 columns, counting the ``Title: `` style label."""
-    lines = textwrap.wrap(text, 79, initial_indent="  " if summary else " " * len(label),
-                          subsequent_indent="" if summary else "  ",
-                          break_long_words=False, break_on_hyphens=False)
+    lines = textwrap.wrap(
+        text,
+        79,
+        initial_indent="  " if summary else " " * len(label),
+        subsequent_indent="" if summary else "  ",
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
     return "\n".join(lines) + "\n" if summary else "\n".join(lines).lstrip(" ")
 
 
@@ -331,8 +427,11 @@ def render_entry(e: Entry, version: int | None = None) -> str:
         f"<title>{_x(_wrap(e.title, 'Title: '))}</title>",
         f"<summary>{_x(_wrap(e.summary, summary=True))}</summary>",
         *(f"<author>\n      <name>{_x(a)}</name>\n    </author>" for a in e.authors),
-        *([f"<arxiv:comment>{_x(_wrap(e.comment, 'Comments: '))}</arxiv:comment>"]
-          if e.comment else []),
+        *(
+            [f"<arxiv:comment>{_x(_wrap(e.comment, 'Comments: '))}</arxiv:comment>"]
+            if e.comment
+            else []
+        ),
         f'<link href="http://arxiv.org/abs/{vid}" rel="alternate" type="text/html"/>',
         f'<link title="pdf" href="http://arxiv.org/pdf/{vid}" rel="related"'
         ' type="application/pdf"/>',
@@ -346,10 +445,11 @@ def _today_stamp() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT00:00:00-05:00")  # arXiv: midnight, EST
 
 
-def render_feed(params: dict[str, str], total: int, start: int, per_page: int,
-                body: str) -> bytes:
-    query = (f"search_query={params.get('search_query', '')}&id_list={params.get('id_list', '')}"
-             f"&start={start}&max_results={per_page}")
+def render_feed(params: dict[str, str], total: int, start: int, per_page: int, body: str) -> bytes:
+    query = (
+        f"search_query={params.get('search_query', '')}&id_list={params.get('id_list', '')}"
+        f"&start={start}&max_results={per_page}"
+    )
     feed_id = base64.b64encode(hashlib.sha1(query.encode()).digest()).decode().rstrip("=")
     return (
         f'<?xml version="1.0" encoding="UTF-8"?>\n<feed {_FEED_NS}>\n'
@@ -367,27 +467,35 @@ def render_feed(params: dict[str, str], total: int, start: int, per_page: int,
 
 def render_error(params: dict[str, str], message: str, link: str | None = None) -> bytes:
     link = link or "http://arxiv.org/api/errors#" + message.replace(" ", "_")
-    body = (f"  <entry>\n    <id>{_x(link)}</id>\n    <title>Error</title>\n"
-            f"    <summary>{_x(message)}</summary>\n    <updated>{_today_stamp()}</updated>\n"
-            f'    <link href={quoteattr(link)} rel="alternate" type="text/html"/>\n'
-            "    <author>\n      <name>arXiv api core</name>\n    </author>\n  </entry>\n")
+    body = (
+        f"  <entry>\n    <id>{_x(link)}</id>\n    <title>Error</title>\n"
+        f"    <summary>{_x(message)}</summary>\n    <updated>{_today_stamp()}</updated>\n"
+        f'    <link href={quoteattr(link)} rel="alternate" type="text/html"/>\n'
+        "    <author>\n      <name>arXiv api core</name>\n    </author>\n  </entry>\n"
+    )
     return render_feed(params, 1, 0, 1, body)
 
 
 # ---------------------------------------------------------------- server
 
 FAULT_PARAMS: dict[str, set[str]] = {
-    "status": {"status", "retry_after", "body"}, "empty": {"total"},
-    "error_entry": {"status", "bad_id"}, "truncated": {"fraction"}, "garbage": set(),
-    "stall": {"seconds"}, "drop": set(),
+    "status": {"status", "retry_after", "body"},
+    "empty": {"total"},
+    "error_entry": {"status", "bad_id"},
+    "truncated": {"fraction"},
+    "garbage": set(),
+    "stall": {"seconds"},
+    "drop": set(),
 }
 _SORT_KEYS: dict[str, Callable[[Entry], Any] | None] = {
     "relevance": None,  # reference order, which is how arXiv ranked the README lists
     "lastUpdatedDate": lambda e: (e.updated, e.arxiv_id),
     "submittedDate": lambda e: (e.published, e.arxiv_id),
 }
-_GARBAGE = (b"<!DOCTYPE html>\n<html><head><title>503 Service Unavailable</title></head>"
-            b"<body><h1>Service Unavailable</h1><p>Please try again later.<br></body></html>\n")
+_GARBAGE = (
+    b"<!DOCTYPE html>\n<html><head><title>503 Service Unavailable</title></head>"
+    b"<body><h1>Service Unavailable</h1><p>Please try again later.<br></body></html>\n"
+)
 
 
 class _Server(ThreadingHTTPServer):
@@ -407,23 +515,22 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
-    # Set add/discard and list(set) are atomic under the GIL: no lock needed.
-    def setup(self) -> None:
-        super().setup()
-        self.server.fake._conns.add(self.connection)
-
-    def finish(self) -> None:
-        self.server.fake._conns.discard(self.connection)
-        super().finish()
-
     def do_GET(self) -> None:
         self.server.fake._handle(self)
 
-    def send(self, status: int, body: bytes, content_type: str = ATOM_TYPE,
-             headers: dict[str, str] | None = None) -> None:
+    def send(
+        self,
+        status: int,
+        body: bytes,
+        content_type: str = ATOM_TYPE,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self.send_response(status)
-        for name, value in {"Content-Type": content_type, "Content-Length": str(len(body)),
-                            **(headers or {})}.items():
+        for name, value in {
+            "Content-Type": content_type,
+            "Content-Length": str(len(body)),
+            **(headers or {}),
+        }.items():
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(body)
@@ -443,7 +550,6 @@ class FakeArxiv:
         self._lock = threading.Lock()
         self._faults: deque[tuple[str, dict[str, Any]]] = deque()
         self._stopping = threading.Event()
-        self._conns: set[socket.socket] = set()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._serial = 90000
@@ -455,8 +561,11 @@ class FakeArxiv:
             self._server.fake = self
             self.port = self._server.server_address[1]
             self._thread = threading.Thread(
-                target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                name=f"fake-arxiv:{self.port}", daemon=True)
+                target=self._server.serve_forever,
+                kwargs={"poll_interval": 0.05},
+                name=f"fake-arxiv:{self.port}",
+                daemon=True,
+            )
             self._thread.start()
         return self
 
@@ -464,11 +573,8 @@ class FakeArxiv:
         server, self._server = self._server, None
         if server is None:
             return
-        self._stopping.set()
+        self._stopping.set()  # stalled handlers wake up and hang up
         server.shutdown()
-        for conn in list(self._conns):  # wake clients still waiting on a stalled handler
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
         server.server_close()
         if self._thread is not None:
             self._thread.join(timeout=2)
@@ -496,20 +602,30 @@ class FakeArxiv:
                 self.entries.append(entry)
         return entry
 
-    def add_paper(self, title: str, summary: str, keyword_section: str | None = None,
-                  published: datetime | None = None, arxiv_id: str | None = None,
-                  version: int = 1, comment: str | None = None,
-                  authors: list[str] | None = None, updated: datetime | None = None,
-                  categories: list[str] | None = None) -> Entry:
+    def add_paper(
+        self,
+        title: str,
+        summary: str,
+        keyword_section: str | None = None,
+        published: datetime | None = None,
+        arxiv_id: str | None = None,
+        version: int = 1,
+        comment: str | None = None,
+        authors: list[str] | None = None,
+        updated: datetime | None = None,
+        categories: list[str] | None = None,
+    ) -> Entry:
         """Serve a new paper. ``published`` defaults to 17:59:59Z on the day after the
         newest ``updated`` served, so each call makes the newest paper; the default id
         is ``<YYMM of published>.9xxxx``, unique among the entries."""
         with self._lock:
             known = {e.arxiv_id for e in self.entries}
-            latest = max((e.updated for e in self.entries),
-                         default=datetime(2025, 11, 12, tzinfo=UTC))
+            latest = max(
+                (e.updated for e in self.entries), default=datetime(2025, 11, 12, tzinfo=UTC)
+            )
             published = published or datetime.combine(
-                (latest + timedelta(days=1)).date(), time(17, 59, 59, tzinfo=UTC))
+                (latest + timedelta(days=1)).date(), time(17, 59, 59, tzinfo=UTC)
+            )
             if arxiv_id is None:
                 self._serial += 1
                 while (fresh := f"{published:%y%m}.{self._serial:05d}") in known:
@@ -517,18 +633,29 @@ class FakeArxiv:
                 arxiv_id = fresh
         sections = [keyword_section] if keyword_section else []
         categories = categories or derive_categories(arxiv_id, sections)[1]
-        return self.add(Entry(
-            arxiv_id=arxiv_id, version=version, title=title, summary=summary, comment=comment,
-            published=published, updated=updated or published,
-            authors=derive_authors(arxiv_id) if authors is None else authors,
-            primary_category=categories[0], categories=categories, sections=sections,
-        ))
+        return self.add(
+            Entry(
+                arxiv_id=arxiv_id,
+                version=version,
+                title=title,
+                summary=summary,
+                comment=comment,
+                published=published,
+                updated=updated or published,
+                authors=derive_authors(arxiv_id) if authors is None else authors,
+                primary_category=categories[0],
+                categories=categories,
+                sections=sections,
+            )
+        )
 
-    def replace_version(self, arxiv_id: str, version: int, updated: datetime,
-                        **changes: Any) -> Entry:
+    def replace_version(
+        self, arxiv_id: str, version: int, updated: datetime, **changes: Any
+    ) -> Entry:
         """Serve a new version of a known paper (``changes``: new title, comment...)."""
-        return self.add(dataclasses.replace(self.get(arxiv_id), version=version,
-                                            updated=updated, **changes))
+        return self.add(
+            dataclasses.replace(self.get(arxiv_id), version=version, updated=updated, **changes)
+        )
 
     def get(self, arxiv_id: str) -> Entry:
         with self._lock:
@@ -572,10 +699,18 @@ class FakeArxiv:
         elif kind == "status":
             status = fault.get("status", 503)
             retry = fault.get("retry_after")
-            body = fault.get("body", "Rate exceeded." if status in {429, 503} else
-                             f"<html><body><h1>{status}</h1></body></html>")
-            h.send(status, body.encode(), "text/plain; charset=UTF-8",
-                   {} if retry is None else {"Retry-After": str(retry)})
+            body = fault.get(
+                "body",
+                "Rate exceeded."
+                if status in {429, 503}
+                else f"<html><body><h1>{status}</h1></body></html>",
+            )
+            h.send(
+                status,
+                body.encode(),
+                "text/plain; charset=UTF-8",
+                {} if retry is None else {"Retry-After": str(retry)},
+            )
         elif kind == "garbage":
             h.send(200, _GARBAGE, "text/html; charset=UTF-8")
         elif kind == "error_entry":
@@ -589,8 +724,7 @@ class FakeArxiv:
                 body = body[: int(len(body) * fault.get("fraction", 0.5))]
             h.send(status, body)
 
-    def query(self, params: dict[str, str],
-              empty_total: int | None = None) -> tuple[int, bytes]:
+    def query(self, params: dict[str, str], empty_total: int | None = None) -> tuple[int, bytes]:
         """Answer one /api/query request: (HTTP status, Atom body).
 
         With ``empty_total`` (the "empty" fault) the page has no entries yet claims
@@ -607,11 +741,16 @@ class FakeArxiv:
         max_results, start = numbers["max_results"], numbers["start"]
         sort_by = params.get("sortBy") or "relevance"
         sort_order = params.get("sortOrder") or "descending"
-        for name, value, allowed in (("sortBy", sort_by, list(_SORT_KEYS)),
-                                     ("sortOrder", sort_order, ["ascending", "descending"])):
+        for name, value, allowed in (
+            ("sortBy", sort_by, list(_SORT_KEYS)),
+            ("sortOrder", sort_order, ["ascending", "descending"]),
+        ):
             if value not in allowed:
-                return 400, render_error(params, f"{name} must be in: {', '.join(allowed)}",
-                                         "https://arxiv.org/help/api/user-manual#sort")
+                return 400, render_error(
+                    params,
+                    f"{name} must be in: {', '.join(allowed)}",
+                    "https://arxiv.org/help/api/user-manual#sort",
+                )
         ids = []
         for raw in filter(None, (i.strip() for i in params.get("id_list", "").split(","))):
             if (m := _ID_FORMAT.match(raw)) is None:
@@ -621,8 +760,9 @@ class FakeArxiv:
         try:
             predicate = compile_query(search) if search else None
         except QueryError as exc:
-            return 400, render_error(params, f"malformed query: {exc}",
-                                     "http://arxiv.org/api/errors#malformed_query")
+            return 400, render_error(
+                params, f"malformed query: {exc}", "http://arxiv.org/api/errors#malformed_query"
+            )
         with self._lock:
             entries = list(self.entries)
 
@@ -641,7 +781,7 @@ class FakeArxiv:
                 matched.reverse()
             items = [(e, None) for e in matched]
 
-        total, page = len(items), items[start:start + min(max_results, 2000)]  # arXiv's cap
+        total, page = len(items), items[start : start + min(max_results, 2000)]  # arXiv's cap
         if empty_total is not None:
             total, page = (empty_total if empty_total >= 0 else max(total, start + 1)), []
         body = "".join(render_entry(e, v) if e else _MISSING_ENTRY for e, v in page)
@@ -650,19 +790,25 @@ class FakeArxiv:
 
 # ---------------------------------------------------------------- CLI
 
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Serve a fake arXiv API on 127.0.0.1.")
     parser.add_argument("--port", type=int, default=0, help="TCP port (default: any free one)")
-    parser.add_argument("--reference", type=Path, default=DEFAULT_REFERENCE,
-                        help="DailyArXiv README to serve (default: %(default)s)")
+    parser.add_argument(
+        "--reference",
+        type=Path,
+        default=DEFAULT_REFERENCE,
+        help="DailyArXiv README to serve (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     done = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    # Explicit SIGINT too: a shell's background job inherits SIGINT ignored.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: done.set())
     with FakeArxiv(load_reference(args.reference), port=args.port) as fake:
         print(f"fake arXiv API at {fake.url}", flush=True)
-        with contextlib.suppress(KeyboardInterrupt):
-            while not done.wait(0.5):
-                pass
+        while not done.wait(0.5):
+            pass
     return 0
 
 

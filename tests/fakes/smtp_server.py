@@ -276,11 +276,14 @@ def _reply(code: int, text: str) -> str:
 
 
 class SMTPServer(_LoopServer):
-    """Recording SMTP server (aiosmtpd) with fault injection; see module docstring.
+    """Recording SMTP server (aiosmtpd) whose faults can be armed at any time from any thread.
 
-    Reply tables (`rcpt_reply`, `data_reply`, `*_default`) are plain dicts and
-    attributes: single reads and writes of them are atomic, so tests may change
-    them while the server runs.  A 2xx entry there means "accept".
+    Precedence for a RCPT or end-of-DATA reply: an armed "next N" fault, then the
+    per-recipient table, then the default.  The tables (`rcpt_reply`, `data_reply`)
+    and `*_default` are plain dicts/attributes: single reads and writes are atomic,
+    so tests may change them while the server runs.  A 2xx entry means "accept".
+    Stalls and delays end after their time, on release(), or when stop() aborts
+    the connection.
     """
 
     def __init__(
@@ -310,8 +313,8 @@ class SMTPServer(_LoopServer):
             self.messages: list[Received] = []
             self.commands: list[tuple[int, str]] = []
             self.connections = 0
-            self.active = 0
-            self.max_concurrent = 0
+            self.active: int = getattr(self, "active", 0)  # sessions still open stay counted
+            self.max_concurrent = self.active
         self.rcpt_reply: dict[str, str] = {}
         self.rcpt_reply_default: str | None = None
         self.data_reply: dict[str, str] = {}
@@ -382,7 +385,7 @@ class SMTPServer(_LoopServer):
         self.slow_seconds = seconds_per_message
 
     def release(self) -> None:
-        """End every stall and delay in progress now (later ones still wait)."""
+        """End every stall and delay in progress (asynchronously; later ones still wait)."""
         loop = self._loop
         if loop is not None:
             loop.call_soon_threadsafe(self._release_now)

@@ -21,7 +21,7 @@ import pytest
 import requests
 from lxml import etree
 
-from .arxiv_server import (
+from tests.fakes.arxiv_server import (
     DEFAULT_REFERENCE,
     Entry,
     FakeArxiv,
@@ -33,11 +33,18 @@ from .arxiv_server import (
 )
 
 PERSON_REID = '(ti:"Person Re-ID" OR abs:"Person Re-ID")'
-NS = {"a": "http://www.w3.org/2005/Atom", "arxiv": "http://arxiv.org/schemas/atom",
-      "os": "http://a9.com/-/spec/opensearch/1.1/"}
+NS = {
+    "a": "http://www.w3.org/2005/Atom",
+    "arxiv": "http://arxiv.org/schemas/atom",
+    "os": "http://a9.com/-/spec/opensearch/1.1/",
+}
 SECTION_ROWS = {
-    "Person Re-ID": 100, "Image Editing": 100, "Text based person retrieval": 100,
-    "Clothes Changing Person ReID": 45, "Virtual Try-On": 100, "try on": 98,
+    "Person Re-ID": 100,
+    "Image Editing": 100,
+    "Text based person retrieval": 100,
+    "Clothes Changing Person ReID": 45,
+    "Virtual Try-On": 100,
+    "try on": 98,
     "low level vision": 98,
 }
 
@@ -59,9 +66,12 @@ def client_for(fake: FakeArxiv, page_size: int = 50, num_retries: int = 0) -> ar
     return client
 
 
-def search(query: str = PERSON_REID, max_results: int | None = 100,
-           sort_by: arxiv.SortCriterion = arxiv.SortCriterion.SubmittedDate,
-           **kwargs: object) -> arxiv.Search:
+def search(
+    query: str = PERSON_REID,
+    max_results: int | None = 100,
+    sort_by: arxiv.SortCriterion = arxiv.SortCriterion.SubmittedDate,
+    **kwargs: object,
+) -> arxiv.Search:
     return arxiv.Search(query, max_results=max_results, sort_by=sort_by, **kwargs)
 
 
@@ -70,6 +80,7 @@ def total_of(body: bytes) -> int:
 
 
 # ------------------------------------------------------------------ reference data
+
 
 def test_reference_counts(entries: list[Entry]) -> None:
     rows = list(iter_reference_rows(DEFAULT_REFERENCE.read_text(encoding="utf-8")))
@@ -82,10 +93,14 @@ def test_reference_counts(entries: list[Entry]) -> None:
 
 def test_reference_entry_fields(entries: list[Entry]) -> None:
     first = entries[0]
-    assert (first.arxiv_id, first.version, first.title) == ("2303.08597", 5,
-                                                            "Aerial-Ground Person Re-ID")
-    assert first.comment == ("Published on IEEE International Conference on Multimedia and "
-                             "Expo 2023 (ICME2023)")
+    assert (first.arxiv_id, first.version, first.title) == (
+        "2303.08597",
+        5,
+        "Aerial-Ground Person Re-ID",
+    )
+    assert first.comment == (
+        "Published on IEEE International Conference on Multimedia and Expo 2023 (ICME2023)"
+    )
     assert first.updated.date().isoformat() == "2023-08-15"
     assert first.published == datetime(2023, 3, 2, 17, 59, 59, tzinfo=UTC)  # 1 + 8597 % 28
     assert first.sections == ["Person Re-ID"] and first.primary_category == "cs.CV"
@@ -111,16 +126,25 @@ def test_reference_is_deterministic(entries: list[Entry]) -> None:
 
 # ------------------------------------------------------------------ real client
 
+
 def test_real_client_pages_newest_first(fake: FakeArxiv, entries: list[Entry]) -> None:
     results = list(client_for(fake).results(search()))
     assert len(results) == 100
     published = [r.published for r in results]
     assert published == sorted(published, reverse=True)
-    assert [(r.path, r.params["start"]) for r in fake.requests] == [("/api/query", "0"),
-                                                                    ("/api/query", "50")]
+    assert [(r.path, r.params["start"]) for r in fake.requests] == [
+        ("/api/query", "0"),
+        ("/api/query", "50"),
+    ]
     first = fake.requests[0]
-    assert first.params == {"search_query": PERSON_REID, "id_list": "", "sortBy": "submittedDate",
-                            "sortOrder": "descending", "start": "0", "max_results": "50"}
+    assert first.params == {
+        "search_query": PERSON_REID,
+        "id_list": "",
+        "sortBy": "submittedDate",
+        "sortOrder": "descending",
+        "start": "0",
+        "max_results": "50",
+    }
     assert first.headers["User-Agent"] == f"arxiv.py/{arxiv.__version__}"
 
     by_id = {e.arxiv_id: e for e in entries}
@@ -138,6 +162,19 @@ def test_real_client_pages_newest_first(fake: FakeArxiv, entries: list[Entry]) -
         assert (result.published, result.updated) == (entry.published, entry.updated)
 
 
+def test_every_entry_round_trips_through_the_client(fake: FakeArxiv, entries: list[Entry]) -> None:
+    status, body = fake.query({"search_query": "cat:cs.CV", "max_results": "1000"})
+    assert status == 200 and total_of(body) == 561  # strict parse: well-formed XML
+    results = list(client_for(fake, page_size=200).results(search("cat:cs.CV", None)))
+    assert len(results) == len(entries) == 561
+    by_id = {e.versioned_id: e for e in entries}
+    for result in results:
+        entry = by_id[result.get_short_id()]
+        assert (result.title, " ".join(result.summary.split())) == (entry.title, entry.summary)
+        assert [a.name for a in result.authors] == entry.authors
+        assert (result.comment and " ".join(result.comment.split())) == entry.comment
+
+
 def test_every_listed_paper_matches_its_keyword(fake: FakeArxiv, entries: list[Entry]) -> None:
     status, body = fake.query({"search_query": PERSON_REID, "max_results": "0"})
     listed = sum("Person Re-ID" in e.sections for e in entries)
@@ -146,14 +183,22 @@ def test_every_listed_paper_matches_its_keyword(fake: FakeArxiv, entries: list[E
 
 def test_category_filter_and_sort_orders(fake: FakeArxiv, entries: list[Entry]) -> None:
     client = client_for(fake)
-    low_level = list(client.results(search("cat:eess.IV", max_results=None,
-                                           sort_by=arxiv.SortCriterion.LastUpdatedDate,
-                                           sort_order=arxiv.SortOrder.Ascending)))
+    low_level = list(
+        client.results(
+            search(
+                "cat:eess.IV",
+                max_results=None,
+                sort_by=arxiv.SortCriterion.LastUpdatedDate,
+                sort_order=arxiv.SortOrder.Ascending,
+            )
+        )
+    )
     assert len(low_level) == sum("eess.IV" in e.categories for e in entries) == 98
     assert all("eess.IV" in r.categories for r in low_level)
     assert [r.updated for r in low_level] == sorted(r.updated for r in low_level)
-    relevance = list(client.results(search("cat:eess.IV", max_results=5,
-                                           sort_by=arxiv.SortCriterion.Relevance)))
+    relevance = list(
+        client.results(search("cat:eess.IV", max_results=5, sort_by=arxiv.SortCriterion.Relevance))
+    )
     in_order = [e.versioned_id for e in entries if "eess.IV" in e.categories][:5]
     assert [r.get_short_id() for r in relevance] == in_order
 
@@ -161,8 +206,7 @@ def test_category_filter_and_sort_orders(fake: FakeArxiv, entries: list[Entry]) 
 def test_id_list(fake: FakeArxiv) -> None:
     ids = ["2303.08597", "1909.08580v1", "2303.08597v2"]
     results = list(client_for(fake).results(arxiv.Search(id_list=ids)))
-    assert [r.get_short_id() for r in results] == ["2303.08597v5", "1909.08580v1",
-                                                   "2303.08597v2"]
+    assert [r.get_short_id() for r in results] == ["2303.08597v5", "1909.08580v1", "2303.08597v2"]
     # arXiv answers unknown ids with an <entry> lacking <id>: counted, then skipped.
     status, body = fake.query({"id_list": "2303.08597,2101.99999"})
     assert status == 200 and total_of(body) == 2 and body.count(b"<entry>") == 2
@@ -171,23 +215,41 @@ def test_id_list(fake: FakeArxiv) -> None:
     assert [r.get_short_id() for r in both] == ["2303.08597v5"]
 
 
-@pytest.mark.parametrize(("query", "expected"), [
-    ('ti:"aerial ground person re-id"', True),
-    ("ti:Aerial-Ground", True),
-    ('ti:"person reid"', False),
-    ('abs:"21,983 images"', True),
-    ('ti:"Person Re-ID"', True),
-    ('all:"person re-id" AND cat:cs.CV', True),
-    ("cat:cs.cv", False),
-    ("ti:aerial ANDNOT abs:UAV", False),
-    ("ti:aerial AND (abs:zebra OR abs:UAV)", True),
-    ("ti:aerial abs:zebra", False),
-    ("ti:zebra OR id:2303.08597", True),
-    ("id:2303.08597v5 AND co:ICME2023", True),
-    ("jr:anything", False),
-])
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ('ti:"aerial ground person re-id"', True),
+        ("ti:Aerial-Ground", True),
+        ('ti:"person reid"', False),
+        ('abs:"21,983 images"', True),
+        ('ti:"Person Re-ID"', True),
+        ('all:"person re-id" AND cat:cs.CV', True),
+        ("cat:cs.cv", False),
+        ("ti:aerial ANDNOT abs:UAV", False),
+        ("ti:aerial AND (abs:zebra OR abs:UAV)", True),
+        ("ti:aerial abs:zebra", False),
+        ("ti:zebra OR id:2303.08597", True),
+        ("id:2303.08597v5 AND co:ICME2023", True),
+        ("jr:anything", False),
+        ("submittedDate:[202303010000 TO 202303312359]", True),
+        ("submittedDate:[20230303 TO 20230331]", False),
+        ("lastUpdatedDate:[202308150000+TO+202308152359] AND ti:aerial", True),
+    ],
+)
 def test_query_language(entries: list[Entry], query: str, expected: bool) -> None:
     assert compile_query(query)(entries[0]) is expected
+
+
+def test_date_range_narrows_a_keyword_search(fake: FakeArxiv, entries: list[Entry]) -> None:
+    window = "submittedDate:[202501010000 TO 202506302359]"
+    results = list(client_for(fake).results(search(f"{PERSON_REID} AND {window}")))
+    everything = list(client_for(fake).results(search(max_results=None)))
+    expected = [
+        r.entry_id
+        for r in everything
+        if datetime(2025, 1, 1, tzinfo=UTC) <= r.published < datetime(2025, 7, 1, tzinfo=UTC)
+    ]
+    assert [r.entry_id for r in results] == expected and 0 < len(expected) < len(everything)
 
 
 def test_author_query(fake: FakeArxiv, entries: list[Entry]) -> None:
@@ -198,8 +260,20 @@ def test_author_query(fake: FakeArxiv, entries: list[Entry]) -> None:
     assert total_of(body) == sum(any("van der Berg" in a for a in e.authors) for e in entries)
 
 
-@pytest.mark.parametrize("query", ['ti:"open', "ti:a AND", "(ti:a", "ti:a)", "OR ti:a",
-                                   "foo:bar", "ti:", "ti:a AND AND ti:b"])
+@pytest.mark.parametrize(
+    "query",
+    [
+        'ti:"open',
+        "ti:a AND",
+        "(ti:a",
+        "ti:a)",
+        "OR ti:a",
+        "foo:bar",
+        "ti:",
+        "ti:a AND AND ti:b",
+        "submittedDate:[2023 TO 2024]",
+    ],
+)
 def test_malformed_queries(fake: FakeArxiv, query: str) -> None:
     with pytest.raises(QueryError):
         compile_query(query)
@@ -209,14 +283,18 @@ def test_malformed_queries(fake: FakeArxiv, query: str) -> None:
     assert entry.findtext("a:title", namespaces=NS) == "Error"
 
 
-@pytest.mark.parametrize(("params", "message"), [
-    ({"start": "-1"}, "start must be non-negative"),
-    ({"max_results": "lots"}, "max_results must be an integer"),
-    ({"sortBy": "date"}, "sortBy must be in: relevance, lastUpdatedDate, submittedDate"),
-    ({"id_list": "1234"}, "incorrect id format for 1234"),
-])
-def test_bad_parameters_get_error_feeds(fake: FakeArxiv, params: dict[str, str],
-                                        message: str) -> None:
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"start": "-1"}, "start must be non-negative"),
+        ({"max_results": "lots"}, "max_results must be an integer"),
+        ({"sortBy": "date"}, "sortBy must be in: relevance, lastUpdatedDate, submittedDate"),
+        ({"id_list": "1234"}, "incorrect id format for 1234"),
+    ],
+)
+def test_bad_parameters_get_error_feeds(
+    fake: FakeArxiv, params: dict[str, str], message: str
+) -> None:
     status, body = fake.query({"search_query": "all:vision", **params})
     assert status == 400
     assert etree.fromstring(body).findtext("a:entry/a:summary", namespaces=NS) == message
@@ -233,6 +311,7 @@ def test_atom_wrapping_matches_arxiv(fake: FakeArxiv, entries: list[Entry]) -> N
 
 
 # ------------------------------------------------------------------ faults
+
 
 def test_status_fault_and_retry_after(fake: FakeArxiv) -> None:
     fake.fail_next("status", status=503, retry_after=7)
@@ -283,7 +362,8 @@ def test_error_entry(fake: FakeArxiv, status: int, raises: bool) -> None:
     fake.fail_next("error_entry", status=status, bad_id="2101.x")
     entry = etree.fromstring(requests.get(fake.url, timeout=5).content).find("a:entry", NS)
     assert entry.findtext("a:id", namespaces=NS) == (
-        "http://arxiv.org/api/errors#incorrect_id_format_for_2101.x")
+        "http://arxiv.org/api/errors#incorrect_id_format_for_2101.x"
+    )
     assert entry.findtext("a:summary", namespaces=NS) == "incorrect id format for 2101.x"
 
 
@@ -324,8 +404,7 @@ def test_stop_is_prompt_with_a_stalled_request(entries: list[Entry]) -> None:
     fake.fail_next("stall", seconds=30)
     session = requests.Session()
     outcome: list[object] = []
-    worker = threading.Thread(target=lambda: outcome.append(
-        _get_or_error(session, fake.url)))
+    worker = threading.Thread(target=lambda: outcome.append(_get_or_error(session, fake.url)))
     worker.start()
     while not fake.requests:
         time.sleep(0.01)
@@ -353,9 +432,14 @@ def test_fail_next_rejects_typos(fake: FakeArxiv) -> None:
 
 # ------------------------------------------------------------------ live data changes
 
+
 def test_add_paper_becomes_newest(fake: FakeArxiv) -> None:
-    entry = fake.add_paper(title="Person Re-ID in the Rain", summary="We re-identify people.",
-                           keyword_section="Person Re-ID", comment="9 pages")
+    entry = fake.add_paper(
+        title="Person Re-ID in the Rain",
+        summary="We re-identify people.",
+        keyword_section="Person Re-ID",
+        comment="9 pages",
+    )
     assert entry.arxiv_id.startswith("2511.9") and entry.version == 1
     newest = next(iter(client_for(fake).results(search())))
     assert newest.entry_id == f"http://arxiv.org/abs/{entry.arxiv_id}v1"
@@ -367,8 +451,9 @@ def test_add_paper_becomes_newest(fake: FakeArxiv) -> None:
 def test_replace_version(fake: FakeArxiv) -> None:
     when = datetime(2025, 11, 20, 9, 0, tzinfo=UTC)
     fake.replace_version("2303.08597", 6, when, comment="Camera ready")
-    newest = next(iter(client_for(fake).results(
-        search(sort_by=arxiv.SortCriterion.LastUpdatedDate))))
+    newest = next(
+        iter(client_for(fake).results(search(sort_by=arxiv.SortCriterion.LastUpdatedDate)))
+    )
     assert newest.get_short_id() == "2303.08597v6" and newest.updated == when
     assert newest.comment == "Camera ready"
     assert len([e for e in fake.entries if e.arxiv_id == "2303.08597"]) == 1
@@ -377,12 +462,17 @@ def test_replace_version(fake: FakeArxiv) -> None:
 
 # ------------------------------------------------------------------ CLI
 
+
 @pytest.mark.slow
 def test_cli_serves_until_sigterm() -> None:
     repo = Path(__file__).resolve().parents[2]
-    proc = subprocess.Popen([sys.executable, "-m", "tests.fakes.arxiv_server"], cwd=repo,
-                            stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(repo)})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.fakes.arxiv_server"],
+        cwd=repo,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(repo)},
+    )
     assert proc.stdout is not None
     try:
         line = proc.stdout.readline()

@@ -30,12 +30,39 @@ def make_message(
     return message
 
 
+class _Client(aiosmtplib.SMTP):
+    """aiosmtplib's close() returns before a TLS shutdown is over; if asyncio.run() then closes
+    the loop, the socket leaks (ResourceWarning).  This client lets a test await the real end."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.had_connection = False
+        self.disconnected = asyncio.Event()
+
+    def close(self) -> None:
+        self.had_connection |= self.protocol is not None
+        super().close()
+
+    def _on_connection_lost(self, protocol: Any) -> None:
+        self.disconnected.set()
+        super()._on_connection_lost(protocol)
+
+
 def send(
     server: SMTPServer, message: EmailMessage | None = None, **kwargs: Any
 ) -> tuple[dict[str, Any], str]:
-    return asyncio.run(
-        aiosmtplib.send(message or make_message(), hostname=server.host, port=server.port, **kwargs)
-    )
+    """aiosmtplib.send() in a fresh event loop, which ends only once the socket has closed."""
+
+    async def run() -> tuple[dict[str, Any], str]:
+        client = _Client(hostname=server.host, port=server.port, **kwargs)
+        try:
+            async with client:
+                return await client.send_message(message or make_message())
+        finally:
+            if client.had_connection:
+                await client.disconnected.wait()
+
+    return asyncio.run(run())
 
 
 @pytest.fixture
@@ -261,6 +288,21 @@ def test_max_concurrent_counts_parallel_sessions(server: SMTPServer) -> None:
     assert server.wait_for(3) and server.connections == 3
     assert server.max_concurrent == 3
     assert sorted(m.session_id for m in server.messages) == [1, 2, 3]
+
+
+def test_reset_and_restart_on_the_same_port(server: SMTPServer) -> None:
+    send(server)
+    server.fail_rcpt_next(451)
+    server.reset()
+    assert server.messages == [] and server.connections == 0
+    send(server)  # the armed fault went with the reset
+    assert len(server.wait_for(1)) == 1 and server.connections == 1
+    port = server.port
+    server.stop()
+    server.start()
+    assert server.port == port
+    send(server)
+    assert len(server.wait_for(2)) == 2
 
 
 @pytest.mark.slow
