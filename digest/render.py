@@ -3,26 +3,56 @@
 A rendering is shared by every subscriber who gets the same content; what differs per
 reader (the unsubscribe link) is a placeholder filled in by `personalize`, so the costly
 CSS inlining runs once per distinct content, never once per subscriber.
+
+Gmail clips HTML past about 102 KB, so the HTML has a byte budget. The template renders
+every paper twice, in full and as a title-only line, between comment markers; premailer
+inlines that document once; `InlinedDigest` then measures each piece's exact inlined bytes and
+chooses, per keyword, how many papers stay in full, how many become title lines and how
+many are folded into "and N more" with a link to arXiv's search. Inlining once and
+choosing by structure keeps the size exact without a second premailer call.
 """
 
 from __future__ import annotations
 
 import html
 import logging
-import textwrap
+import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from urllib.parse import quote, quote_plus
 
 import jinja2
 from premailer import Premailer
 
+from digest.latex import to_unicode
 from digest.store import Item
 
+log = logging.getLogger(__name__)
+
 UNSUBSCRIBE_PLACEHOLDER = "%%DIGEST-UNSUBSCRIBE-URL%%"
+MORE_PLACEHOLDER = "%%DIGEST-MORE%%"
 ABSTRACT_LIMIT = 600
 AUTHORS_SHOWN = 3
+TEXT_WIDTH = 78
+HTML_LIMIT = 100_000  # bytes of HTML a digest never exceeds; Gmail clips at about 102 KB
+# Room left for the personal unsubscribe link that replaces the placeholder.
+HTML_BUDGET = HTML_LIMIT - 2_000
+# Full entries may fill this share of the budget before title lines get theirs; what the
+# titles leave unused goes back to full entries.
+FULL_SHARE = 0.6
+SEARCH_URL = "https://arxiv.org/search/?query={}&searchtype=all&order=-announced_date_first"
+WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+MONTHS = (
+    "January", "February", "March", "April", "May", "June", "July", "August", "September",
+    "October", "November", "December",
+)  # fmt: skip
+
+_MARKER = re.compile(r"<!--digest:(label|full|brief|more|end)-->")
+# Control characters and bidirectional overrides: invisible, and able to garble a line.
+_INVISIBLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u202a-\u202e\u2066-\u2069]")
 
 
 def templates_dir() -> Path:
@@ -51,6 +81,40 @@ class Rendered:
     html: str
 
 
+@dataclass(frozen=True)
+class Fit:
+    """How a keyword's papers fit the budget: `full` in full, title lines up to `shown`."""
+
+    full: int
+    shown: int
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A paper as the templates show it: plain readable text, LaTeX converted."""
+
+    title: str
+    abs_url: str
+    pdf_url: str
+    authors: str
+    published: str
+    category: str
+    also: tuple[str, ...]
+    comment: str
+    abstract: str
+    cut: bool
+
+
+@dataclass(frozen=True)
+class Shown:
+    """A keyword section as the templates show it."""
+
+    keyword: str
+    anchor: str
+    entries: tuple[Entry, ...]
+    search_url: str
+
+
 def short_authors(authors: Sequence[str]) -> str:
     """'A, B, C … Z' for long author lists."""
     if len(authors) <= AUTHORS_SHOWN + 1:
@@ -66,25 +130,237 @@ def shorten(text: str, limit: int = ABSTRACT_LIMIT) -> str:
     return cut + " …"
 
 
-def _wrap(text: str, width: int = 78, indent: str = "") -> str:
-    return textwrap.fill(
-        text,
-        width=width,
-        initial_indent=indent,
-        subsequent_indent=indent,
-        break_long_words=False,
-        break_on_hyphens=False,
+def readable(text: str | None) -> str:
+    """arXiv text for people: one line, LaTeX as Unicode, nothing invisible."""
+    return to_unicode(" ".join(_INVISIBLE.sub(" ", text or "").split()))
+
+
+def cells(text: str) -> int:
+    """Terminal columns: East Asian wide characters and emoji take two, combining marks none."""
+    return sum(
+        2 if unicodedata.east_asian_width(c) in "WF" else 0 if unicodedata.combining(c) else 1
+        for c in text
     )
 
 
-def _count(n: int, one: str, many: str) -> str:
+# A line may break between two wide characters (CJK has no spaces), but not before the
+# punctuation that closes a phrase, and never inside a URL.
+_WIDE = "\u1100-\u115f\u2e80-\ua4cf\uac00-\ud7a3\uf900-\ufaff\uff00-\uff60\U0001f000-\U0003ffff"
+_CLOSING = "、。，．：；！？）」』】〕〉》"
+_PIECE = re.compile(f"(?:[{_WIDE}]|[^{_WIDE}]+)[{_CLOSING}]*")
+_HYPHENATED = re.compile(r"[^-]*-+|[^-]+")
+
+
+def _pieces(word: str, room: int) -> list[str]:
+    """Where a word may break: between wide characters; an overlong word after its hyphens."""
+    pieces = _PIECE.findall(word)
+    if cells(word) <= room or "://" in word:
+        return pieces
+    return [part for piece in pieces for part in _HYPHENATED.findall(piece)]
+
+
+def wrap(text: str, width: int = TEXT_WIDTH, indent: str = "", first: str | None = None) -> str:
+    """Fill to `width` columns, counting wide characters as two; URLs are never broken."""
+    lines: list[str] = []
+    line = start = indent if first is None else first
+    used = cells(line)
+    for word in text.split(" "):
+        if not word:
+            continue
+        for k, piece in enumerate(_pieces(word, width - cells(indent))):
+            gap = " " if k == 0 and line != start else ""
+            size = cells(piece)
+            if used + len(gap) + size > width and line != start:
+                lines.append(line)
+                line = start = indent
+                used, gap = cells(indent), ""
+            line += gap + piece
+            used += len(gap) + size
+    if line != start:
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def long_date(day: date) -> str:
+    """'Monday 17 November 2025', the same whatever the process locale."""
+    return f"{WEEKDAYS[day.weekday()]} {day.day} {MONTHS[day.month - 1]} {day.year}"
+
+
+def count(n: int, one: str, many: str) -> str:
+    """'1 new paper', '2 new papers'."""
     return f"{n} {one if n == 1 else many}"
+
+
+def search_url(keyword: str) -> str:
+    """arXiv's listing search for a keyword, newest first; a phrase is searched as a phrase."""
+    phrase = f'"{keyword}"' if " " in keyword.strip() else keyword
+    return SEARCH_URL.format(quote_plus(phrase))
+
+
+def entry(item: Item) -> Entry:
+    """What the templates show of one paper."""
+    p = item.paper
+    summary = readable(p.summary)
+    abstract = shorten(summary)
+    return Entry(
+        title=readable(p.title),
+        abs_url=p.abs_url,
+        pdf_url=p.pdf_url,
+        authors=short_authors([readable(a) for a in p.authors]),
+        published=p.published.date().isoformat(),
+        category=p.primary_category,
+        also=item.also,
+        comment=readable(p.comment),
+        abstract=abstract,
+        cut=abstract != summary,
+    )
+
+
+def covered(sections: Sequence[Section]) -> tuple[date, date] | None:
+    """The first and last published dates of the papers in a digest."""
+    days = [i.paper.published.date() for s in sections for i in s.items]
+    return (min(days), max(days)) if days else None
+
+
+def period_text(period: tuple[date, date] | None) -> str:
+    """The sentence that says which published dates a digest covers."""
+    if period is None:
+        return ""
+    first, last = period
+    if first == last:
+        return f"It covers papers published on {first.isoformat()}."
+    return f"It covers papers published from {first.isoformat()} to {last.isoformat()}."
+
+
+class InlinedDigest:
+    """An inlined digest cut at its markers: each paper's full and title-only bytes are known."""
+
+    def __init__(self, inlined: str, counts: Sequence[int]) -> None:
+        tokens = _MARKER.split(inlined)
+        # parts: fixed text, or (section, paper) for a paper, or (section, -1) for "and N more".
+        self.parts: list[str | tuple[int, int]] = [tokens[0]]
+        self.papers: list[list[tuple[str, str]]] = [[]]
+        self.labels: list[str] = []  # "More in …", before a section's first title-only line
+        self.more: list[str] = []
+        for kind, text in zip(tokens[1::2], tokens[2::2], strict=True):
+            section = len(self.more)
+            if kind == "label":
+                self.labels.append(text)
+            elif kind == "full":
+                self.papers[section].append((text, ""))
+                self.parts.append((section, len(self.papers[section]) - 1))
+            elif kind == "brief":
+                full, _ = self.papers[section][-1]
+                self.papers[section][-1] = (full, text)
+            elif kind == "more":
+                self.more.append(text)
+                self.papers.append([])
+                self.parts.append((section, -1))
+            else:
+                self.parts.append(text)
+        self.papers.pop()
+        shape = [len(p) for p in self.papers]
+        if shape != list(counts) or len(self.labels) != len(shape):
+            raise RuntimeError("digest.html: the digest:* markers do not match the papers")
+        self.sizes = [[(_bytes(f), _bytes(b)) for f, b in ps] for ps in self.papers]
+        self.label_sizes = [_bytes(label) for label in self.labels]
+        self.fixed = sum(_bytes(p) for p in self.parts if isinstance(p, str))
+
+    def more_text(self, section: int, hidden: int) -> str:
+        if not hidden:
+            return ""
+        return self.more[section].replace(
+            MORE_PLACEHOLDER, count(hidden, "more paper", "more papers")
+        )
+
+    def more_bytes(self, section: int, hidden: int) -> int:
+        return _bytes(self.more_text(section, hidden))
+
+    def size(self, fits: Sequence[Fit]) -> int:
+        """Bytes of the HTML `html(fits)` would return."""
+        total = self.fixed
+        for s, fit in enumerate(fits):
+            sizes = self.sizes[s]
+            total += sum(f for f, _ in sizes[: fit.full]) + sum(
+                b for _, b in sizes[fit.full : fit.shown]
+            )
+            total += self.label_sizes[s] if fit.shown > fit.full else 0
+            total += self.more_bytes(s, len(sizes) - fit.shown)
+        return total
+
+    def html(self, fits: Sequence[Fit]) -> str:
+        """The digest with each keyword's papers as `fits` says."""
+        out = []
+        for part in self.parts:
+            if isinstance(part, str):
+                out.append(part)
+                continue
+            s, j = part
+            fit = fits[s]
+            if j < 0:
+                out.append(self.more_text(s, len(self.papers[s]) - fit.shown))
+            elif j < fit.full:
+                out.append(self.papers[s][j][0])
+            elif j < fit.shown:
+                out += [self.labels[s]] if j == fit.full else []
+                out.append(self.papers[s][j][1])
+        return "".join(out)
+
+    def fit(self, budget: int) -> list[Fit]:
+        """Per keyword, the most papers in full, then as titles, that keep the HTML in budget.
+
+        Keywords take turns, so a long first keyword cannot starve the others; within a
+        keyword the newest papers come first. Full entries fill FULL_SHARE of the budget,
+        title lines the rest, then title lines become full entries while room is left.
+        """
+        full = [0] * len(self.papers)
+        shown = [0] * len(self.papers)
+        total = self.fixed + sum(self.more_bytes(s, len(p)) for s, p in enumerate(self.papers))
+
+        def cost(s: int, move: str) -> int | None:
+            sizes, f, n = self.sizes[s], full[s], shown[s]
+            if move == "upgrade":
+                if f == n:
+                    return None
+                last = f + 1 == n  # the section's last title line goes, and its label
+                return sizes[f][0] - sizes[f][1] - (self.label_sizes[s] if last else 0)
+            if n == len(sizes) or (move == "full" and f < n):
+                return None
+            hidden = len(sizes) - n
+            added = sizes[n][0] if move == "full" else sizes[n][1]
+            if move == "brief" and f == n:
+                added += self.label_sizes[s]  # the section's first title line brings its label
+            return added + self.more_bytes(s, hidden - 1) - self.more_bytes(s, hidden)
+
+        def sweep(move: str, limit: float) -> None:
+            nonlocal total
+            active = list(range(len(self.papers)))
+            while active:
+                for s in list(active):
+                    step = cost(s, move)
+                    if step is None or total + step > limit:
+                        active.remove(s)
+                        continue
+                    total += step
+                    full[s] += move != "brief"
+                    shown[s] += move != "upgrade"
+
+        sweep("full", budget * FULL_SHARE)
+        sweep("brief", budget)
+        sweep("upgrade", budget)
+        if total > budget:
+            log.warning("digest HTML is %d bytes even with every paper folded away", total)
+        return [Fit(f, n) for f, n in zip(full, shown, strict=True)]
+
+
+def _bytes(text: str) -> int:
+    return len(text.encode("utf-8"))
 
 
 class Renderer:
     """Holds the template environment; render() is pure given its arguments."""
 
-    def __init__(self, directory: Path | None = None) -> None:
+    def __init__(self, directory: Path | None = None, budget: int = HTML_BUDGET) -> None:
         loader = jinja2.FileSystemLoader(str(directory or templates_dir()))
         self.env = jinja2.Environment(
             loader=loader,
@@ -94,8 +370,9 @@ class Renderer:
             lstrip_blocks=True,
             keep_trailing_newline=True,
         )
-        self.env.filters.update(authors=short_authors, shorten=shorten, wrap=_wrap)
-        self.env.globals.update(count=_count)
+        self.env.filters.update(wrap=wrap)
+        self.env.globals.update(count=count)
+        self.budget = budget
         self.inlined = 0  # premailer calls, reported by runs and benchmarks
 
     def render(
@@ -105,29 +382,57 @@ class Renderer:
         watched: Sequence[str],
         *,
         from_address: str,
+        period: tuple[date, date] | None = None,
     ) -> Rendered:
-        """Subject, text and inlined HTML for one content; the unsubscribe link is a placeholder."""
-        total = sum(len(s.items) for s in sections)
+        """Subject, text and inlined HTML for one content; the unsubscribe link is a placeholder.
+
+        `period` is the range of published dates the digest covers; by default the range
+        of its papers' dates.
+        """
+        shown = [
+            Shown(s.keyword, f"k{n}", tuple(entry(i) for i in s.items), search_url(s.keyword))
+            for n, s in enumerate((s for s in sections if s.items), start=1)
+        ]
+        total = sum(len(s.entries) for s in shown)
+        anchors = {s.keyword: s.anchor for s in shown}
         context = {
             "date": digest_date.isoformat(),
-            "sections": [s for s in sections if s.items],
+            "long_date": long_date(digest_date),
+            "sections": shown,
             "total": total,
+            "headline": ", ".join(f"{s.keyword} ({len(s.entries)})" for s in shown),
+            "toc": [(s.keyword, len(s.items), anchors.get(s.keyword, "")) for s in sections],
             "watched": list(watched),
+            "period_text": period_text(period or covered(sections)),
             "from_address": from_address,
+            "change_url": f"mailto:{quote(from_address, safe='@')}?subject=change%20my%20keywords",
             "unsubscribe_url": UNSUBSCRIBE_PLACEHOLDER,
+            "more_placeholder": MORE_PLACEHOLDER,
+            # What the inbox shows after the subject: the newest title of each keyword.
+            "preheader": shorten(" · ".join(s.entries[0].title for s in shown), 150),
         }
         subject = " ".join(self.env.get_template("subject.txt").render(context).split())
-        text = self.env.get_template("digest.txt").render(context)
-        raw_html = self.env.get_template("digest.html").render(context)
+        cut = InlinedDigest(
+            self._inline(self.env.get_template("digest.html").render(context)),
+            [len(s.entries) for s in shown],
+        )
+        fits = cut.fit(self.budget)
+        text = self.env.get_template("digest.txt").render(context, fits=fits)
+        return Rendered(subject=subject, text=text, html=cut.html(fits))
+
+    def _inline(self, raw_html: str) -> str:
         self.inlined += 1
-        inlined = Premailer(
-            raw_html,
-            keep_style_tags=True,  # media queries (phones, dark mode) cannot be inlined
-            strip_important=False,
-            disable_validation=True,
-            cssutils_logging_level=logging.CRITICAL,
-        ).transform()
-        return Rendered(subject=subject, text=text, html=inlined)
+        return str(
+            Premailer(
+                raw_html,
+                keep_style_tags=False,  # media queries (phones, dark mode) stay in a <style>
+                disable_basic_attributes=["width"],  # keep width="600" for Outlook
+                allow_network=False,
+                strip_important=False,
+                disable_validation=True,
+                cssutils_logging_level=logging.CRITICAL,
+            ).transform()
+        )
 
 
 def personalize(rendered: Rendered, unsubscribe_url: str) -> tuple[str, str]:
