@@ -1,0 +1,200 @@
+"""The "Daily Papers" page: the familiar per-keyword README, rendered from the store.
+
+It mimics the DailyArXiv README that many groups publish (same header, one `## keyword`
+section each, the same four-column table with folded abstracts and comments), so a page
+that used to come from its own arXiv fetch can come from our store instead.
+render_page is pure (the caller passes the date); write_page is the only file I/O.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import html
+import os
+import re
+import secrets
+import stat
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import jinja2
+
+from digest.config import Config, Keyword, keyword_key
+from digest.errors import ConfigError, EmptyStoreError
+from digest.paper import Paper, one_line
+from digest.render import templates_dir
+from digest.store import Store
+
+TEMPLATES = {"markdown": "page.md.j2", "html": "page.html.j2"}
+# The reference folds comments longer than 20 characters behind their first 5 and "...".
+COMMENT_FOLD = 20
+COMMENT_PEEK = 5
+# Backslash-escaped in Markdown: CommonMark/GFM syntax (`$` is GitHub math, `~` strikethrough,
+# `|` a table cell). `<`, `>` and `&` become HTML entities instead, which also holds inside
+# the raw <details> HTML, so one rule serves every cell.
+_MARKDOWN_SPECIAL = frozenset("\\`*_[]|$~")
+_WHITESPACE = re.compile(r"\s+")
+
+
+@dataclass(frozen=True)
+class PageSection:
+    """One keyword's heading and its newest papers, newest first."""
+
+    keyword: str
+    papers: tuple[Paper, ...]
+
+
+@dataclass(frozen=True)
+class Row:
+    """One table row as plain text; each template escapes it for its format."""
+
+    title: str
+    link: str
+    day: str
+    abstract: str
+    comment: str
+    peek: str | None  # the folded comment's summary; None: the comment is shown whole
+
+
+@dataclass(frozen=True)
+class Page:
+    """A rendered page and what it holds, for the one-line report."""
+
+    text: str
+    updated: date
+    keywords: int
+    papers: int
+
+
+def markdown_escape(value: Any) -> str:
+    """Text that stays literal in a GFM table cell and inside its raw HTML: one line, escaped."""
+    # Runs of whitespace become one space but the ends stay: a folded comment's summary
+    # may end in one ("CVPR ..."), as in the reference.
+    text = html.escape(_WHITESPACE.sub(" ", "" if value is None else str(value)), quote=False)
+    escaped = []
+    for i, c in enumerate(text):
+        # An `_` between letters or digits is never emphasis in CommonMark, and escaping it
+        # would break bare URLs on GitHub, whose autolinks keep the backslash: leave it bare.
+        intraword = c == "_" and 0 < i < len(text) - 1 and (text[i - 1] + text[i + 1]).isalnum()
+        escaped.append("\\" + c if c in _MARKDOWN_SPECIAL and not intraword else c)
+    return "".join(escaped)
+
+
+def row(paper: Paper) -> Row:
+    """The cells of a paper's row: the versioned PDF link and updated date, as the reference has."""
+    comment = one_line(paper.comment)
+    return Row(
+        title=one_line(paper.title),
+        # arXiv ids never need quoting; anything else must not end the Markdown link early.
+        link=quote(paper.pdf_url, safe=":/"),
+        day=paper.updated.astimezone(UTC).date().isoformat(),
+        abstract=one_line(paper.summary),
+        comment=comment,
+        peek=comment[:COMMENT_PEEK] if len(comment) > COMMENT_FOLD else None,
+    )
+
+
+@functools.cache
+def _environment(page_format: str) -> jinja2.Environment:
+    markdown = page_format == "markdown"
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates_dir())),
+        # Markdown has no autoescape of its own: finalize escapes every {{ … }} the same way.
+        autoescape=not markdown,
+        finalize=markdown_escape if markdown else None,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+
+
+def render_page(
+    sections: Sequence[PageSection], updated: date, *, limit: int, page_format: str = "markdown"
+) -> str:
+    """The whole page in "markdown" or "html"; pure: the caller passes the last update date."""
+    if page_format not in TEMPLATES:
+        raise ConfigError(f"unknown page format {page_format!r} (use markdown or html)")
+    template = _environment(page_format).get_template(TEMPLATES[page_format])
+    return template.render(
+        updated=updated.isoformat(),
+        limit=limit,
+        sections=[(s.keyword, [row(p) for p in s.papers]) for s in sections],
+    )
+
+
+def choose_keywords(config: Config, names: Iterable[str] = ()) -> list[Keyword]:
+    """The watched keywords named (any case), in config order; all of them when none is named."""
+    wanted = {keyword_key(n): n for n in names}
+    for key, name in wanted.items():
+        if key not in config.keywords:
+            watched = ", ".join(f'"{k.name}"' for k in config.keywords.values())
+            raise ConfigError(
+                f'--keyword "{name}" is not watched in {config.path}; watched: {watched}'
+            )
+    return [k for k in config.keywords.values() if not wanted or k.key in wanted]
+
+
+def last_update(store: Store, today: date) -> date:
+    """The digest date of the last finished run, else today (nothing has run to completion)."""
+    for run in store.recent_runs(100):
+        if run["finished"]:
+            return date.fromisoformat(run["digest_date"])
+    return today
+
+
+def build_page(
+    config: Config,
+    store: Store,
+    today: date,
+    *,
+    page_format: str = "markdown",
+    keywords: Sequence[Keyword] | None = None,
+) -> Page:
+    """The page for the given keywords (default: all watched) from what the store holds."""
+    if store.papers_count() == 0:
+        raise EmptyStoreError(f"{config.db_path}: no papers stored yet; run `digest send` first")
+    limit = config.digest.max_per_keyword
+    chosen = list(config.keywords.values()) if keywords is None else keywords
+    sections = [PageSection(k.name, tuple(store.newest_papers(k.key, limit))) for k in chosen]
+    updated = last_update(store, today)
+    text = render_page(sections, updated, limit=limit, page_format=page_format)
+    return Page(text, updated, len(sections), sum(len(s.papers) for s in sections))
+
+
+def write_page(path: Path, text: str) -> None:
+    """Replace the file at path atomically: a reader sees the old page or the new, never half."""
+    temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        # O_EXCL with 0o666 makes the temp file like any new file (umask applies); a page that
+        # exists keeps its permissions, since a web server or group may need to read it.
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+            if path.exists():
+                os.fchmod(f.fileno(), stat.S_IMODE(path.stat().st_mode))
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, path)
+    except OSError as e:
+        temp.unlink(missing_ok=True)
+        raise ConfigError(
+            f"{path}: cannot write the page ({e.strerror or e}); "
+            "check that the folder exists and is writable"
+        ) from e
+    _sync_directory(path.parent)
+
+
+def _sync_directory(directory: Path) -> None:
+    # The rename is durable only once the directory is synced; not every filesystem allows it.
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
