@@ -1,0 +1,400 @@
+"""`digest run`: the resident daemon. The schedule loop, signals, the run lock, sd_notify.
+
+The main thread only waits, wakes and decides; each day's run happens in a worker
+thread, so signals and watchdog pings are handled while a run sends.
+
+`schedule` is the alarm clock: its job wakes the loop at [digest] send_at in the
+subscribers' time zone. Whether to send, and the catch-up after downtime, is decided
+by `digest.timing.digest_due` from the database's last completed run, on that alarm and
+on every other wake-up too, so a missed or early alarm cannot cost or double a digest.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from types import FrameType
+
+import schedule
+
+from digest.config import Config, load_config
+from digest.errors import BusyError, ConfigError, DigestError
+from digest.lock import RunLock
+from digest.page import build_page, write_page
+from digest.progress import Progress
+from digest.run import Run, RunReport, digest_date_for
+from digest.sdnotify import Notifier, watchdog_interval
+from digest.store import Store
+from digest.timing import describe, digest_due, next_send, previous_run
+
+log = logging.getLogger("digest.daemon")
+
+# The longest the loop sleeps: clock changes and retries are noticed within a minute.
+MAX_TICK = 60.0
+# `digest send` by hand holds the lock: try again shortly.
+BUSY_RETRY = 60.0
+# A run that failed outright (database unusable, a bug): again later, not in a tight loop.
+FAILURE_RETRY = 30 * 60.0
+# Exit code for a second SIGINT/SIGTERM that does not wait for the run in progress.
+EXIT_FORCED = 130
+# A byte on the wake socket that is not a signal number: the worker has finished.
+_WORKER_DONE = 0
+_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Outcome:
+    """What a worker reports back to the loop."""
+
+    last_done: date | None = None
+    result: str | None = None
+    retry_in: float | None = None
+
+
+class Daemon:
+    """Runs the digest once a day until stopped."""
+
+    def __init__(
+        self,
+        subscribers: Path | None,
+        db: Path | None,
+        *,
+        notifier: Notifier | None = None,
+        clock: Callable[[], datetime] = _utc_now,
+    ) -> None:
+        self.subscribers_path, self.db_option = subscribers, db
+        self.notifier = notifier or Notifier.from_environ()
+        self.clock = clock
+        self.scheduler = schedule.Scheduler()
+        self.cancel = threading.Event()
+        self.worker: threading.Thread | None = None
+        self.outcome: Outcome | None = None
+        self.running_for: date | None = None
+        self.last_done: date | None = None
+        self.last_result: str | None = None
+        self.retry_at = 0.0  # time.monotonic() before which no run starts
+        self.stopping = False
+        self.announce = True  # log the next send time at the next idle moment
+        self.watchdog = watchdog_interval(os.environ, os.getpid())
+        self.next_ping = 0.0
+        self.config: Config
+        self.wake: socket.socket
+        self.wake_writer: socket.socket
+
+    # -- the loop --------------------------------------------------------------
+
+    def serve(self) -> int:
+        """Load, open, tell systemd READY=1, then run daily until SIGTERM/SIGINT; the exit code."""
+        with _signals_to_socket() as (self.wake, self.wake_writer):
+            self.config = self._load()
+            self._read_state()
+            self._schedule()
+            log.info(
+                "digest run: %s; database %s; pid %d",
+                self._summary(),
+                self.config.db_path,
+                os.getpid(),
+            )
+            self.notifier.ready(self._status())
+            try:
+                return self._loop()
+            finally:
+                self.notifier.close()
+
+    def _loop(self) -> int:
+        timeout = 0.0  # first look at signals that came during start-up
+        while True:
+            for byte in self._wait(timeout):
+                if byte == _WORKER_DONE:
+                    self._worker_done()
+                elif byte == signal.SIGHUP and not self.stopping:
+                    self._reload()
+                elif byte in (signal.SIGTERM, signal.SIGINT):
+                    if self.stopping:
+                        log.warning(
+                            "stopping now without waiting for the run: "
+                            "a digest being sent may go out again with the next run"
+                        )
+                        return EXIT_FORCED
+                    self._stop(signal.Signals(byte).name)
+            if self.stopping and self.worker is None:
+                break
+            if not self.stopping:
+                # The alarm (schedule's job), then the judgement, on every wake-up.
+                self.scheduler.run_pending()
+                self._start_if_due()
+                if self.announce and self.worker is None:
+                    self._announce()
+            self._feed_watchdog()
+            timeout = self._timeout()
+        log.info("stopped")
+        return 0
+
+    def _timeout(self) -> float:
+        now = time.monotonic()
+        timeout = MAX_TICK
+        if self.watchdog is not None:
+            timeout = min(timeout, self.next_ping - now)
+        idle = self.scheduler.idle_seconds
+        if idle is not None and not self.stopping:
+            timeout = min(timeout, idle)
+        if self.retry_at > now:
+            timeout = min(timeout, self.retry_at - now)
+        return max(timeout, 0.0)
+
+    def _wait(self, timeout: float) -> bytes:
+        readable, _, _ = select.select([self.wake], [], [], timeout)
+        if not readable:
+            return b""
+        try:
+            return self.wake.recv(64)
+        except BlockingIOError:
+            return b""
+
+    def _feed_watchdog(self) -> None:
+        # From the main loop on purpose: if the loop hangs, the pings stop and systemd acts.
+        if self.watchdog is not None and time.monotonic() >= self.next_ping:
+            self.notifier.watchdog()
+            self.next_ping = time.monotonic() + self.watchdog
+
+    def _stop(self, why: str) -> None:
+        self.stopping = True
+        self.cancel.set()
+        if self.worker is not None:
+            # Run stops between messages; those already handed to SMTP get their answer.
+            log.info(
+                "%s: stopping after the messages in flight; the rest stays pending for the next run",
+                why,
+            )
+            self.notifier.stopping("stopping: waiting for the messages in flight")
+        else:
+            log.info("%s: stopping", why)
+            self.notifier.stopping("stopping")
+
+    # -- configuration -----------------------------------------------------------
+
+    def _load(self) -> Config:
+        return load_config(self.subscribers_path, db_path=self.db_option)
+
+    def _schedule(self) -> None:
+        digest = self.config.digest
+        self.scheduler.clear()
+        try:
+            self.scheduler.every().day.at(f"{digest.send_at:%H:%M}", digest.timezone).do(
+                self._alarm
+            )
+        except (KeyError, ValueError, schedule.ScheduleError) as e:
+            # zoneinfo knew the zone (config checked it) but pytz, which schedule uses, does not.
+            raise ConfigError(
+                f"{self.config.path}: [digest] 'timezone' {digest.timezone!r} is unknown to pytz "
+                f'({e}); use a zone name from the tz database such as "Europe/Rome"'
+            ) from e
+
+    def _alarm(self) -> None:
+        log.debug("scheduled time reached")
+        self._start_if_due()
+
+    def _reload(self) -> None:
+        self.notifier.reloading()
+        try:
+            config = self._load()
+        except ConfigError as e:
+            log.error("%s; keeping the configuration loaded before", e)
+            self.notifier.ready(self._status())
+            return
+        previous, self.config = self.config, config
+        try:
+            self._schedule()
+        except ConfigError as e:
+            log.error("%s; keeping the configuration loaded before", e)
+            self.config = previous
+            self._schedule()
+        else:
+            log.info("reloaded %s: %s", config.path, self._summary())
+            self.announce = True
+        self.notifier.ready(self._status())
+
+    def _summary(self) -> str:
+        c = self.config
+        return (
+            f"{len(c.subscribers)} subscribers, {len(c.keywords)} keywords, "
+            f"daily at {c.digest.send_at:%H:%M} {c.digest.timezone}"
+        )
+
+    # -- runs --------------------------------------------------------------------
+
+    def _read_state(self) -> None:
+        store = Store.open(self.config.db_path)
+        try:
+            self.last_done = _date(store.last_completed_digest_date())
+            runs = store.recent_runs(1)
+        finally:
+            store.close()
+        if runs:
+            run = runs[0]
+            # A run killed outright never recorded its end: its status still says 'running'.
+            status = run["status"] if run["finished"] else "unfinished"
+            self.last_result = f"{run['digest_date']} {status}, {run['sent']} sent"
+
+    def _start_if_due(self) -> None:
+        if self.worker is not None or self.stopping or time.monotonic() < self.retry_at:
+            return
+        now = self.clock()
+        digest = self.config.digest
+        if not digest_due(now, digest.send_at, digest.timezone, self.last_done):
+            return
+        missed = previous_run(now, digest.send_at, digest.timezone)
+        if self.last_done is None:
+            log.info("no digest was sent from this database yet: sending now")
+        elif (now - missed).total_seconds() > 2 * MAX_TICK:
+            log.info(
+                "catching up: the digest due at %s was not sent (digest run was not running)",
+                describe(missed, digest.timezone),
+            )
+        self.running_for = digest_date_for(now, digest.timezone)
+        config = self.config  # a reload during the run applies from the next one
+        self.worker = threading.Thread(
+            target=self._work, args=(config,), name="digest-run", daemon=True
+        )
+        self.worker.start()
+        self.notifier.status(self._status())
+
+    def _work(self, config: Config) -> None:
+        try:
+            self.outcome = self._run_locked(config)
+        finally:
+            # The loop is gone only after a forced stop: then nobody needs telling.
+            with suppress(OSError):
+                self.wake_writer.send(bytes([_WORKER_DONE]))
+
+    def _run_locked(self, config: Config) -> Outcome:
+        digest = config.digest
+        try:
+            with RunLock(config.db_path):
+                store = Store.open(config.db_path)
+                try:
+                    # Under the lock, from the database: `digest send` may have run meanwhile.
+                    now = self.clock()
+                    last = _date(store.last_completed_digest_date())
+                    if not digest_due(now, digest.send_at, digest.timezone, last):
+                        log.info("the digest for %s was already sent; nothing to do", last)
+                        return Outcome(last_done=last)
+                    report = Run(
+                        config, store, now=now, cancel=self.cancel, progress=Progress(tty=False)
+                    ).execute()
+                    status = store.recent_runs(1)[0]["status"]
+                    last = _date(store.last_completed_digest_date())
+                    refresh_page(config, store, report.digest_date)
+                finally:
+                    store.close()
+        except BusyError as e:
+            log.warning("%s; trying again in a minute", e)
+            return Outcome(retry_in=BUSY_RETRY)
+        except DigestError as e:
+            log.error("%s; trying again in 30 minutes", e)
+            return Outcome(result=f"failed: {e}", retry_in=FAILURE_RETRY)
+        except Exception:
+            log.exception("the run failed (a bug in digest); trying again in 30 minutes")
+            return Outcome(result="failed: internal error (see the log)", retry_in=FAILURE_RETRY)
+        return Outcome(last_done=last, result=_result(report, status))
+
+    def _worker_done(self) -> None:
+        if self.worker is None:
+            return
+        self.worker.join()
+        self.worker, self.running_for = None, None
+        outcome, self.outcome = self.outcome or Outcome(), None
+        if outcome.last_done is not None:
+            self.last_done = outcome.last_done
+        if outcome.result is not None:
+            self.last_result = outcome.result
+            log.info("run finished: %s", outcome.result)
+        if outcome.retry_in is not None:
+            self.retry_at = time.monotonic() + outcome.retry_in
+        if not self.stopping:
+            self.notifier.status(self._status())
+            self.announce = True
+
+    def _announce(self) -> None:
+        """Log when the next digest goes out, once the loop has decided nothing is due now."""
+        self.announce = False
+        digest = self.config.digest
+        upcoming = next_send(self.clock(), digest.send_at, digest.timezone, self.last_done)
+        log.info("next digest at %s", describe(upcoming, digest.timezone))
+
+    # -- status ------------------------------------------------------------------
+
+    def _status(self) -> str:
+        """One line for `systemctl status`: what it does now, next and last."""
+        digest = self.config.digest
+        parts = [f"{len(self.config.subscribers)} subscribers"]
+        if self.running_for is not None:
+            parts.insert(0, f"sending the digest for {self.running_for}")
+        else:
+            upcoming = next_send(self.clock(), digest.send_at, digest.timezone, self.last_done)
+            parts.insert(0, f"next digest {describe(upcoming, digest.timezone)}")
+        if self.last_result:
+            parts.append(f"last: {self.last_result}")
+        return "; ".join(parts)
+
+
+def refresh_page(config: Config, store: Store, today: date) -> None:
+    """Rewrite the Daily Papers page after a run when [page] path is set; a failure is logged."""
+    if config.page.path is None:
+        return
+    try:
+        page = build_page(config, store, today, page_format=config.page.format)
+        write_page(config.page.path, page.text)
+        log.info("page %s refreshed: %d papers", config.page.path, page.papers)
+    except DigestError as e:
+        log.error("page not refreshed: %s", e)
+
+
+def _date(text: str | None) -> date | None:
+    return date.fromisoformat(text) if text else None
+
+
+def _result(report: RunReport, status: str) -> str:
+    text = f"{report.digest_date} {status}, {report.sent} sent"
+    if report.failed:
+        text += f", {len(report.failed)} not delivered"
+    if report.failed_keywords:
+        text += f", {len(report.failed_keywords)} keywords failed"
+    return text
+
+
+def _ignore(signum: int, frame: FrameType | None) -> None:
+    """Python-level handler: the real work happens in the loop, via the wakeup fd."""
+
+
+@contextmanager
+def _signals_to_socket() -> Iterator[tuple[socket.socket, socket.socket]]:
+    """SIGTERM, SIGINT and SIGHUP arrive as bytes on a socket the loop selects on."""
+    reader, writer = socket.socketpair()
+    reader.setblocking(False)
+    writer.setblocking(False)
+    previous = {sig: signal.signal(sig, _ignore) for sig in _SIGNALS}
+    # The C-level handler writes the signal number here, so select() wakes at once.
+    old_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+    try:
+        yield reader, writer
+    finally:
+        signal.set_wakeup_fd(old_fd)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        reader.close()
+        writer.close()
