@@ -1,0 +1,228 @@
+"""Changes to the subscriber list: subscribers.toml stays the single source of truth.
+
+Every change (from a command mail, an unsubscribe link or the CLI) is made on the file
+with tomlkit, so the admin's comments and layout survive; the new text is validated by
+the same loader a run uses before it replaces the file atomically (temp file, fsync,
+rename). Writers are serialised by a lock file beside it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import secrets
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import tomlkit
+from tomlkit.items import AoT, Table
+
+from digest.config import Config, keyword_key, load_config, validate_email, validate_keyword
+from digest.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Change:
+    """What a change did, for replies and logs: the address and what it now watches."""
+
+    email: str
+    changed: bool
+    keywords: tuple[str, ...]
+    message: str
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    lock = path.with_name(path.name + ".lock")
+    with open(lock, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _read(path: Path) -> tomlkit.TOMLDocument:
+    try:
+        return tomlkit.parse(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except (OSError, tomlkit.exceptions.TOMLKitError) as e:
+        raise ConfigError(f"{path}: cannot read it for a change ({e})") from e
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Replace path with text: readers see the old file or the new one, never half of it."""
+    temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(temp, "x", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        with contextlib.suppress(OSError):
+            os.chmod(temp, path.stat().st_mode & 0o7777)
+        os.replace(temp, path)
+    except OSError as e:
+        temp.unlink(missing_ok=True)
+        raise ConfigError(
+            f"{path}: cannot write the changed list ({e.strerror}); nothing changed"
+        ) from e
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def _validated(path: Path, document: tomlkit.TOMLDocument) -> str:
+    """The new text, after the same checks a run makes; the file is untouched if they fail."""
+    text = tomlkit.dumps(document)
+    probe = path.with_name(f".{path.name}.{secrets.token_hex(4)}.check")
+    try:
+        probe.write_text(text, encoding="utf-8")
+        load_config(probe, env={})
+    except ConfigError as e:
+        raise ConfigError(str(e).replace(str(probe), str(path))) from None
+    finally:
+        probe.unlink(missing_ok=True)
+    return text
+
+
+def _subscribers(document: tomlkit.TOMLDocument) -> AoT:
+    if "subscriber" not in document:
+        document.append("subscriber", tomlkit.aot())
+    entries = document["subscriber"]
+    if not isinstance(entries, AoT):
+        raise ConfigError("subscribers.toml: subscribers must be written as [[subscriber]] tables")
+    return entries
+
+
+def _find(entries: AoT, email: str) -> Table | None:
+    for entry in entries:
+        if str(entry.get("email", "")).casefold() == email.casefold():
+            return cast(Table, entry)
+    return None
+
+
+def _edit(path: Path, email: str, change: Any) -> Change:
+    """Apply change(entries, email) -> (changed, message) under the lock, validate, write."""
+    with _locked(path):
+        document = _read(path)
+        entries = _subscribers(document)
+        changed, message = change(entries, email)
+        if changed:
+            write_atomically(path, _validated(path, document))
+        entry = _find(entries, email)
+        keywords = tuple(str(k) for k in entry.get("keywords", [])) if entry else ()
+        return Change(email, changed, keywords, message)
+
+
+def _check(email: str, keywords: Sequence[str]) -> None:
+    reason = validate_email(email)
+    if reason:
+        raise ConfigError(f"{email!r} {reason}")
+    for keyword in keywords:
+        reason = validate_keyword(keyword)
+        if reason or not keyword.strip():
+            raise ConfigError(f"keyword {keyword[:40]!r} {reason or 'is empty'}")
+
+
+def subscribe(path: Path, email: str, keywords: Sequence[str], name: str | None = None) -> Change:
+    """Add a subscriber, or add keywords to an existing one."""
+    _check(email, keywords)
+
+    def change(entries: AoT, email: str) -> tuple[bool, str]:
+        entry = _find(entries, email)
+        if entry is None:
+            table = tomlkit.table()
+            table.add("email", email)
+            if name:
+                table.add("name", " ".join(name.split()))
+            table.add("keywords", tomlkit.array())
+            table["keywords"].extend(_unique(keywords))
+            table.trivia.indent = "\n"  # a blank line before the new [[subscriber]]
+            entries.append(table)
+            return True, f"subscribed {email}"
+        return _add(entry, keywords)
+
+    return _edit(path, email, change)
+
+
+def add_keywords(path: Path, email: str, keywords: Sequence[str]) -> Change:
+    """Add keywords to an existing subscriber."""
+    _check(email, keywords)
+
+    def change(entries: AoT, email: str) -> tuple[bool, str]:
+        entry = _find(entries, email)
+        if entry is None:
+            return False, f"{email} is not subscribed"
+        return _add(entry, keywords)
+
+    return _edit(path, email, change)
+
+
+def remove_keywords(path: Path, email: str, keywords: Sequence[str]) -> Change:
+    """Remove keywords from a subscriber; removing the last one unsubscribes them."""
+
+    def change(entries: AoT, email: str) -> tuple[bool, str]:
+        entry = _find(entries, email)
+        if entry is None:
+            return False, f"{email} is not subscribed"
+        drop = {keyword_key(k) for k in keywords}
+        kept = [k for k in entry["keywords"] if keyword_key(str(k)) not in drop]
+        if len(kept) == len(entry["keywords"]):
+            return False, "none of those keywords were watched"
+        if not kept:
+            _remove(entries, email)
+            return True, f"removed the last keyword: {email} is unsubscribed"
+        entry["keywords"] = tomlkit.array()
+        entry["keywords"].extend(kept)
+        return True, "removed " + ", ".join(keywords)
+
+    return _edit(path, email, change)
+
+
+def unsubscribe(path: Path, email: str) -> Change:
+    """Remove a subscriber entirely; unsubscribing someone not subscribed changes nothing."""
+
+    def change(entries: AoT, email: str) -> tuple[bool, str]:
+        if _find(entries, email) is None:
+            return False, f"{email} is not subscribed"
+        _remove(entries, email)
+        return True, f"unsubscribed {email}"
+
+    return _edit(path, email, change)
+
+
+def watched(config: Config, email: str) -> tuple[str, ...] | None:
+    """The keyword names a subscriber watches, or None when they are not subscribed."""
+    for subscriber in config.subscribers:
+        if subscriber.email.casefold() == email.casefold():
+            return tuple(config.keywords[k].name for k in subscriber.keywords)
+    return None
+
+
+def _add(entry: Table, keywords: Sequence[str]) -> tuple[bool, str]:
+    have = {keyword_key(str(k)) for k in entry["keywords"]}
+    new = [k for k in _unique(keywords) if keyword_key(k) not in have]
+    if not new:
+        return False, "already watching " + ", ".join(keywords)
+    entry["keywords"].extend(new)
+    return True, "added " + ", ".join(new)
+
+
+def _remove(entries: AoT, email: str) -> None:
+    for index, entry in enumerate(entries):
+        if str(entry.get("email", "")).casefold() == email.casefold():
+            del entries[index]
+            return
+
+
+def _unique(keywords: Sequence[str]) -> list[str]:
+    seen: dict[str, str] = {}
+    for keyword in keywords:
+        seen.setdefault(keyword_key(keyword), " ".join(keyword.split()))
+    return list(seen.values())

@@ -1,0 +1,105 @@
+"""Signed tokens for unsubscribe and confirmation links: unforgeable, expiring, purpose-bound.
+
+A token is `<payload>.<signature>`, both base64url without padding; the payload holds the
+purpose, the address, an optional value (a keyword list, say), when it was issued and a
+random nonce (so single use can be enforced by remembering nonces). The signature is
+HMAC-SHA256 over the payload with a secret that never leaves the server.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from digest.errors import ConfigError, DigestError
+
+MIN_SECRET_BYTES = 16
+
+
+class TokenError(DigestError):
+    """A token that is malformed, forged, altered, for another purpose, or expired."""
+
+    exit_code = 2
+
+
+@dataclass(frozen=True)
+class Token:
+    purpose: str
+    email: str
+    value: str
+    issued: datetime
+    nonce: str
+
+
+def load_secret(env: Mapping[str, str]) -> bytes | None:
+    """The signing secret from DIGEST_SECRET, DIGEST_SECRET_FILE or the digest-secret credential."""
+    if env.get("DIGEST_SECRET"):
+        secret = env["DIGEST_SECRET"].encode()
+        source = "DIGEST_SECRET"
+    else:
+        name = env.get("DIGEST_SECRET_FILE")
+        if not name and env.get("CREDENTIALS_DIRECTORY"):
+            candidate = Path(env["CREDENTIALS_DIRECTORY"]) / "digest-secret"
+            name = str(candidate) if candidate.exists() else None
+        if not name:
+            return None
+        try:
+            secret = Path(name).read_bytes().strip()
+        except OSError as e:
+            raise ConfigError(f"{name}: cannot read the signing secret ({e.strerror})") from e
+        source = name
+    if len(secret) < MIN_SECRET_BYTES:
+        raise ConfigError(
+            f"{source}: the signing secret is too short ({len(secret)} bytes); use at least "
+            f"{MIN_SECRET_BYTES}, e.g. the output of `openssl rand -hex 32`"
+        )
+    return secret
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _sign(secret: bytes, payload: str) -> str:
+    return _b64(hmac.new(secret, payload.encode("ascii"), hashlib.sha256).digest())
+
+
+def make_token(
+    secret: bytes, purpose: str, email: str, *, issued: datetime, value: str = ""
+) -> str:
+    """A signed token binding purpose, address and value to the time it was issued."""
+    body = [purpose, email, value, int(issued.timestamp()), secrets.token_hex(8)]
+    payload = _b64(json.dumps(body, separators=(",", ":")).encode())
+    return f"{payload}.{_sign(secret, payload)}"
+
+
+def check_token(
+    secret: bytes, token: str, purpose: str, *, now: datetime, max_age: timedelta
+) -> Token:
+    """The token's contents if it is genuine, for `purpose`, and younger than max_age."""
+    payload, _, signature = token.strip().partition(".")
+    if not payload or not signature:
+        raise TokenError("this link is incomplete; copy the whole link from the mail")
+    if not hmac.compare_digest(signature, _sign(secret, payload)):
+        raise TokenError("this link is not valid (it was changed or not made by this server)")
+    try:
+        kind, email, value, issued_ts, nonce = json.loads(_unb64(payload))
+        issued = datetime.fromtimestamp(int(issued_ts), UTC)
+    except (ValueError, TypeError) as e:
+        raise TokenError("this link is not valid") from e
+    if kind != purpose:
+        raise TokenError("this link is for something else")
+    if now - issued > max_age:
+        raise TokenError("this link has expired; use the link in a newer mail")
+    return Token(kind, str(email), str(value), issued, str(nonce))

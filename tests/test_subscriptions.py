@@ -1,0 +1,157 @@
+"""The subscriber list as the single source of truth: atomic, validated, comment-preserving edits."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from digest.config import load_config
+from digest.errors import ConfigError
+from digest.subscriptions import add_keywords, remove_keywords, subscribe, unsubscribe
+from digest.tokens import TokenError, check_token, load_secret, make_token
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "subscribers.toml"
+SECRET = b"0123456789abcdef0123456789abcdef"
+NOW = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def listing(tmp_path: Path) -> Path:
+    path = tmp_path / "subscribers.toml"
+    path.write_text(EXAMPLE.read_text(encoding="utf-8"), encoding="utf-8")
+    return path
+
+
+def test_subscribe_appends_and_keeps_every_comment(listing: Path) -> None:
+    before = listing.read_text(encoding="utf-8")
+    inode = listing.stat().st_ino
+
+    change = subscribe(
+        listing, "new@example.org", ["Person Re-ID", "person  re-id", "try on"], "New One"
+    )
+
+    after = listing.read_text(encoding="utf-8")
+    assert change.changed and change.keywords == ("Person Re-ID", "try on")
+    assert after.startswith(before), "the admin's text, comments included, is untouched"
+    assert after[len(before) :] == (
+        '\n[[subscriber]]\nemail = "new@example.org"\nname = "New One"\nkeywords = ["Person Re-ID", "try on"]\n'
+    )
+    assert listing.stat().st_ino != inode, "replaced by rename, never rewritten in place"
+    config = load_config(listing, env={})
+    assert [s.email for s in config.subscribers][-1] == "new@example.org"
+
+
+def test_keyword_changes_and_unsubscribe(listing: Path) -> None:
+    assert add_keywords(listing, "READER@example.org", ["try on"]).keywords == (
+        "Person Re-ID",
+        "Virtual Try-On",
+        "try on",
+    )
+    assert not add_keywords(listing, "reader@example.org", ["TRY ON"]).changed
+    assert remove_keywords(listing, "reader@example.org", ["person re-id"]).keywords == (
+        "Virtual Try-On",
+        "try on",
+    )
+    last = remove_keywords(listing, "reader@example.org", ["virtual try-on", "try on"])
+    assert (
+        last.changed
+        and last.message == "removed the last keyword: reader@example.org is unsubscribed"
+    )
+    assert "reader@example.org" not in listing.read_text(encoding="utf-8")
+    assert not unsubscribe(listing, "reader@example.org").changed
+    assert unsubscribe(listing, "student@example.org").message == "unsubscribed student@example.org"
+
+
+@pytest.mark.parametrize(
+    ("email", "keywords", "message"),
+    [
+        ("not an address", ["x"], "'not an address' must not contain spaces or control characters"),
+        (
+            "a@example.org",
+            ["bad\nkeyword"],
+            "keyword 'bad\\nkeyword' must not contain control characters (line breaks, tabs)",
+        ),
+        (
+            "a@example.org",
+            ["x" * 201],
+            "keyword '" + "x" * 40 + "' is 201 characters long; the limit is 200",
+        ),
+    ],
+)
+def test_invalid_changes_leave_the_file_untouched(
+    listing: Path, email: str, keywords: list[str], message: str
+) -> None:
+    before = listing.read_bytes()
+    with pytest.raises(ConfigError) as error:
+        subscribe(listing, email, keywords)
+    assert str(error.value) == message
+    assert listing.read_bytes() == before
+
+
+def test_a_change_that_would_break_the_file_is_refused(listing: Path) -> None:
+    listing.write_text(
+        listing.read_text(encoding="utf-8").replace(
+            'timezone = "Europe/Rome"', 'timezone = "Mars/Olympus"'
+        )
+    )
+    before = listing.read_bytes()
+    with pytest.raises(
+        ConfigError, match=r"subscribers.toml:\d+: \[digest\] 'timezone' 'Mars/Olympus'"
+    ):
+        subscribe(listing, "new@example.org", ["try on"])
+    assert listing.read_bytes() == before
+
+
+def test_concurrent_writers_lose_no_change(listing: Path) -> None:
+    emails = [f"reader{i:02d}@example.org" for i in range(20)]
+    threads = [threading.Thread(target=subscribe, args=(listing, e, ["try on"])) for e in emails]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    subscribed = {s.email for s in load_config(listing, env={}).subscribers}
+    assert set(emails) <= subscribed
+
+
+def test_tokens_round_trip_and_refuse_tampering() -> None:
+    token = make_token(SECRET, "unsubscribe", "a@example.org", issued=NOW, value="x")
+    checked = check_token(
+        SECRET, token, "unsubscribe", now=NOW + timedelta(days=1), max_age=timedelta(days=90)
+    )
+    assert (checked.email, checked.value, checked.issued) == ("a@example.org", "x", NOW)
+    assert make_token(SECRET, "unsubscribe", "a@example.org", issued=NOW) != make_token(
+        SECRET, "unsubscribe", "a@example.org", issued=NOW
+    ), "a nonce makes every token unique"
+
+    payload, _, signature = token.partition(".")
+    forged = make_token(
+        b"another secret of enough length!", "unsubscribe", "a@example.org", issued=NOW
+    )
+    other = make_token(SECRET, "confirm", "a@example.org", issued=NOW)
+    altered = payload[:-2] + ("A" if payload[-2] != "A" else "B") + payload[-1] + "." + signature
+    cases = {
+        forged: "this link is not valid (it was changed or not made by this server)",
+        altered: "this link is not valid (it was changed or not made by this server)",
+        payload: "this link is incomplete; copy the whole link from the mail",
+        other: "this link is for something else",
+    }
+    for bad, message in cases.items():
+        with pytest.raises(TokenError) as error:
+            check_token(SECRET, bad, "unsubscribe", now=NOW, max_age=timedelta(days=90))
+        assert str(error.value) == message
+    with pytest.raises(TokenError, match="expired"):
+        check_token(
+            SECRET, token, "unsubscribe", now=NOW + timedelta(days=91), max_age=timedelta(days=90)
+        )
+
+
+def test_the_secret_comes_from_the_environment_a_file_or_a_credential(tmp_path: Path) -> None:
+    assert load_secret({}) is None
+    assert load_secret({"DIGEST_SECRET": "s" * 32}) == b"s" * 32
+    (tmp_path / "digest-secret").write_text("c" * 32 + "\n")
+    assert load_secret({"CREDENTIALS_DIRECTORY": str(tmp_path)}) == b"c" * 32
+    with pytest.raises(ConfigError, match="the signing secret is too short"):
+        load_secret({"DIGEST_SECRET": "short"})
