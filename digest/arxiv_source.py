@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 USER_AGENT = f"digest/{__version__} (arXiv-to-inbox notifier; +https://pypi.org/project/digest/)"
 _ATOM = "{http://www.w3.org/2005/Atom}"
+_OPENSEARCH = "{http://a9.com/-/spec/opensearch/1.1/}"
 MAX_RETRY_AFTER = 300.0
 
 
@@ -84,11 +85,17 @@ def _check_feed(body: bytes) -> None:
         raise _BadFeed(f"the answer is not valid XML ({e})") from None
     if root.tag != f"{_ATOM}feed":
         raise _BadFeed(f"the answer is not an Atom feed (root element {root.tag!r})")
-    for entry in root.iter(f"{_ATOM}entry"):
+    entries = root.findall(f"{_ATOM}entry")
+    for entry in entries:
         if "/api/errors" in (entry.findtext(f"{_ATOM}id") or ""):
-            raise _BadFeed(
-                f"arXiv reported an error: {one_line(entry.findtext(f'{_ATOM}summary'))}"
-            )
+            summary = one_line(entry.findtext(f"{_ATOM}summary"))
+            raise _BadFeed(f"arXiv reported an error: {summary}")
+    # arXiv sometimes answers a page with no entries while claiming results; the arxiv
+    # package reads an empty first page as "nothing found", which would lose the day.
+    total = root.findtext(f"{_OPENSEARCH}totalResults") or "0"
+    start = root.findtext(f"{_OPENSEARCH}startIndex") or "0"
+    if not entries and total.isdigit() and start.isdigit() and int(start) < int(total):
+        raise _BadFeed(f"an empty page although arXiv reports {total} results")
 
 
 def build_query(keyword: Keyword) -> str:

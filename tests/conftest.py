@@ -68,18 +68,18 @@ def env(tmp_path: Path, arxiv_fake: FakeArxiv, smtp: SMTPServer) -> dict[str, st
 
 
 def config_text(subscribers: str = SUBSCRIBERS, digest: str = "", smtp: str = "") -> str:
-    return textwrap.dedent(
-        f"""\
-        [digest]
-        from = "arXiv digest <digest@example.org>"
-        timezone = "Europe/Rome"
-        {digest}
-
-        [smtp]
-        timeout = 5
-        {smtp}
-        """
-    ) + textwrap.dedent(subscribers)
+    """A subscribers.toml; `smtp` lines override the test defaults (short timeout, no backoff)."""
+    # Retries come at once (backoff 0): tests never wait for time to pass.
+    settings = {"timeout": "5", "backoff": "0"}
+    for line in filter(None, (line.strip() for line in smtp.splitlines())):
+        key, _, value = line.partition("=")
+        settings[key.strip()] = value.strip()
+    smtp_lines = "\n".join(f"{k} = {v}" for k, v in settings.items())
+    head = (
+        '[digest]\nfrom = "arXiv digest <digest@example.org>"\ntimezone = "Europe/Rome"\n'
+        f"{textwrap.dedent(digest)}\n\n[smtp]\n{smtp_lines}\n"
+    )
+    return head + textwrap.dedent(subscribers)
 
 
 WriteConfig = Callable[..., Config]

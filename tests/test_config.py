@@ -91,7 +91,8 @@ CASES = {
     "unknown section key": (
         HEAD + '[smtp]\nsecruity = "tls"\n',
         "Error: FILE:4: [smtp] unknown key 'secruity' "
-        "(allowed: 'host', 'port', 'security', 'username', 'timeout', 'connections')",
+        "(allowed: 'host', 'port', 'security', 'username', 'timeout', 'connections', "
+        "'attempts', 'backoff')",
     ),
     "bad security": (
         HEAD + '[smtp]\nsecurity = "ssl"\n',

@@ -15,38 +15,14 @@ from digest.errors import EXIT_DELIVERY_FAILED, EXIT_FETCH_FAILED, EXIT_OK
 from tests.conftest import DAY1, SUBSCRIBERS, WriteConfig, run_digest
 from tests.fakes.arxiv_server import FakeArxiv
 from tests.fakes.smtp_server import SMTPServer
+from tests.mailparse import all_ids, sections, text_part
 
 DAY2 = DAY1 + timedelta(days=1)
 DAY3 = DAY1 + timedelta(days=2)
-SECTION = re.compile(r"^== (?P<keyword>.+) \((?P<count>\d+)\) ==$", re.M)
-ABS = re.compile(r"https://arxiv\.org/abs/(\S+)")
-
-
-def text_part(message: EmailMessage) -> str:
-    part = message.get_body(preferencelist=("plain",))
-    assert part is not None
-    return str(part.get_content())
-
-
-def sections(message: EmailMessage) -> dict[str, list[str]]:
-    """{keyword: [arXiv ids]} as a reader sees them in the text part."""
-    text = text_part(message)
-    marks = list(SECTION.finditer(text))
-    found = {}
-    for i, mark in enumerate(marks):
-        end = marks[i + 1].start() if i + 1 < len(marks) else text.index("\n--\n")
-        ids = ABS.findall(text[mark.end() : end])
-        assert len(ids) == int(mark["count"]), mark.group(0)
-        found[mark["keyword"]] = ids
-    return found
 
 
 def received(smtp: SMTPServer) -> dict[str, list[EmailMessage]]:
     return {rcpt: [r.message for r in rs] for rcpt, rs in smtp.by_recipient().items()}
-
-
-def all_ids(message: EmailMessage) -> list[str]:
-    return [i for ids in sections(message).values() for i in ids]
 
 
 def test_first_run_sends_each_subscriber_a_capped_digest_of_their_keywords(
