@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import sys
@@ -18,6 +19,7 @@ from digest.config import Config, load_config
 from digest.errors import EXIT_INTERNAL, ConfigError, DigestError
 from digest.progress import Progress
 from digest.run import Run, open_store, write_previews
+from digest.store import Store
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -114,7 +116,8 @@ def main(ctx: click.Context, verbose: int) -> None:
     Configuration and subscribers live in subscribers.toml; state in a SQLite database.
     Exit codes: 0 ok, 1 internal error, 2 bad configuration or usage, 3 some keywords
     could not be fetched, 4 some digests were not delivered, 5 both, 6 database unusable,
-    7 another run is in progress.
+    7 another run is in progress, 8 nothing stored yet (digest page), 9 the command
+    mailbox cannot be read.
     """
     ctx.ensure_object(dict)
     ctx.obj["verbose"] = verbose
@@ -142,6 +145,16 @@ def check(subscribers: Path | None, db: Path | None) -> None:
             + "]"
         )
         click.echo(f"      watched by {', '.join(watchers[key])}")
+    if config.inbox is not None:
+        from digest.inbox import inbox_warnings
+
+        i = config.inbox
+        click.echo(
+            f"commands by mail: {i.username} at {i.host}:{i.port} ({i.security}), "
+            f"mailbox {i.mailbox}, checked every {i.interval:g} s by `digest run`"
+        )
+        for warning in inbox_warnings(config):
+            click.echo(f"Warning: {warning}", err=True)
 
 
 @main.command()
@@ -165,22 +178,28 @@ def send(
     subscribers: Path | None, db: Path | None, dry_run: bool, out: Path | None, cafile: str | None
 ) -> None:
     """Run the daily job once: fetch new papers, mail each subscriber their digest."""
+    from contextlib import nullcontext
+
+    from digest.lock import RunLock
+
     if out and not dry_run:
         raise ConfigError("--out only goes with --dry-run (a real run mails the digests)")
     config = load(subscribers, db)
-    store = open_store(config, dry_run)
-    try:
-        run = Run(
-            config,
-            store,
-            now=datetime.now(UTC),
-            dry_run=dry_run,
-            progress=Progress(),
-            cafile=cafile,
-        )
-        report = run.execute()
-    finally:
-        store.close()
+    # Never two runs at once (exit 7); a dry run only reads a snapshot, so it needs no lock.
+    with nullcontext() if dry_run else RunLock(config.db_path):
+        store = open_store(config, dry_run)
+        try:
+            run = Run(
+                config,
+                store,
+                now=datetime.now(UTC),
+                dry_run=dry_run,
+                progress=Progress(),
+                cafile=cafile,
+            )
+            report = run.execute()
+        finally:
+            store.close()
     date = report.digest_date.isoformat()
     failed_keywords = (
         f"; {len(report.failed_keywords)} keywords failed (see above)"
@@ -208,6 +227,305 @@ def send(
         for email, reason in report.failed:
             click.echo(f"  not delivered to {email}: {reason}", err=True)
     sys.exit(report.exit_code)
+
+
+@main.command()
+@config_options
+@handle_errors
+def status(subscribers: Path | None, db: Path | None) -> None:
+    """Show recent runs, digests waiting in the outbox, and paused (bouncing) subscribers."""
+    config = load(subscribers, db)
+    store = Store.snapshot(config.db_path)
+    try:
+        runs, pending, bouncing = store.recent_runs(10), store.pending_count(), store.bouncing()
+    finally:
+        store.close()
+    click.echo(f"database: {config.db_path}")
+    if not runs:
+        click.echo("no runs yet")
+    else:
+        click.echo("recent runs:")
+        for r in runs:
+            skipped = ", ".join(json.loads(r["failed_keywords"])) or "-"
+            click.echo(
+                f"  {r['started']}  {r['digest_date']}  {r['status']:<11} fetched {r['fetched']}, "
+                f"new {r['new_papers']}, sent {r['sent']}, failed {r['failed']}, "
+                f"skipped keywords: {skipped}"
+            )
+    click.echo(f"pending digests: {pending}")
+    if bouncing:
+        click.echo("bouncing subscribers (skipped until `digest reenable EMAIL`):")
+        for email, b in bouncing.items():
+            click.echo(f"  {email}: since {b['bouncing_since']}, last error: {b['last_error']}")
+    else:
+        click.echo("bouncing subscribers: none")
+
+
+@main.command()
+@config_options
+@click.argument("email")
+@handle_errors
+def reenable(subscribers: Path | None, db: Path | None, email: str) -> None:
+    """Resume mailing a subscriber paused after repeated permanent delivery failures."""
+    config = load(subscribers, db)
+    store = Store.open(config.db_path)
+    try:
+        if not store.reenable(email.casefold()):
+            raise ConfigError(f"{email} is not paused; `digest status` lists bouncing subscribers")
+    finally:
+        store.close()
+    click.echo(f"{email}: re-enabled; the next run mails them what they missed")
+
+
+@main.command()
+@config_options
+@click.option(
+    "--format",
+    "page_format",
+    type=click.Choice(["markdown", "html"]),
+    default="markdown",
+    show_default=True,
+    help="Markdown (a README for GitHub) or a standalone HTML page.",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the page to FILE (atomically replacing it) instead of standard output.",
+)
+@click.option(
+    "--keyword",
+    "-k",
+    "keywords",
+    multiple=True,
+    metavar="KEYWORD",
+    help="Only this watched keyword (any case); repeat for more. [default: all, in config order]",
+)
+@handle_errors
+def page(
+    subscribers: Path | None,
+    db: Path | None,
+    page_format: str,
+    out: Path | None,
+    keywords: tuple[str, ...],
+) -> None:
+    """Render the "Daily Papers" page: each keyword's newest stored papers, as the familiar README.
+
+    Reads only the database: nothing is fetched, mailed or written to it.
+    Exit codes: 0 done, 2 bad option or a keyword nobody watches, 8 no papers stored yet.
+    """
+    # Imported here to keep this command one self-contained block of the shared cli.py.
+    from digest.page import build_page, choose_keywords, write_page
+    from digest.run import digest_date_for
+    from digest.store import Store
+
+    config = load(subscribers, db)
+    chosen = choose_keywords(config, keywords)
+    today = digest_date_for(datetime.now(UTC), config.digest.timezone)
+    store = Store.snapshot(config.db_path)  # an in-memory copy: the file is only read
+    try:
+        result = build_page(config, store, today, page_format=page_format, keywords=chosen)
+    finally:
+        store.close()
+    if out is None:
+        click.echo(result.text, nl=False)
+        return
+    write_page(out, result.text)
+    click.echo(
+        f"wrote {out} ({page_format}): {result.keywords} keywords, {result.papers} papers, "
+        f"last update {result.updated}"
+    )
+
+
+@main.command(name="run")
+@config_options
+@handle_errors
+def run_daemon(subscribers: Path | None, db: Path | None) -> None:
+    """Stay running and send the digest daily at [digest] send_at (a systemd Type=notify service).
+
+    Catches up at start if a send was missed; SIGHUP re-reads subscribers.toml; SIGTERM or
+    SIGINT stop after the messages in flight, the rest goes out with the next run.
+    """
+    # Imported here to keep this command one self-contained block of the shared cli.py.
+    from digest.daemon import Daemon
+
+    # No progress line in a daemon: its INFO lines are the only news, at a terminal too.
+    setup_logging(click.get_current_context().obj["verbose"], quiet_on_tty=False)
+    sys.exit(Daemon(subscribers, db).serve())
+
+
+@main.command()
+@config_options
+@click.option(
+    "--subscriber",
+    "email",
+    metavar="EMAIL",
+    help="Whose digest to show. [default: the first subscriber in subscribers.toml]",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the HTML to FILE. [default: ./preview-<email>.html]",
+)
+@click.option("--open", "open_it", is_flag=True, help="Open the file in your web browser.")
+@handle_errors
+def preview(
+    subscribers: Path | None, db: Path | None, email: str | None, out: Path | None, open_it: bool
+) -> None:
+    """Render the digest a subscriber would get next, from the database: no fetching, no sending."""
+    # Imported here to keep this command one self-contained block of the shared cli.py.
+    import dataclasses
+    import re
+    import webbrowser
+
+    config = load(subscribers, db)
+    known = [s.email for s in config.subscribers]
+    if not known:
+        raise ConfigError(f"{config.path}: no subscribers to preview; add a [[subscriber]]")
+    wanted = (email or known[0]).casefold()
+    chosen = next((s for s in config.subscribers if s.email.casefold() == wanted), None)
+    if chosen is None:
+        listed = ", ".join(known[:5]) + (", …" if len(known) > 5 else "")
+        raise ConfigError(f'{config.path}: no subscriber "{email}"; subscribers are: {listed}')
+    # Only this reader, and their digest even when empty: a preview shows what they would get.
+    settings = dataclasses.replace(config.digest, send_empty=True)
+    config = dataclasses.replace(config, subscribers=(chosen,), digest=settings)
+    store = open_store(config, dry_run=True)  # an in-memory copy: nothing is written back
+    try:
+        report = Run(config, store, now=datetime.now(UTC), dry_run=True, fetch=False).execute()
+    finally:
+        store.close()
+    found = [p for p in report.previews if p.email == wanted]
+    if not found:
+        raise ConfigError(
+            f"{chosen.email} would get no digest now (is delivery to them paused? "
+            "see `digest status`)"
+        )
+    first = found[0]  # a digest an earlier run left pending goes out before a new one
+    out = out or Path("preview-" + re.sub(r"[^\w@.+-]", "_", chosen.email) + ".html")
+    temp = out.with_name(f".{out.name}.tmp")
+    try:
+        # Never half-written, but no fsync: a preview is disposable.
+        temp.write_text(first.html, encoding="utf-8")
+        os.replace(temp, out)
+    except OSError as e:
+        temp.unlink(missing_ok=True)
+        raise ConfigError(
+            f"{out}: cannot write the preview ({e.strerror or e}); "
+            "check that the folder exists and is writable"
+        ) from e
+    total = sum(n for _, n in first.counts)
+    if total:
+        detail = ", ".join(f"{k} {n}" for k, n in first.counts)
+        papers = "new paper" if total == 1 else "new papers"
+        click.echo(f"{chosen.email} would get {total} {papers}: {detail}")
+    else:
+        click.echo(f"{chosen.email} has no new papers: their next digest is empty")
+        if not config.db_path.exists():
+            click.echo(f"({config.db_path} does not exist yet: `digest send` fills it)", err=True)
+    click.echo(f"Subject: {first.subject}")
+    size = len(first.html.encode("utf-8"))
+    click.echo(f"wrote {out} ({size / 1000:.1f} kB of HTML)")
+    if open_it and not webbrowser.open(out.resolve().as_uri()):
+        click.echo(f"could not start a web browser; open {out} yourself", err=True)
+
+
+@main.command()
+@config_options
+@click.option(
+    "--cafile",
+    type=click.Path(exists=True, dir_okay=False),
+    envvar="DIGEST_SMTP_CAFILE",
+    help="CA certificates to verify the SMTP server with. [default: the system's; $DIGEST_SMTP_CAFILE]",
+)
+@handle_errors
+def inbox(subscribers: Path | None, db: Path | None, cafile: str | None) -> None:
+    """Read subscription commands from the [inbox] mailbox once: act on them and reply.
+
+    Exit codes: 0 done, 2 no [inbox] table or password, 4 some replies were not delivered,
+    6 database unusable, 7 another check is reading the mailbox, 9 the mailbox cannot be read.
+    """
+    # Imported here to keep these commands one self-contained block of the shared cli.py.
+    from digest.inbox import inbox_warnings, process_inbox
+
+    config = load(subscribers, db)
+    for warning in inbox_warnings(config):
+        click.echo(f"Warning: {warning}", err=True)
+    store = Store.open(config.db_path)
+    try:
+        report = process_inbox(config, store, now=datetime.now(UTC), smtp_cafile=cafile)
+    finally:
+        store.close()
+    click.echo(f"{report.mailbox}: {report.summary()}")
+    for line in report.lines:
+        click.echo(f"  {line}")
+    for email, reason in report.undelivered:
+        click.echo(f"  reply to {email} not delivered: {reason}", err=True)
+    sys.exit(report.exit_code)
+
+
+@main.command(name="subscribe")
+@config_options
+@click.argument("email")
+@click.option(
+    "--keyword",
+    "-k",
+    "keywords",
+    multiple=True,
+    required=True,
+    metavar="KEYWORD",
+    help="A keyword to watch; repeat for more.",
+)
+@click.option("--name", help="The subscriber's name, for a new subscriber.")
+@handle_errors
+def subscribe_command(
+    subscribers: Path | None,
+    db: Path | None,
+    email: str,
+    keywords: tuple[str, ...],
+    name: str | None,
+) -> None:
+    """Add a subscriber to subscribers.toml, or keywords to one (no confirmation is asked)."""
+    from digest.subscriptions import subscribe, watched
+
+    config = load(subscribers, db)
+    before = watched(config, email)
+    change = subscribe(config.path, email, keywords, name)
+    if before is None:
+        click.echo(f"subscribed {change.email}: {', '.join(change.keywords)}")
+    elif change.changed:
+        click.echo(f"{change.email}: {change.message}; watches {', '.join(change.keywords)}")
+    else:
+        click.echo(f"{change.email}: {change.message}; nothing changed")
+
+
+@main.command(name="unsubscribe")
+@config_options
+@click.argument("email")
+@handle_errors
+def unsubscribe_command(subscribers: Path | None, db: Path | None, email: str) -> None:
+    """Remove a subscriber from subscribers.toml."""
+    from digest.subscriptions import unsubscribe
+
+    config = load(subscribers, db)
+    if not unsubscribe(config.path, email).changed:
+        raise ConfigError(f"{email} is not subscribed; `digest subscribers` lists who is")
+    click.echo(f"unsubscribed {email}")
+
+
+@main.command(name="subscribers")
+@config_options
+@handle_errors
+def subscribers_command(subscribers: Path | None, db: Path | None) -> None:
+    """List the subscribers: address, name and keywords, in the file's order."""
+    config = load(subscribers, db)
+    if not config.subscribers:
+        click.echo(f"{config.path}: no subscribers")
+        return
+    email_width = max(len(s.email) for s in config.subscribers)
+    name_width = max(len(s.name or "-") for s in config.subscribers)
+    for s in config.subscribers:
+        keywords = ", ".join(config.keyword_names(s.keywords))
+        click.echo(f"{s.email:<{email_width}}  {s.name or '-':<{name_width}}  {keywords}")
 
 
 if __name__ == "__main__":

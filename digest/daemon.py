@@ -1,7 +1,9 @@
 """`digest run`: the resident daemon. The schedule loop, signals, the run lock, sd_notify.
 
 The main thread only waits, wakes and decides; each day's run happens in a worker
-thread, so signals and watchdog pings are handled while a run sends.
+thread, so signals and watchdog pings are handled while a run sends. With [inbox] set,
+another worker thread reads the command mailbox every [inbox] interval; whoever changes
+subscribers.toml (a command, `digest subscribe`, an editor), the loop notices and re-reads it.
 
 `schedule` is the alarm clock: its job wakes the loop at [digest] send_at in the
 subscribers' time zone. Whether to send, and the catch-up after downtime, is decided
@@ -27,8 +29,9 @@ from types import FrameType
 
 import schedule
 
-from digest.config import Config, load_config
+from digest.config import Config, default_subscribers_path, load_config
 from digest.errors import BusyError, ConfigError, DigestError
+from digest.inbox import process_inbox
 from digest.lock import RunLock
 from digest.page import build_page, write_page
 from digest.progress import Progress
@@ -36,6 +39,7 @@ from digest.run import Run, RunReport, digest_date_for
 from digest.sdnotify import Notifier, watchdog_interval
 from digest.store import Store
 from digest.timing import describe, digest_due, next_send, previous_run
+from digest.web import Unsubscriber, WebServer
 
 log = logging.getLogger("digest.daemon")
 
@@ -49,6 +53,11 @@ FAILURE_RETRY = 30 * 60.0
 EXIT_FORCED = 130
 # A byte on the wake socket that is not a signal number: the worker has finished.
 _WORKER_DONE = 0
+# Likewise: the inbox check has finished.
+_INBOX_DONE = 0xFF
+# Seconds subscribers.toml must stay unchanged after an edit in place before it is read:
+# an editor may be half-way through writing it. A file replaced whole is read at once.
+SETTLE = 2.0
 _SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
@@ -87,6 +96,10 @@ class Daemon:
         self.last_done: date | None = None
         self.last_result: str | None = None
         self.retry_at = 0.0  # time.monotonic() before which no run starts
+        self.inbox_worker: threading.Thread | None = None
+        self.next_check = 0.0  # time.monotonic() of the next inbox check: the first at once
+        self.stamp: tuple[int, int, int] | None = None  # subscribers.toml as last loaded
+        self.settle_at = 0.0  # time.monotonic() when an edit in progress should be done
         self.stopping = False
         self.announce = True  # log the next send time at the next idle moment
         self.watchdog = watchdog_interval(os.environ, os.getpid())
@@ -109,10 +122,13 @@ class Daemon:
                 self.config.db_path,
                 os.getpid(),
             )
+            web = start_web(self.config)
             self.notifier.ready(self._status())
             try:
                 return self._loop()
             finally:
+                if web is not None:
+                    web.stop()
                 self.notifier.close()
 
     def _loop(self) -> int:
@@ -121,6 +137,8 @@ class Daemon:
             for byte in self._wait(timeout):
                 if byte == _WORKER_DONE:
                     self._worker_done()
+                elif byte == _INBOX_DONE:
+                    self._inbox_done()
                 elif byte == signal.SIGHUP and not self.stopping:
                     self._reload()
                 elif byte in (signal.SIGTERM, signal.SIGINT):
@@ -131,12 +149,14 @@ class Daemon:
                         )
                         return EXIT_FORCED
                     self._stop(signal.Signals(byte).name)
-            if self.stopping and self.worker is None:
+            if self.stopping and self.worker is None and self.inbox_worker is None:
                 break
             if not self.stopping:
+                self._reload_if_changed()
                 # The alarm (schedule's job), then the judgement, on every wake-up.
                 self.scheduler.run_pending()
                 self._start_if_due()
+                self._check_inbox_if_due()
                 if self.announce and self.worker is None:
                     self._announce()
             self._feed_watchdog()
@@ -154,6 +174,10 @@ class Daemon:
             timeout = min(timeout, idle)
         if self.retry_at > now:
             timeout = min(timeout, self.retry_at - now)
+        if self.config.inbox is not None and self.inbox_worker is None and not self.stopping:
+            timeout = min(timeout, self.next_check - now)
+        if self.settle_at > now:
+            timeout = min(timeout, self.settle_at - now)
         return max(timeout, 0.0)
 
     def _wait(self, timeout: float) -> bytes:
@@ -188,7 +212,22 @@ class Daemon:
     # -- configuration -----------------------------------------------------------
 
     def _load(self) -> Config:
+        # Noted before reading, so a change made while we read is noticed next time.
+        self.stamp = _stamp(self.subscribers_path or default_subscribers_path(os.environ))
         return load_config(self.subscribers_path, db_path=self.db_option)
+
+    def _reload_if_changed(self) -> None:
+        """Re-read subscribers.toml when it changed (inbox, `digest subscribe`, an editor)."""
+        stamp = _stamp(self.config.path)
+        if stamp == self.stamp:
+            return
+        if stamp is not None and self.stamp is not None and stamp[0] == self.stamp[0]:
+            age = time.time() - stamp[2] / 1e9
+            if age < SETTLE:
+                self.settle_at = time.monotonic() + min(SETTLE - age, SETTLE)
+                return
+        log.info("%s changed: reloading it", self.config.path)
+        self._reload()
 
     def _schedule(self) -> None:
         digest = self.config.digest
@@ -336,6 +375,52 @@ class Daemon:
         upcoming = next_send(self.clock(), digest.send_at, digest.timezone, self.last_done)
         log.info("next digest at %s", describe(upcoming, digest.timezone))
 
+    # -- commands by mail --------------------------------------------------------
+
+    def _check_inbox_if_due(self) -> None:
+        if self.config.inbox is None or self.inbox_worker is not None:
+            return
+        if time.monotonic() < self.next_check:
+            return
+        self.inbox_worker = threading.Thread(
+            target=self._inbox_work, args=(self.config,), name="digest-inbox", daemon=True
+        )
+        self.inbox_worker.start()
+
+    def _inbox_work(self, config: Config) -> None:
+        # In a thread of its own: a slow IMAP or SMTP server must not hold up the daily run.
+        try:
+            store = Store.open(config.db_path)
+            try:
+                report = process_inbox(
+                    config,
+                    store,
+                    now=self.clock(),
+                    smtp_cafile=os.environ.get("DIGEST_SMTP_CAFILE"),
+                    stop=self.cancel.is_set,
+                )
+            finally:
+                store.close()
+            if report.mails or report.undelivered:
+                log.info("inbox: %s", report.summary())
+        except DigestError as e:
+            log.error("inbox: %s; checking again later", e)
+        except Exception:
+            log.exception("inbox: the check failed (a bug in digest); checking again later")
+        finally:
+            with suppress(OSError):
+                self.wake_writer.send(bytes([_INBOX_DONE]))
+
+    def _inbox_done(self) -> None:
+        if self.inbox_worker is None:
+            return
+        self.inbox_worker.join()
+        self.inbox_worker = None
+        interval = self.config.inbox.interval if self.config.inbox else MAX_TICK
+        self.next_check = time.monotonic() + interval
+        if not self.stopping:
+            self._reload_if_changed()  # a command changed the list: use it from now on
+
     # -- status ------------------------------------------------------------------
 
     def _status(self) -> str:
@@ -350,6 +435,36 @@ class Daemon:
         if self.last_result:
             parts.append(f"last: {self.last_result}")
         return "; ".join(parts)
+
+
+def start_web(config: Config) -> WebServer | None:
+    """Serve the unsubscribe endpoint when [web] is set (a change needs a restart)."""
+    if config.web is None or config.secret is None:
+        return None
+    app = Unsubscriber(config.path, config.db_path, config.secret, config.web.link_days)
+    try:
+        server = WebServer(app, config.web.host, config.web.port).start()
+    except OSError as e:
+        raise ConfigError(
+            f"{config.path}: [web] cannot listen on {config.web.host}:{config.web.port} "
+            f"({e.strerror}); change 'listen' or stop what uses the port"
+        ) from e
+    log.info(
+        "unsubscribe links served on %s:%d for %s",
+        config.web.host,
+        server.port,
+        config.web.base_url,
+    )
+    return server
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    """What tells a changed file: inode (an atomic replace), size and modification time."""
+    try:
+        status = path.stat()
+    except OSError:
+        return None
+    return status.st_ino, status.st_size, status.st_mtime_ns
 
 
 def refresh_page(config: Config, store: Store, today: date) -> None:

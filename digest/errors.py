@@ -11,6 +11,8 @@ EXIT_DELIVERY_FAILED = 4  # some digests were not accepted by the SMTP server
 EXIT_PARTIAL = 5  # both of the above
 EXIT_STATE = 6  # the database cannot be used (corrupt, unreadable, disk full)
 EXIT_BUSY = 7  # another run holds the lock
+EXIT_EMPTY = 8  # nothing stored yet to show (`digest page` before any run)
+EXIT_INBOX = 9  # the command mailbox could not be read: connection, login or mailbox name
 
 
 class DigestError(Exception):
@@ -35,6 +37,12 @@ class BusyError(DigestError):
     """Another run holds the lock."""
 
     exit_code = EXIT_BUSY
+
+
+class EmptyStoreError(DigestError):
+    """Nothing to show: no run has stored any paper yet."""
+
+    exit_code = EXIT_EMPTY
 
 
 class FetchError(DigestError):

@@ -9,15 +9,22 @@ as planned and with the same Message-ID, at the start of the next run.
 from __future__ import annotations
 
 import asyncio
-import json
+import functools
 import logging
+import multiprocessing
+import os
 import secrets
+import sqlite3
 import threading
+from collections import deque
 from collections.abc import AsyncIterator, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from itertools import groupby
 from pathlib import Path
+from types import TracebackType
 from zoneinfo import ZoneInfo
 
 from digest.arxiv_source import ArxivSource
@@ -30,12 +37,20 @@ from digest.errors import (
     DeliveryError,
     FetchError,
 )
-from digest.mail import Envelope, Outcome, Sender, build_message, sender_address
+from digest.mail import Envelope, Outcome, Prepared, Sender, prepare_message, sender_address
 from digest.progress import Progress
-from digest.render import Renderer, Section, personalize
-from digest.store import Outgoing, Plan, Store
+from digest.render import UNSUBSCRIBE_PLACEHOLDER, Rendered, Renderer, Section, personalize
+from digest.store import Outgoing, Plan, Store, state_error
+from digest.web import unsubscribe_url
 
 log = logging.getLogger("digest.run")
+
+# Building one content (render, inline CSS, serialise) takes ~50 ms. From this many
+# distinct contents on, worker processes build the next ones while this process sends.
+WORKERS_FROM_CONTENTS = 16
+# How many contents they may build ahead (~300 KB each): enough to work on through a
+# content with thousands of readers and be ahead when many small ones come in a row.
+BUILT_AHEAD = 64
 
 
 @dataclass
@@ -60,6 +75,7 @@ class RunReport:
     planned: int = 0
     sent: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
+    bouncing: list[str] = field(default_factory=list)
     previews: list[Preview] = field(default_factory=list)
     arxiv_requests: int = 0
     inlinings: int = 0
@@ -73,6 +89,56 @@ class RunReport:
         if self.failed:
             return EXIT_DELIVERY_FAILED
         return EXIT_OK
+
+
+@dataclass(frozen=True)
+class _Job:
+    """Everything building one content's message needs; picklable, for a worker process."""
+
+    digest_date: date
+    sections: tuple[Section, ...]
+    watched: tuple[str, ...]
+    from_address: str
+    sender: str
+    list_id: str
+    also_unsubscribe: str | None  # the mailto: beside a per-reader link, if any
+    one_click: bool
+    created: datetime
+
+
+@dataclass(frozen=True)
+class _Built:
+    """One content rendered, and its message for the job's unsubscribe link and date."""
+
+    rendered: Rendered
+    message: Prepared
+    inlined: int  # premailer calls it took
+
+
+def _build(job: _Job, renderer: Renderer | None = None) -> _Built:
+    """Render, personalise and serialise one content, here or in a worker process."""
+    renderer = renderer or _worker_renderer()
+    before = renderer.inlined
+    rendered = renderer.render(
+        job.digest_date, job.sections, job.watched, from_address=job.from_address
+    )
+    message = prepare_message(
+        sender=job.sender,
+        subject=rendered.subject,
+        text=rendered.text,
+        html_text=rendered.html,
+        link_slot=UNSUBSCRIBE_PLACEHOLDER,
+        date=job.created,
+        list_id=job.list_id,
+        also_unsubscribe=job.also_unsubscribe,
+        one_click=job.one_click,
+    )
+    return _Built(rendered, message, renderer.inlined - before)
+
+
+@functools.cache
+def _worker_renderer() -> Renderer:
+    return Renderer()
 
 
 def digest_date_for(now: datetime, timezone: str) -> date:
@@ -102,6 +168,7 @@ class Run:
         )
         self.progress = progress or Progress(tty=False)
         self.renderer = Renderer()
+        self.inlined_in_workers = 0  # premailer calls made by _Builder's worker processes
         self.sender = Sender(config.smtp, cafile=cafile)
         self.report = RunReport(digest_date_for(now, config.digest.timezone))
         self.subscribers = {s.email.casefold(): s for s in config.subscribers}
@@ -111,15 +178,24 @@ class Run:
 
     def execute(self) -> RunReport:
         """Finish what an earlier run left, then fetch, plan and send today's digests."""
+        try:
+            return self._execute()
+        except sqlite3.DatabaseError as e:
+            # Every write is one transaction: what failed rolled back, the rest is intact.
+            raise state_error(self.store.path, e) from e
+
+    def _execute(self) -> RunReport:
         date_text = self.report.digest_date.isoformat()
         run_id = self.store.start_run(date_text, self.now)
-        self._send(list(self.store.pending()))
+        self._send()  # what an earlier run left pending, as it was planned
         if self.fetch:
             self._fetch()
-        self._plan(run_id, date_text)
-        self._send(list(self.store.pending()))
+        # A run stopped before planning plans nothing: the next run plans the day whole.
+        if not self.cancel.is_set():
+            self._plan(run_id, date_text)
+        self._send()
         self.report.arxiv_requests = self.source.requests_made
-        self.report.inlinings = self.renderer.inlined
+        self.report.inlinings = self.renderer.inlined + self.inlined_in_workers
         if self.cancel.is_set():
             status = "interrupted"
         else:
@@ -135,6 +211,11 @@ class Run:
             status=status,
         )
         self.progress.finish()
+        log.info(
+            "run finished: %d arXiv requests, %d premailer calls",
+            self.report.arxiv_requests,
+            self.report.inlinings,
+        )
         return self.report
 
     # -- fetch -----------------------------------------------------------------
@@ -163,123 +244,149 @@ class Run:
         top = self.store.top_seq()
         cap = self.config.digest.first_digest_cap
         marks = self.store.watermarks(self.subscribers)
-        domain = sender_address(self.config.digest.sender).rpartition("@")[2] or "localhost"
-        counts: dict[tuple[object, ...], int] = {}
-        rows = []
-        for subscriber in self.config.subscribers:
-            # A keyword that failed today keeps its watermark, so its papers come next time.
-            keys = tuple(
-                k
-                for k in subscriber.keywords
-                if self.config.keywords[k].name.casefold() not in failed
+        paused = self.store.bouncing()
+        self.report.bouncing = sorted(e for e in paused if e in self.subscribers)
+        for email in self.report.bouncing:
+            log.warning(
+                "%s: skipped, bouncing since %s (%s); `digest reenable %s` resumes it",
+                email,
+                paused[email]["bouncing_since"],
+                paused[email]["last_error"],
+                email,
             )
-            if not keys:
-                continue
-            own = marks.get(subscriber.email.casefold(), {})
-            since = tuple(own[k][0] if k in own else None for k in keys)
-            first = tuple(own[k][1] if k in own and own[k][0] is None else None for k in keys)
-            plan = Plan(keys, since, first, top, cap)
-            group = plan.content_key
-            if group not in counts:
-                counts[group] = len(self.store.contents(plan))
-            if counts[group] == 0 and not self.config.digest.send_empty:
-                continue
-            message_id = f"<{date_text}.{secrets.token_hex(8)}@{domain}>"
-            rows.append((subscriber.email.casefold(), message_id, plan, counts[group]))
-        self.store.plan_digests(run_id, date_text, rows, self.now)
-        self.report.planned += len(rows)
-        log.info("planned %d digests (%d distinct contents)", len(rows), len(counts))
+        domain = sender_address(self.config.digest.sender).rpartition("@")[2] or "localhost"
+        # A keyword that failed today keeps its watermark, so its papers come next time.
+        skipped = {k for k, kw in self.config.keywords.items() if kw.name.casefold() in failed}
+        counts: dict[tuple[object, ...], int] = {}
+
+        def rows() -> Iterator[tuple[str, str, Plan, int]]:
+            for subscriber in self.config.subscribers:
+                email = subscriber.email.casefold()
+                if email in paused:
+                    continue
+                keys = subscriber.keywords
+                if skipped:
+                    keys = tuple(k for k in keys if k not in skipped)
+                if not keys:
+                    continue
+                own = marks.get(email, {})
+                since = tuple(own[k][0] if k in own else None for k in keys)
+                first = tuple(own[k][1] if k in own and own[k][0] is None else None for k in keys)
+                plan = Plan(keys, since, first, top, cap)
+                group = plan.content_key
+                if group not in counts:
+                    counts[group] = len(self.store.contents(plan))
+                if counts[group] == 0 and not self.config.digest.send_empty:
+                    continue
+                yield email, f"<{date_text}.{secrets.token_hex(8)}@{domain}>", plan, counts[group]
+
+        # Streamed into the outbox (in one transaction): no list of every digest in memory.
+        planned = self.store.plan_digests(run_id, date_text, rows(), self.now)
+        self.report.planned += planned
+        log.info("planned %d digests (%d distinct contents)", planned, len(counts))
 
     # -- render and send -------------------------------------------------------
 
-    def _send(self, outgoing: list[Outgoing]) -> None:
-        gone = [o for o in outgoing if o.email not in self.subscribers]
-        for o in gone:
-            self.store.cancel(o.digest_id, "the subscriber left before it was sent")
-        outgoing = [o for o in outgoing if o.email in self.subscribers]
-        if not outgoing:
+    def _send(self) -> None:
+        """Send every digest pending in the outbox, rendering each distinct content once."""
+        total = self.store.pending_count()
+        if not total:
             return
-        # Grouped by content, so each content is rendered (and CSS-inlined) once.
-        outgoing.sort(key=lambda o: (_sortable(o.plan.content_key), o.digest_id))
         if self.dry_run:
-            for o, envelope, counts, html in self._envelopes(outgoing):
-                self.report.previews.append(
-                    Preview(o.email, counts, envelope.subject, envelope.data, html)
-                )
+            for o, data, counts, html, subject in self._envelopes():
+                self.report.previews.append(Preview(o.email, counts, subject, data, html))
             return
         try:
-            asyncio.run(self._deliver(outgoing))
+            asyncio.run(self._deliver(total))
         except DeliveryError as e:
             # Nothing was sent: the digests stay pending and go out with the next run.
             log.error("%s", e)
-            self.report.failed.extend((o.email, str(e)) for o in outgoing)
+            self.report.failed.extend((o.email, str(e)) for o in self.store.pending())
 
-    async def _deliver(self, outgoing: list[Outgoing]) -> None:
+    async def _deliver(self, total: int) -> None:
         await self.sender.check()
-        by_id = {o.digest_id: o for o in outgoing}
+        in_flight: dict[int, Outgoing] = {}
         done = 0
+        address = sender_address(self.config.digest.sender)
 
         async def envelopes() -> AsyncIterator[Envelope]:
-            for _o, envelope, _counts, _html in self._envelopes(outgoing):
-                yield envelope
+            for o, data, _counts, _html, _subject in self._envelopes():
+                in_flight[o.digest_id] = o
+                yield Envelope(o.digest_id, address, self.subscribers[o.email].email, data)
 
         def on_outcome(outcome: Outcome) -> None:
             nonlocal done
             done += 1
-            o = by_id.pop(outcome.key)
+            o = in_flight.pop(outcome.key)
             if outcome.accepted:
                 self.store.mark_sent(o.digest_id, o.email, o.plan, datetime.now(UTC))
                 self.report.sent += 1
             else:
-                reason = outcome.error or "not accepted"
-                self.store.mark_failed(o.digest_id, reason)
-                self.report.failed.append((o.email, reason))
-                log.warning("%s: digest not delivered: %s", o.email, reason)
-            self.progress.sending(done, len(outgoing))
+                self._failed(o, outcome)
+            self.progress.sending(done, total)
 
-        await self.sender.deliver(envelopes(), on_outcome)
+        await self.sender.deliver(envelopes(), on_outcome, stop=self.cancel.is_set)
 
-    def _envelopes(
-        self, outgoing: list[Outgoing]
-    ) -> Iterator[tuple[Outgoing, Envelope, list[tuple[str, int]], str]]:
-        """Each digest ready for the wire, rendering each distinct content once."""
-        sender = self.config.digest.sender
-        address = sender_address(sender)
-        list_id = f"arXiv digest <digest.{address.replace('@', '.')}>"
-        for _content, members in groupby(outgoing, key=lambda o: o.plan.content_key):
-            if self.cancel.is_set():
-                log.info("stopping: the remaining digests stay pending for the next run")
-                return
-            batch = list(members)
-            first = batch[0]
-            sections = self._sections(first.plan)
-            watched = [self._name(k) for k in first.plan.keywords]
-            rendered = self.renderer.render(
-                date.fromisoformat(first.digest_date), sections, watched, from_address=address
+    def _failed(self, o: Outgoing, outcome: Outcome) -> None:
+        reason = outcome.error or "not accepted"
+        self.store.mark_failed(o.digest_id, reason)
+        self.report.failed.append((o.email, reason))
+        log.warning("%s: digest not delivered: %s", o.email, reason)
+        limit = self.config.digest.bounce_limit
+        if outcome.permanent and self.store.permanent_failure(o.email, reason, limit, self.now):
+            log.error(
+                "%s: %d permanent failures in a row; paused until `digest reenable %s`",
+                o.email,
+                limit,
+                o.email,
             )
-            counts = [(s.keyword, len(s.items)) for s in sections if s.items]
-            for o in batch:
-                if self.cancel.is_set():
-                    return
-                subscriber = self.subscribers[o.email]
-                unsubscribe = self._unsubscribe(subscriber)
-                text, html = personalize(rendered, unsubscribe)
-                message = build_message(
-                    sender=sender,
-                    to_email=subscriber.email,
-                    to_name=subscriber.name,
-                    subject=rendered.subject,
-                    text=text,
-                    html=html,
-                    message_id=o.message_id,
-                    date=o.created,
-                    list_id=list_id,
-                    unsubscribe=[unsubscribe],
-                )
-                envelope = Envelope(
-                    o.digest_id, address, subscriber.email, rendered.subject, message.as_bytes()
-                )
-                yield o, envelope, counts, html
+
+    def _envelopes(self) -> Iterator[tuple[Outgoing, bytes, list[tuple[str, int]], str, str]]:
+        """Each pending digest's bytes, rendering (and inlining CSS) once per distinct content."""
+        many = self.store.pending_contents() >= WORKERS_FROM_CONTENTS
+        with _Builder(self, _spare_cpus() if many else 0) as builder:
+            for _plan, members in groupby(self.store.pending(), key=lambda o: o.plan):
+                built: _Built | None = None
+                counts: list[tuple[str, int]] = []
+                prepared: dict[datetime, Prepared] = {}
+                for o in members:
+                    if self.cancel.is_set():
+                        log.info("stopping: the remaining digests stay pending for the next run")
+                        return
+                    subscriber = self.subscribers.get(o.email)
+                    if subscriber is None:
+                        self.store.cancel(o.digest_id, "the subscriber left before it was sent")
+                        continue
+                    if built is None:
+                        job, built = builder.build(o, subscriber)
+                        counts = [(s.keyword, len(s.items)) for s in job.sections if s.items]
+                        prepared[job.created] = built.message
+                    if o.created not in prepared:  # digests left by an earlier run
+                        prepared[o.created] = _build(
+                            replace(job, created=o.created), self.renderer
+                        ).message
+                    link = self._unsubscribe(subscriber)
+                    data = prepared[o.created].for_recipient(
+                        subscriber.email, subscriber.name, o.message_id, link
+                    )
+                    # Only a dry run shows each reader's HTML; a real run sends the bytes.
+                    html = personalize(built.rendered, link)[1] if self.dry_run else ""
+                    yield o, data, counts, html, built.rendered.subject
+
+    def _job(self, o: Outgoing, subscriber: Subscriber) -> _Job:
+        """What building the content of `o`'s plan takes, with `o`'s date and link."""
+        address = sender_address(self.config.digest.sender)
+        return _Job(
+            digest_date=date.fromisoformat(o.digest_date),
+            sections=tuple(self._sections(o.plan)),
+            watched=tuple(self._name(k) for k in o.plan.keywords),
+            from_address=address,
+            sender=self.config.digest.sender,
+            list_id=f"arXiv digest <digest.{address.replace('@', '.')}>",
+            also_unsubscribe=self._mailto() if self._web_links else None,
+            one_click=self._web_links,
+            created=o.created,
+        )
 
     def _name(self, key: str) -> str:
         keyword = self.config.keywords.get(key)
@@ -296,13 +403,93 @@ class Run:
             sections.append(Section(name, tuple(i for i in items if i.keyword == name)))
         return sections
 
-    def _unsubscribe(self, subscriber: Subscriber) -> str:
+    @property
+    def _web_links(self) -> bool:
+        return self.config.web is not None and self.config.secret is not None
+
+    def _mailto(self) -> str:
         return f"mailto:{sender_address(self.config.digest.sender)}?subject=unsubscribe"
 
+    def _unsubscribe(self, subscriber: Subscriber) -> str:
+        """The reader's own signed link with [web], else the command mailbox."""
+        if self.config.web is None or self.config.secret is None:
+            return self._mailto()
+        return unsubscribe_url(
+            self.config.web.base_url, self.config.secret, subscriber.email, self.now
+        )
 
-def _sortable(key: tuple[object, ...]) -> str:
-    # None and int mix in content keys; their JSON text orders consistently and groups equal keys.
-    return json.dumps(key)
+
+def _spare_cpus() -> int:
+    """CPUs this process may use beyond the one it runs on."""
+    return len(os.sched_getaffinity(0)) - 1 if hasattr(os, "sched_getaffinity") else 0
+
+
+class _Builder:
+    """Builds each pending content once, in the order the outbox is sent.
+
+    Building between sends would leave the SMTP connections idle ~50 ms per content:
+    a minute per thousand contents. With `workers`, worker processes build the next few
+    contents while this one sends. They are spawned, not forked: a fork would inherit
+    the run lock and the database connection.
+    """
+
+    def __init__(self, run: Run, workers: int) -> None:
+        self.run = run
+        self.pool: ProcessPoolExecutor | None = None
+        if workers:
+            context = multiprocessing.get_context("spawn")
+            self.pool = ProcessPoolExecutor(workers, mp_context=context)
+        self.firsts = run.store.pending_firsts() if workers else iter(())
+        # One entry per plan, in outbox order: its first digest and, if that digest's
+        # subscriber is still there, the job building the content for it.
+        self.ahead: deque[tuple[Outgoing, tuple[_Job, Future[_Built]] | None]] = deque()
+
+    def __enter__(self) -> _Builder:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
+
+    def build(self, first: Outgoing, subscriber: Subscriber) -> tuple[_Job, _Built]:
+        """The content of `first`'s plan, built for `first`, its group's first live digest."""
+        self._fill()
+        if self.ahead and self.ahead[0][0].plan == first.plan:
+            head, work = self.ahead.popleft()
+            if work is not None and head.digest_id == first.digest_id:
+                job, future = work
+                try:
+                    built = future.result()
+                except BrokenProcessPool as e:
+                    log.warning("rendering here from now on: a worker process died (%s)", e)
+                    self._stop()
+                else:
+                    self.run.inlined_in_workers += built.inlined
+                    return job, built
+        job = self.run._job(first, subscriber)
+        return job, _build(job, self.run.renderer)
+
+    def _fill(self) -> None:
+        while self.pool is not None and len(self.ahead) < BUILT_AHEAD:
+            o = next(self.firsts, None)
+            if o is None:
+                return
+            subscriber = self.run.subscribers.get(o.email)
+            if subscriber is None:  # cancelled when reached; a later digest gets it built
+                self.ahead.append((o, None))
+                continue
+            job = self.run._job(o, subscriber)
+            self.ahead.append((o, (job, self.pool.submit(_build, job))))
+
+    def _stop(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+        self.pool, self.ahead = None, deque()
 
 
 def open_store(config: Config, dry_run: bool) -> Store:

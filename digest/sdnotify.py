@@ -63,7 +63,9 @@ class Notifier:
                 self._socket = socket.socket(
                     socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC
                 )
-            self._socket.sendto("\n".join(fields).encode(), self.address)
+            # Never block: a service manager that stopped reading must not freeze the loop
+            # (and with it the watchdog pings); a full queue just drops this line.
+            self._socket.sendto("\n".join(fields).encode(), socket.MSG_DONTWAIT, self.address)
         except OSError as e:
             # Losing a status line must not stop the digests; say so once.
             if not self._warned:

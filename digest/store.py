@@ -14,6 +14,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +78,7 @@ def m001_initial(db: sqlite_utils.Database) -> None:
             created TEXT NOT NULL,
             sent_at TEXT
         );
-        CREATE INDEX digests_by_status ON digests (status, email);
+        CREATE INDEX digests_by_status ON digests (status, plan, id);
         CREATE TABLE runs (
             id INTEGER PRIMARY KEY,
             started TEXT NOT NULL,
@@ -90,6 +91,67 @@ def m001_initial(db: sqlite_utils.Database) -> None:
             failed_keywords TEXT NOT NULL DEFAULT '[]',
             status TEXT NOT NULL DEFAULT 'running'   -- running | ok | partial | interrupted
         );
+        """
+    )
+
+
+@migrations()
+def m002_subscriber_health(db: sqlite_utils.Database) -> None:
+    db.executescript(
+        """
+        -- Consecutive permanent (5xx) refusals; at [digest] bounce_limit the subscriber
+        -- is paused (bouncing_since set) until an admin runs `digest reenable`.
+        CREATE TABLE subscriber_health (
+            email TEXT PRIMARY KEY,
+            permanent_failures INTEGER NOT NULL DEFAULT 0,
+            bouncing_since TEXT,
+            last_error TEXT
+        ) WITHOUT ROWID;
+        """
+    )
+
+
+@migrations()
+def m003_used_tokens(db: sqlite_utils.Database) -> None:
+    db.executescript(
+        """
+        -- Nonces of single-use tokens already acted on (unsubscribe links), so a replayed
+        -- link is refused.
+        CREATE TABLE used_tokens (
+            nonce TEXT PRIMARY KEY,
+            purpose TEXT NOT NULL,
+            email TEXT NOT NULL,
+            used_at TEXT NOT NULL
+        ) WITHOUT ROWID;
+        """
+    )
+
+
+@migrations()
+def m004_inbox_commands(db: sqlite_utils.Database) -> None:
+    db.executescript(
+        """
+        -- Command mails acted on, by a hash of their bytes: one seen again (the process died
+        -- before it was flagged in IMAP) is not acted on twice; its stored reply goes out as is.
+        CREATE TABLE inbox_mails (
+            id INTEGER PRIMARY KEY,
+            key TEXT NOT NULL UNIQUE,       -- sha256 of the raw message
+            email TEXT NOT NULL,            -- the sender (From), as written
+            received TEXT NOT NULL,         -- when it was acted on
+            summary TEXT NOT NULL,          -- what was done, one line
+            reply BLOB,                     -- the reply's bytes; NULL when none is due
+            status TEXT NOT NULL,           -- pending | sent | failed | none
+            error TEXT
+        );
+        CREATE INDEX inbox_mails_by_status ON inbox_mails (status, id);
+        -- Commands carried out per sender (case-folded) and UTC day: [inbox] max_commands_per_day.
+        CREATE TABLE inbox_counts (
+            email TEXT NOT NULL,
+            day TEXT NOT NULL,
+            commands INTEGER NOT NULL DEFAULT 0,
+            refused INTEGER NOT NULL DEFAULT 0,   -- 1 once the over-the-limit reply was sent
+            PRIMARY KEY (email, day)
+        ) WITHOUT ROWID;
         """
     )
 
@@ -160,6 +222,18 @@ class Outgoing:
 
 def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="seconds")
+
+
+def _outgoing(row: dict[str, Any], plan: Plan) -> Outgoing:
+    return Outgoing(
+        digest_id=row["id"],
+        email=row["email"],
+        message_id=row["message_id"],
+        digest_date=row["digest_date"],
+        created=datetime.fromisoformat(row["created"]),
+        plan=plan,
+        papers=row["papers"],
+    )
 
 
 def _paper(row: dict[str, Any]) -> Paper:
@@ -233,12 +307,15 @@ class Store:
         """Store a keyword's fetched papers in one transaction; return the ids new to the keyword."""
         ids = [p.arxiv_id for p in papers]
         with self.db.atomic():
+            # IN (…) makes SQLite look each fetched id up in the (keyword, paper_id) index;
+            # as a join it scanned every stored match of the keyword instead (1 s per
+            # keyword with a million papers stored).
             known = {
-                row["value"]
+                row["paper_id"]
                 for row in self.db.query(
-                    "SELECT j.value FROM json_each(?) j JOIN matches m "
-                    "ON m.keyword = ? AND m.paper_id = j.value",
-                    [json.dumps(ids), keyword],
+                    "SELECT paper_id FROM matches "
+                    "WHERE keyword = ? AND paper_id IN (SELECT value FROM json_each(?))",
+                    [keyword, json.dumps(ids)],
                 )
             }
             self.db.conn.executemany(
@@ -382,39 +459,87 @@ class Store:
         digest_date: str,
         rows: Iterable[tuple[str, str, Plan, int]],
         now: datetime,
-    ) -> None:
-        """Record planned digests (email, message_id, plan, papers) in one transaction."""
-        rows = list(rows)
-        with self.db.atomic():
-            self.db.conn.executemany(
-                "INSERT INTO digests (run_id, email, digest_date, message_id, plan, papers, status, created) "
-                "VALUES (?, ?, ?, ?, ?, ?, 'pending', ?)",
-                [(run_id, e, digest_date, m, p.to_json(), n, _iso(now)) for e, m, p, n in rows],
-            )
-            # Anchor each first digest's cap, so a failed one is retried whole, not re-capped.
-            self.db.conn.executemany(
-                "INSERT INTO watermarks (email, keyword, delivered_seq, first_seq) VALUES (?, ?, NULL, ?) "
-                "ON CONFLICT (email, keyword) DO NOTHING",
-                [
-                    (e, k, p.top)
-                    for e, _m, p, _n in rows
-                    for k, since, first in zip(p.keywords, p.since, p.first, strict=True)
-                    if since is None and first is None
-                ],
-            )
+    ) -> int:
+        """Record planned digests (email, message_id, plan, papers) in one transaction.
 
-    def pending(self) -> Iterator[Outgoing]:
-        """Planned digests not yet accepted by the SMTP server, oldest first."""
-        for row in self.db.query("SELECT * FROM digests WHERE status = 'pending' ORDER BY id"):
-            yield Outgoing(
-                digest_id=row["id"],
-                email=row["email"],
-                message_id=row["message_id"],
-                digest_date=row["digest_date"],
-                created=datetime.fromisoformat(row["created"]),
-                plan=Plan.from_json(row["plan"]),
-                papers=row["papers"],
+        `rows` is read a batch at a time, so it can be a generator; returns how many.
+        """
+        created, texts, count = _iso(now), dict[Plan, str](), 0
+        rows = iter(rows)
+        with self.db.atomic():
+            while batch := list(islice(rows, 1000)):
+                count += len(batch)
+                for _e, _m, p, _n in batch:
+                    if p not in texts:  # equal plans (one per content) share one JSON text
+                        texts[p] = p.to_json()
+                self.db.conn.executemany(
+                    "INSERT INTO digests (run_id, email, digest_date, message_id, plan, papers, status, created) "
+                    "VALUES (?, ?, ?, ?, ?, ?, 'pending', ?)",
+                    [(run_id, e, digest_date, m, texts[p], n, created) for e, m, p, n in batch],
+                )
+                # Anchor each first digest's cap, so a failed one is retried whole, not re-capped.
+                self.db.conn.executemany(
+                    "INSERT INTO watermarks (email, keyword, delivered_seq, first_seq) VALUES (?, ?, NULL, ?) "
+                    "ON CONFLICT (email, keyword) DO NOTHING",
+                    [
+                        (e, k, p.top)
+                        for e, _m, p, _n in batch
+                        for k, since, first in zip(p.keywords, p.since, p.first, strict=True)
+                        if since is None and first is None
+                    ],
+                )
+        return count
+
+    def pending(self, chunk: int = 500) -> Iterator[Outgoing]:
+        """Digests not yet accepted, equal plans adjacent, read in chunks to keep memory flat.
+
+        Keyset pagination on (plan, id) stays correct while the caller marks rows sent.
+        """
+        after: tuple[str, int] = ("", 0)
+        while True:
+            rows = list(
+                self.db.query(
+                    "SELECT * FROM digests WHERE status = 'pending' AND (plan > ? OR (plan = ? AND id > ?)) "
+                    "ORDER BY plan, id LIMIT ?",
+                    [after[0], after[0], after[1], chunk],
+                )
             )
+            plans: dict[str, Plan] = {}  # equal plans are adjacent: parse each once
+            for row in rows:
+                if row["plan"] not in plans:
+                    plans[row["plan"]] = Plan.from_json(row["plan"])
+                yield _outgoing(row, plans[row["plan"]])
+            if len(rows) < chunk:
+                return
+            after = (rows[-1]["plan"], rows[-1]["id"])
+
+    def pending_firsts(self, chunk: int = 500) -> Iterator[Outgoing]:
+        """The first pending digest of each distinct plan, in the order `pending` yields them."""
+        after = ""
+        while True:
+            rows = list(
+                self.db.query(
+                    "SELECT d.* FROM (SELECT min(id) AS id FROM digests "
+                    "WHERE status = 'pending' AND plan > ? GROUP BY plan ORDER BY plan LIMIT ?) f "
+                    "JOIN digests d ON d.id = f.id ORDER BY d.plan",
+                    [after, chunk],
+                )
+            )
+            for row in rows:
+                yield _outgoing(row, Plan.from_json(row["plan"]))
+            if len(rows) < chunk:
+                return
+            after = rows[-1]["plan"]
+
+    def pending_contents(self) -> int:
+        """How many distinct plans (so contents to render) the pending digests have."""
+        return int(
+            next(
+                self.db.query(
+                    "SELECT count(DISTINCT plan) AS n FROM digests WHERE status = 'pending'"
+                )
+            )["n"]
+        )
 
     def mark_sent(self, digest_id: int, email: str, plan: Plan, now: datetime) -> None:
         """The server accepted the digest: it is sent and its papers are seen, atomically."""
@@ -422,6 +547,9 @@ class Store:
             self.db.execute(
                 "UPDATE digests SET status = 'sent', sent_at = ?, attempts = attempts + 1 WHERE id = ?",
                 [_iso(now), digest_id],
+            )
+            self.db.execute(
+                "DELETE FROM subscriber_health WHERE email = ? AND bouncing_since IS NULL", [email]
             )
             self.db.conn.executemany(
                 "INSERT INTO watermarks (email, keyword, delivered_seq, first_seq) VALUES (?, ?, ?, ?) "
@@ -437,6 +565,63 @@ class Store:
                 "UPDATE digests SET status = 'failed', attempts = attempts + 1, last_error = ? WHERE id = ?",
                 [error, digest_id],
             )
+
+    def permanent_failure(self, email: str, error: str, limit: int, now: datetime) -> bool:
+        """Count a 5xx refusal; True when this one makes the subscriber bouncing."""
+        with self.db.atomic():
+            self.db.execute(
+                "INSERT INTO subscriber_health (email, permanent_failures, last_error) "
+                "VALUES (?, 1, ?) ON CONFLICT (email) DO UPDATE SET "
+                "permanent_failures = permanent_failures + 1, last_error = excluded.last_error",
+                [email, error],
+            )
+            row = next(
+                self.db.query(
+                    "SELECT permanent_failures, bouncing_since FROM subscriber_health WHERE email = ?",
+                    [email],
+                )
+            )
+            if row["bouncing_since"] is None and row["permanent_failures"] >= limit:
+                self.db.execute(
+                    "UPDATE subscriber_health SET bouncing_since = ? WHERE email = ?",
+                    [_iso(now), email],
+                )
+                return True
+        return False
+
+    def bouncing(self) -> dict[str, dict[str, Any]]:
+        """Paused subscribers: {email: {permanent_failures, bouncing_since, last_error}}."""
+        return {
+            row.pop("email"): row
+            for row in self.db.query(
+                "SELECT email, permanent_failures, bouncing_since, last_error "
+                "FROM subscriber_health WHERE bouncing_since IS NOT NULL ORDER BY email"
+            )
+        }
+
+    def reenable(self, email: str) -> bool:
+        """Clear a subscriber's failures; False when they were not bouncing."""
+        with self.db.atomic():
+            cursor = self.db.execute(
+                "DELETE FROM subscriber_health WHERE email = ? AND bouncing_since IS NOT NULL",
+                [email],
+            )
+        return cursor.rowcount > 0
+
+    def pending_count(self) -> int:
+        return int(
+            next(self.db.query("SELECT count(*) AS n FROM digests WHERE status = 'pending'"))["n"]
+        )
+
+    def use_token(self, nonce: str, purpose: str, email: str, now: datetime) -> bool:
+        """Record a single-use token as used; False when it was used before."""
+        with self.db.atomic():
+            cursor = self.db.execute(
+                "INSERT INTO used_tokens (nonce, purpose, email, used_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (nonce) DO NOTHING",
+                [nonce, purpose, email, _iso(now)],
+            )
+        return cursor.rowcount == 1
 
     def cancel(self, digest_id: int, reason: str) -> None:
         """A planned digest that must not go out any more (its subscriber left)."""
@@ -486,6 +671,95 @@ class Store:
     def recent_runs(self, limit: int = 10) -> list[dict[str, Any]]:
         return list(self.db.query("SELECT * FROM runs ORDER BY id DESC LIMIT ?", [limit]))
 
+    def last_completed_digest_date(self) -> str | None:
+        """The latest digest date (ISO) a run completed, 'ok' or 'partial'; None if none did."""
+        # An interrupted run does not count: its date is still owed a digest.
+        row = next(
+            self.db.query(
+                "SELECT max(digest_date) AS day FROM runs WHERE status IN ('ok', 'partial')"
+            )
+        )
+        return str(row["day"]) if row["day"] else None
+
+    # -- the command inbox -----------------------------------------------------
+
+    def command_mail_status(self, key: str) -> str | None:
+        """pending, sent, failed or none for a command mail acted on before; None if new."""
+        row = next(self.db.query("SELECT status FROM inbox_mails WHERE key = ?", [key]), None)
+        return str(row["status"]) if row else None
+
+    def commands_today(self, email: str, day: str) -> tuple[int, bool]:
+        """Commands carried out for an address on a day, and whether it was told of the limit."""
+        row = next(
+            self.db.query(
+                "SELECT commands, refused FROM inbox_counts WHERE email = ? AND day = ?",
+                [email.casefold(), day],
+            ),
+            None,
+        )
+        return (int(row["commands"]), bool(row["refused"])) if row else (0, False)
+
+    def record_command_mail(
+        self,
+        key: str,
+        email: str,
+        day: str,
+        *,
+        commands: int,
+        refused: bool,
+        summary: str,
+        reply: bytes | None,
+        now: datetime,
+    ) -> None:
+        """A command mail acted on, its reply (pending) and the day's count, in one transaction."""
+        with self.db.atomic():
+            self.db.execute(
+                "INSERT INTO inbox_mails (key, email, received, summary, reply, status) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [key, email, _iso(now), summary, reply, "pending" if reply else "none"],
+            )
+            self.db.execute(
+                "INSERT INTO inbox_counts (email, day, commands, refused) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (email, day) DO UPDATE SET commands = commands + excluded.commands, "
+                "refused = max(refused, excluded.refused)",
+                [email.casefold(), day, commands, int(refused)],
+            )
+
+    def pending_replies(self) -> list[tuple[int, str, str, bytes]]:
+        """Replies not yet accepted by the SMTP server: (id, key, recipient, bytes)."""
+        return [
+            (row["id"], row["key"], row["email"], row["reply"])
+            for row in self.db.query(
+                "SELECT id, key, email, reply FROM inbox_mails WHERE status = 'pending' ORDER BY id"
+            )
+        ]
+
+    def reply_done(self, reply_id: int, *, sent: bool, error: str | None = None) -> None:
+        """The SMTP server accepted the reply (sent) or refused it for good (failed)."""
+        with self.db.atomic():
+            self.db.execute(
+                "UPDATE inbox_mails SET status = ?, error = ? WHERE id = ?",
+                ["sent" if sent else "failed", error, reply_id],
+            )
+
+    def token_used(self, nonce: str) -> bool:
+        """Whether a single-use token was acted on already."""
+        rows = self.db.query("SELECT 1 FROM used_tokens WHERE nonce = ?", [nonce])
+        return next(rows, None) is not None
+
+    def prune_inbox(self, before: datetime) -> None:
+        """Forget settled command mails and daily counts older than `before`."""
+        with self.db.atomic():
+            self.db.execute(
+                "DELETE FROM inbox_mails WHERE status != 'pending' AND received < ?", [_iso(before)]
+            )
+            self.db.execute("DELETE FROM inbox_counts WHERE day < ?", [_iso(before)[:10]])
+
+
+def state_error(path: Path | None, error: sqlite3.DatabaseError) -> StateError:
+    """The StateError a user can act on for an SQLite failure on the database at path."""
+    return StateError(_db_problem(path or Path(":memory:"), error))
+
 
 def _db_problem(path: Path, error: sqlite3.DatabaseError) -> str:
     text = str(error)
@@ -494,9 +768,10 @@ def _db_problem(path: Path, error: sqlite3.DatabaseError) -> str:
             f"{path}: the database file is damaged ({text}); restore it from a backup or move it "
             "away to start afresh (every subscriber would then get a first digest again)"
         )
-    if "disk" in text and "full" in text:
+    if ("disk" in text and "full" in text) or "disk I/O error" in text:
         return (
-            f"{path}: the disk is full; the previous state is intact, free some space and run again"
+            f"{path}: cannot write, the disk is full or failing ({text}); the previous state is "
+            "intact: free some space and run again"
         )
     if "unable to open" in text or "readonly" in text:
         return (

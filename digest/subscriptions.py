@@ -37,7 +37,14 @@ class Change:
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
     lock = path.with_name(path.name + ".lock")
-    with open(lock, "a") as handle:
+    try:
+        handle = open(lock, "a")  # noqa: SIM115 - closed below, after the lock is released
+    except OSError as e:
+        raise ConfigError(
+            f"{lock}: cannot create the lock for changing the subscriber list ({e.strerror}); "
+            f"the folder {path.parent} must be writable"
+        ) from e
+    with handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -83,7 +90,7 @@ def _validated(path: Path, document: tomlkit.TOMLDocument) -> str:
     probe = path.with_name(f".{path.name}.{secrets.token_hex(4)}.check")
     try:
         probe.write_text(text, encoding="utf-8")
-        load_config(probe, env={})
+        load_config(probe, env=os.environ)  # exactly as the next run will read it
     except ConfigError as e:
         raise ConfigError(str(e).replace(str(probe), str(path))) from None
     finally:

@@ -8,15 +8,6 @@ artifacts/ for people to look at. Needs Debian's `chromium` package; skipped wit
 
 from __future__ import annotations
 
-import base64
-import fcntl
-import json
-import os
-import select
-import shlex
-import shutil
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +15,7 @@ from typing import Any
 import pytest
 
 from digest.render import Renderer, personalize
+from tests.browser import CHROMIUM, Browser
 from tests.fakes.arxiv_server import SECTION_CATEGORIES, Entry
 from tests.test_render import (
     DIGEST_DATE,
@@ -35,13 +27,6 @@ from tests.test_render import (
 )
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
-CHROMIUM = os.environ.get("DIGEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-# The closed test network makes Chromium's background services hang or retry: all off.
-FLAGS = (
-    "--headless --no-sandbox --disable-gpu --disable-quic --no-first-run "
-    "--disable-background-networking --disable-component-update --disable-sync "
-    "--hide-scrollbars --remote-debugging-pipe"
-)
 # Measured in the page: does anything stick out sideways, and is the dark/phone CSS applied?
 PROBE = """JSON.stringify({
   scrollWidth: document.documentElement.scrollWidth,
@@ -58,109 +43,6 @@ PROBE = """JSON.stringify({
     return [row.getBoundingClientRect().top + scrollY, more.getBoundingClientRect().bottom + scrollY];
   })(),
 })"""
-
-
-class Browser:
-    """One headless Chromium and one page, spoken to in DevTools protocol messages."""
-
-    def __init__(self, profile: Path) -> None:
-        to_browser, self._out = os.pipe()
-        self._in, from_browser = os.pipe()
-        # Chromium reads commands on fd 3 and answers on fd 4; bash puts the pipes there (dash
-        # cannot name fds above 9), from fds above 9 so neither can overwrite the other.
-        to_browser, from_browser = (_high(fd) for fd in (to_browser, from_browser))
-        command = (
-            f"exec {shlex.quote(CHROMIUM)} {FLAGS} --user-data-dir={shlex.quote(str(profile))}"
-        )
-        self.process = subprocess.Popen(
-            ["bash", "-c", f"{command} 3<&{to_browser} 4>&{from_browser}"],
-            pass_fds=(to_browser, from_browser),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        os.close(to_browser)
-        os.close(from_browser)
-        self._buffer, self._id, self._events = b"", 0, list[dict[str, Any]]()
-        target = self.call("Target.createTarget", url="about:blank")["targetId"]
-        self.session = self.call("Target.attachToTarget", targetId=target, flatten=True)[
-            "sessionId"
-        ]
-        self.call("Page.enable", session=True)
-
-    def _receive(self, deadline: float) -> dict[str, Any]:
-        while b"\0" not in self._buffer:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([self._in], [], [], left)[0]:
-                raise TimeoutError("chromium did not answer in time")
-            chunk = os.read(self._in, 1 << 20)
-            if not chunk:
-                raise EOFError("chromium exited")
-            self._buffer += chunk
-        message, _, self._buffer = self._buffer.partition(b"\0")
-        return dict(json.loads(message))
-
-    def call(self, method: str, *, session: bool = False, **params: Any) -> dict[str, Any]:
-        """Send one command and wait for its answer, keeping the events that come first."""
-        self._id += 1
-        message: dict[str, Any] = {"id": self._id, "method": method, "params": params}
-        if session:
-            message["sessionId"] = self.session
-        os.write(self._out, json.dumps(message).encode() + b"\0")
-        deadline = time.monotonic() + 30
-        while True:
-            answer = self._receive(deadline)
-            if answer.get("id") == self._id:
-                if "error" in answer:
-                    raise RuntimeError(f"{method}: {answer['error']}")
-                return dict(answer["result"])
-            self._events.append(answer)
-
-    def load(self, path: Path, width: int, *, dark: bool = False) -> dict[str, Any]:
-        """Show a file at a width (a phone below 500 px) and return the PROBE measurements."""
-        self.call(
-            "Emulation.setDeviceMetricsOverride",
-            session=True,
-            width=width,
-            height=900,
-            deviceScaleFactor=1,
-            mobile=width < 500,
-        )
-        scheme = [{"name": "prefers-color-scheme", "value": "dark" if dark else "light"}]
-        self.call("Emulation.setEmulatedMedia", session=True, features=scheme)
-        self._events.clear()
-        self.call("Page.navigate", session=True, url=path.resolve().as_uri())
-        deadline = time.monotonic() + 30
-        while not any(e.get("method") == "Page.loadEventFired" for e in self._events):
-            self._events.append(self._receive(deadline))
-        result = self.call("Runtime.evaluate", session=True, expression=PROBE, returnByValue=True)
-        return dict(json.loads(result["result"]["value"]))
-
-    def screenshot(self, out: Path, width: int, top: float, height: float) -> None:
-        """A PNG of the page from `top`, `height` px tall, however far below the window."""
-        clip = {"x": 0, "y": top, "width": width, "height": height, "scale": 1}
-        shot = self.call(
-            "Page.captureScreenshot",
-            session=True,
-            format="png",
-            captureBeyondViewport=True,
-            clip=clip,
-        )
-        out.write_bytes(base64.b64decode(shot["data"]))
-
-    def close(self) -> None:
-        try:
-            self.call("Browser.close")
-        except (OSError, EOFError, TimeoutError, RuntimeError):
-            self.process.kill()
-        self.process.wait(10)
-        os.close(self._out)
-        os.close(self._in)
-
-
-def _high(fd: int) -> int:
-    high = fcntl.fcntl(fd, fcntl.F_DUPFD, 10)
-    os.close(fd)
-    return high
 
 
 @pytest.fixture(scope="module")
@@ -192,7 +74,7 @@ def test_the_largest_digest_fits_the_screen(
         tmp_path / "large.html", large_sections(reference), list(SECTION_CATEGORIES)
     )
 
-    probe = browser.load(page, width)
+    probe = browser.load(page, width, PROBE)
 
     assert probe["innerWidth"] == width
     assert probe["scrollWidth"] <= probe["innerWidth"], "nothing sticks out sideways"
@@ -215,7 +97,7 @@ def test_hard_cases_fit_the_screen_light_and_dark(
     # Long unbreakable titles and URLs, CJK, emoji, LaTeX: see golden_sections.
     page = write_digest(tmp_path / "small.html", golden_sections(), WATCHED)
 
-    probe = browser.load(page, width, dark=dark)
+    probe = browser.load(page, width, PROBE, dark=dark)
 
     assert probe["scrollWidth"] <= probe["innerWidth"] == width
     assert probe["padding"] == ("24px" if width > 620 else "16px")

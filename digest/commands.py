@@ -1,0 +1,277 @@
+"""Subscription commands by mail, parsed: pure functions from a message to commands and back.
+
+The grammar follows arXiv's mail alerts: one command per line, verbs in any case.
+
+    subscribe [your name]   add <keyword>   del <keyword>   list
+    cancel (or unsubscribe)  help           confirm <code>
+
+A command may stand in the Subject (after any Re:/Fwd: prefixes) and in the body, which is
+the first text/plain part. The body's commands start at its first line of text and end at
+the first line that is not a command, so a greeting, a question or "Sent from my phone"
+ends them and prose is never read as commands. Quoted lines (`>`) and "On … wrote:"
+attributions are skipped, so commands may stand above or below a quote; nothing after a
+signature delimiter (`-- `) or an "Original Message" marker is read. A mail whose Subject
+and first line of text are not commands is not a command mail, and gets no reply.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import datetime
+from email.message import EmailMessage
+from email.utils import getaddresses
+
+from digest.config import validate_email, validate_keyword
+
+VERBS = {
+    "subscribe": "subscribe",
+    "add": "add",
+    "del": "del",
+    "delete": "del",
+    "remove": "del",
+    "list": "list",
+    "cancel": "cancel",
+    "unsubscribe": "cancel",
+    "help": "help",
+    "confirm": "confirm",
+}
+# Verbs that stand alone: "cancel my meeting" in prose must not cancel a subscription.
+BARE = frozenset({"list", "cancel", "help"})
+MAX_NAME_LENGTH = 100
+TOKEN = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+
+_REPLY_PREFIX = re.compile(
+    r"^\s*(?:(?:re|fwd?|aw|sv|vs|wg|tr|antw|rif)\s*(?:\[\d+\])?\s*:\s*)+", re.IGNORECASE
+)
+_CONFIRM_ANYWHERE = re.compile(rf"\bconfirm\s+({TOKEN.pattern})", re.IGNORECASE)
+_QUOTES = {'"': '"', "'": "'", "“": "”", "«": "»"}
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# "On Mon, 17 Nov 2025, A <a@example.org> wrote:", "Am … schrieb A:" and a few more languages.
+_ATTRIBUTION = re.compile(
+    r"^(on|am|le|el|il|op|em|den)\b.*\b(wrote|schrieb|écrit|escribió|scritto|schreef|"
+    r"escreveu|skrev)\b.*:$",
+    re.IGNORECASE,
+)
+_ATTRIBUTION_START = re.compile(r"^(on|am|le|el|il|op|em|den)\b", re.IGNORECASE)
+# Where the quoted original of a reply or a forward begins.
+_QUOTE_START = re.compile(
+    r"^(-{2,}\s*(original message|forwarded message)\s*-{2,}|_{10,})$", re.IGNORECASE
+)
+_MACHINE_SENDERS = frozenset({"mailer-daemon", "postmaster"})
+_BULK = frozenset({"bulk", "list", "junk"})
+
+
+@dataclass(frozen=True)
+class Command:
+    """One command as written: the canonical verb, its argument, and why it is unusable."""
+
+    verb: str  # subscribe | add | del | list | cancel | help | confirm
+    argument: str
+    line: str  # as written, for the reply
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Confirmation:
+    """A requested change waiting for the sender to confirm it."""
+
+    token: str
+    keywords: tuple[str, ...]
+    expires: datetime
+
+
+def parse_line(line: str) -> Command | None:
+    """The command on a line of text, or None when the line is not one."""
+    text = " ".join(line.split())
+    word, _, rest = text.partition(" ")
+    verb = VERBS.get(word.casefold())
+    if verb is None:
+        return None
+    argument = _unquote(rest)
+    if verb in BARE:
+        return Command(verb, "", text) if not argument else None
+    if verb == "subscribe":
+        if len(argument) > MAX_NAME_LENGTH or _CONTROL.search(argument):
+            return Command(verb, "", text, f"a name must be at most {MAX_NAME_LENGTH} characters")
+        return Command(verb, argument, text)
+    if verb == "confirm":
+        code = argument.split(" ")[0]
+        if not TOKEN.fullmatch(code):
+            return Command(verb, "", text, "copy the whole code from the confirmation mail")
+        return Command(verb, code, text)
+    if not argument:
+        return Command(verb, "", text, f'name the keyword, e.g. "{word} Person Re-ID"')
+    reason = validate_keyword(argument)
+    return Command(verb, argument, text, f"the keyword {reason}" if reason else None)
+
+
+def _unquote(text: str) -> str:
+    if len(text) >= 2 and _QUOTES.get(text[0]) == text[-1]:
+        return text[1:-1].strip()
+    return text
+
+
+def subject_commands(subject: str) -> list[Command]:
+    """The command a Subject holds: all of it after Re:/Fwd:, or a `confirm <code>` in it."""
+    command = parse_line(_REPLY_PREFIX.sub("", subject))
+    if command is not None:
+        return [command]
+    # A reply to a confirmation request keeps the code in its Subject, whatever surrounds it.
+    found = _CONFIRM_ANYWHERE.search(subject)
+    return [Command("confirm", found.group(1), found.group(0))] if found else []
+
+
+def body_commands(body: str) -> list[Command]:
+    """The commands at the top of a body, up to the first line that is not one."""
+    commands: list[Command] = []
+    lines = body.splitlines()
+    index = 0
+    while index < len(lines):
+        raw = lines[index]
+        index += 1
+        text = raw.strip()
+        if raw.rstrip() == "--" or _QUOTE_START.match(text):
+            break  # a signature, or the original below a reply or forward
+        if not text or text.startswith(">") or _ATTRIBUTION.match(text):
+            continue
+        # Mail clients wrap a long attribution over two lines.
+        if (
+            _ATTRIBUTION_START.match(text)
+            and index < len(lines)
+            and _ATTRIBUTION.match(f"{text} {lines[index].strip()}")
+        ):
+            index += 1
+            continue
+        command = parse_line(text)
+        if command is None:
+            break
+        commands.append(command)
+    return commands
+
+
+def text_body(message: EmailMessage) -> str:
+    """The first text/plain part that is not an attachment, decoded; "" when there is none."""
+    for part in message.walk():
+        if part.get_content_type() == "text/plain" and not part.is_attachment():
+            try:
+                content = part.get_content()
+            except (LookupError, UnicodeError, ValueError):
+                # An unknown or lying charset: the commands are ASCII, read what we can.
+                payload = part.get_payload(decode=True)
+                content = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else ""
+            return content if isinstance(content, str) else ""
+    return ""
+
+
+def mail_commands(message: EmailMessage) -> list[Command]:
+    """Every command in a mail: the Subject's first, then the body's."""
+    return subject_commands(str(message.get("Subject", ""))) + body_commands(text_body(message))
+
+
+def sender_of(message: EmailMessage) -> str | None:
+    """The one valid address in From, or None (no From, several, or an invalid one)."""
+    found = [address for _name, address in getaddresses(message.get_all("From", [])) if address]
+    if len(found) != 1 or validate_email(found[0]) is not None:
+        return None
+    return found[0]
+
+
+def automatic(message: EmailMessage, own: Collection[str] = ()) -> str | None:
+    """Why a mail comes from a machine (auto-reply, bounce, list, ourselves), or None.
+
+    Answering these is how mail loops start (RFC 3834), so they never get a reply.
+    """
+    submitted = str(message.get("Auto-Submitted", "")).strip().casefold()
+    if submitted and submitted.split(";")[0].strip() != "no":
+        return f"Auto-Submitted: {submitted}"
+    precedence = str(message.get("Precedence", "")).strip().casefold()
+    if precedence in _BULK:
+        return f"Precedence: {precedence}"
+    return_path = message.get("Return-Path")
+    if return_path is not None and str(return_path).strip() in ("", "<>"):
+        return "an empty Return-Path (a bounce)"
+    for header in ("X-Autoreply", "X-Autorespond", "List-Id", "X-Failed-Recipients"):
+        if message.get(header) is not None:
+            return f"it has {header}"
+    suppress = str(message.get("X-Auto-Response-Suppress", "")).casefold()
+    if any(word in suppress for word in ("all", "autoreply", "oof")):
+        return f"X-Auto-Response-Suppress: {suppress}"
+    if message.get_content_type() == "multipart/report":
+        return "a delivery report"
+    for _name, address in getaddresses(message.get_all("From", [])):
+        local = address.rpartition("@")[0].casefold()
+        if local in _MACHINE_SENDERS:
+            return f"From {address}"
+        if address.casefold() in {a.casefold() for a in own}:
+            return "it comes from digest itself"
+    return None
+
+
+def help_text(address: str) -> str:
+    """The commands, as the `help` reply explains them."""
+    return f"""Write to {address}
+with one command per line at the top of the message (or one in the Subject):
+
+  subscribe [your name]   start getting the daily digest (with add lines)
+  add <keyword>           watch a keyword, e.g. add Person Re-ID
+  del <keyword>           stop watching a keyword
+  list                    show the keywords you watch
+  cancel                  unsubscribe at once (unsubscribe works too)
+  help                    this text
+
+Subscribing and adding keywords take effect when you reply to the confirmation
+we send to your address; del and cancel take effect at once. The commands end at
+the first line that is not a command, such as a greeting."""
+
+
+def reply_text(
+    results: list[tuple[Command, str]],
+    watched: tuple[str, ...] | None,
+    *,
+    address: str,
+    confirmation: Confirmation | None = None,
+    show_help: bool = False,
+    not_done: int = 0,
+    limit: int = 0,
+) -> str:
+    """The one reply to a command mail: what each command did, and what is watched now."""
+    lines = ["Your commands:", ""]
+    for command, outcome in results:
+        lines += [f"> {command.line}", f"  {outcome}", ""]
+    if not_done:
+        lines += [
+            f"{not_done} more commands were not carried out: {limit} commands a day from",
+            "one address is the limit. Send them again tomorrow.",
+            "",
+        ]
+    if watched is None:
+        lines.append("You are not subscribed.")
+    else:
+        lines += ["You watch:", *(f"  - {name}" for name in watched)]
+    if confirmation is not None:
+        lines += [
+            "",
+            f"To confirm adding {', '.join(confirmation.keywords)}, reply to this mail",
+            "(keep its Subject), or send a mail whose first line is:",
+            "",
+            f"confirm {confirmation.token}",
+            "",
+            f"This request expires on {confirmation.expires:%Y-%m-%d %H:%M} UTC. If you did not",
+            "ask for it, ignore this mail: nothing changes.",
+        ]
+    if show_help:
+        lines += ["", help_text(address)]
+    lines += ["", "-- ", f'Send "help" to {address} for the commands.']
+    return "\n".join(lines) + "\n"
+
+
+def limit_text(limit: int, address: str) -> str:
+    """The reply when an address has used up its commands for the day."""
+    return (
+        f"You have sent {limit} commands today, the limit for one address, so this mail\n"
+        "was not acted on, and further commands today get no answer. Send them again\n"
+        "tomorrow.\n\n-- \n"
+        f'Send "help" to {address} for the commands.\n'
+    )

@@ -1,0 +1,722 @@
+"""Subscribing by email: command mails in a real IMAP server (dovecot), replies by SMTP.
+
+Mails are delivered into dovecot with IMAP APPEND, one check of the mailbox runs through
+the library (or the CLI, or the daemon), and the tests look at subscribers.toml, the
+replies the recording SMTP server received, and the flags dovecot keeps. The clock is
+injected: expiry is tested by checking later, never by waiting.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from digest.cli import main
+from digest.config import Config, load_config
+from digest.errors import BusyError
+from digest.imap import InboxError
+from digest.inbox import InboxReport, _inbox_lock, apply_confirmation, process_inbox
+from digest.store import Store
+from digest.tokens import TokenError, make_token
+from tests.conftest import config_text, run_digest
+from tests.fakes.imap_server import ImapServer, dovecot
+from tests.fakes.smtp_server import SMTPServer
+
+pytestmark = pytest.mark.skipif(
+    dovecot() is None, reason="dovecot is missing (Debian package: dovecot-imapd)"
+)
+
+REPO = Path(__file__).resolve().parents[1]
+NOW = datetime(2025, 11, 17, 7, 0, tzinfo=UTC)
+SECRET = "test-signing-secret-0123456789"
+DONE = "$DigestDone"
+SEEN = "\\Seen"
+
+SUBSCRIBERS = """
+# Readers of the lab digest. Ask Ann before removing anyone.
+[[subscriber]]
+email = "reader@example.org"
+name = "A. Reader"
+keywords = ["Person Re-ID", "Virtual Try-On"]  # chosen at the kick-off
+
+[[subscriber]]
+email = "student@example.org"
+keywords = ["Virtual Try-On"]
+"""
+
+
+@pytest.fixture(scope="session")
+def dovecot_server() -> Iterator[ImapServer]:
+    with ImapServer() as server:
+        yield server
+
+
+@pytest.fixture
+def imap(dovecot_server: ImapServer) -> ImapServer:
+    """The shared dovecot with an empty INBOX."""
+    client = dovecot_server.client()
+    try:
+        _status, data = client.search(None, "ALL")
+        if data[0]:
+            client.store("1:*", "+FLAGS.SILENT", "(\\Deleted)")
+            client.expunge()
+    finally:
+        client.logout()
+    return dovecot_server
+
+
+class World:
+    """One test's mailbox, mail server, subscribers.toml and database."""
+
+    def __init__(self, env: dict[str, str], imap: ImapServer, smtp: SMTPServer) -> None:
+        self.env = {**env, "DIGEST_INBOX_PASSWORD": imap.password, "DIGEST_SECRET": SECRET}
+        self.imap, self.smtp = imap, smtp
+        self.path = Path(env["DIGEST_SUBSCRIBERS"])
+        self.write()
+
+    def write(
+        self, inbox: str = "", subscribers: str = SUBSCRIBERS, security: str = "none"
+    ) -> None:
+        port = self.imap.tls_port if security == "tls" else self.imap.port
+        table = (
+            "\n[inbox]  # commands by mail\n"
+            f'host = "{self.imap.host}"\nport = {port}\nsecurity = "{security}"\n'
+            f'username = "{self.imap.user}"\naddress = "commands@example.org"\n'
+            + textwrap.dedent(inbox)
+        )
+        text = "# digest for the lab\n" + config_text("") + table + textwrap.dedent(subscribers)
+        self.path.write_text(text, encoding="utf-8")
+
+    def config(self, **env: str) -> Config:
+        return load_config(env={**self.env, **env})
+
+    def send(self, *mails: bytes) -> list[int]:
+        return self.imap.append(*mails)
+
+    def check(self, now: datetime = NOW, **env: str) -> InboxReport:
+        config = self.config(**env)
+        store = Store.open(config.db_path)
+        try:
+            return process_inbox(config, store, now=now)
+        finally:
+            store.close()
+
+    def replies(self, to: str | None = None) -> list[EmailMessage]:
+        return [r.message for r in self.smtp.messages if to is None or r.rcpt_tos == [to]]
+
+    def watching(self) -> dict[str, list[str]]:
+        config = load_config(self.path, env={})
+        return {s.email: config.keyword_names(s.keywords) for s in config.subscribers}
+
+    def text(self) -> str:
+        return self.path.read_text(encoding="utf-8")
+
+
+@pytest.fixture
+def world(env: dict[str, str], imap: ImapServer, smtp: SMTPServer) -> World:
+    return World(env, imap, smtp)
+
+
+def mail(
+    sender: str = "reader@example.org",
+    subject: str = "",
+    body: str = "",
+    headers: dict[str, str] | None = None,
+) -> bytes:
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = "commands@example.org"
+    message["Subject"] = subject
+    message["Date"] = format_datetime(NOW)
+    message["Message-ID"] = make_msgid(domain="example.org")
+    for name, value in (headers or {}).items():
+        message[name] = value
+    message.set_content(body)
+    return message.as_bytes()
+
+
+def body(message: EmailMessage) -> str:
+    content = message.get_body(("plain",))
+    assert content is not None
+    return str(content.get_content())
+
+
+def code(reply: EmailMessage) -> str:
+    subject = str(reply["Subject"])
+    assert subject.startswith("confirm "), subject
+    return subject.removeprefix("confirm ")
+
+
+def only_reply(world: World, to: str) -> EmailMessage:
+    replies = world.replies(to)
+    assert len(replies) == 1, [str(r.message["Subject"]) for r in world.smtp.messages]
+    return replies[0]
+
+
+# -- subscribing, with confirmation ---------------------------------------------------
+
+
+def test_subscribe_confirm_by_reply_and_the_file_keeps_its_comments(world: World) -> None:
+    before = world.text()
+    world.send(
+        mail(
+            "ann@example.org",
+            "Subscription",
+            "subscribe Ann Example\nadd Diffusion Models\nadd person re-id\n\nThanks!\n-- \nAnn",
+        )
+    )
+    report = world.check()
+    assert (report.mails, report.acted, report.replies) == (1, 1, 1)
+    assert world.text() == before, "nothing changes before the address confirms"
+    request = only_reply(world, "ann@example.org")
+    assert request["Auto-Submitted"] == "auto-replied"
+    assert request["Reply-To"] == "commands@example.org"
+    assert request["In-Reply-To"] is not None
+    text = body(request)
+    assert "> add Diffusion Models\n  waits for your confirmation (see below)" in text
+    assert "You are not subscribed." in text
+    assert f"confirm {code(request)}" in text
+    assert "This request expires on 2025-11-19 07:00 UTC." in text
+
+    # The reader's client replies: "Re:" on the Subject, the request quoted in the body.
+    quoted = "\n".join(f"> {line}" for line in text.splitlines())
+    later = NOW + timedelta(hours=3)
+    world.send(mail("ann@example.org", f"Re: {request['Subject']}", f"Yes please.\n\n{quoted}"))
+    report = world.check(later)
+    assert report.acted == 1
+    # Written as asked; shown by the name the file already used for that keyword.
+    assert world.watching()["ann@example.org"] == ["Diffusion Models", "Person Re-ID"]
+    text = world.text()
+    assert text.startswith(before.rstrip("\n")), "the admin's comments and layout stay"
+    assert text.endswith(
+        '[[subscriber]]\nemail = "ann@example.org"\nname = "Ann Example"\n'
+        'keywords = ["Diffusion Models", "person re-id"]\n'
+    )
+    done = body(world.replies("ann@example.org")[1])
+    assert "confirmed: subscribed ann@example.org" in done
+    assert "You watch:\n  - Diffusion Models\n  - Person Re-ID\n" in done
+
+    # Both mails are done: read and flagged; a second check finds nothing.
+    assert world.imap.flags() == {uid: {SEEN, DONE} for uid in world.imap.flags()}
+    assert world.check(later).mails == 0
+    assert len(world.smtp.messages) == 2
+
+
+def test_confirm_on_a_body_line(world: World) -> None:
+    world.send(mail("ann@example.org", "", "add Diffusion Models"))
+    world.check()
+    token = code(only_reply(world, "ann@example.org"))
+    world.send(mail("ann@example.org", "hello", f"confirm {token}\nThanks"))
+    world.check()
+    assert world.watching()["ann@example.org"] == ["Diffusion Models"]
+
+
+def test_add_del_list_help_cancel(world: World) -> None:
+    world.send(mail("reader@example.org", "", "add Diffusion Models\ndel Virtual Try-On\nlist"))
+    world.check()
+    reply = only_reply(world, "reader@example.org")
+    assert world.watching()["reader@example.org"] == ["Person Re-ID"], "del is at once"
+    text = body(reply)
+    assert "> del Virtual Try-On\n  removed Virtual Try-On" in text
+    assert "> list\n  your keywords are listed below" in text
+    assert "You watch:\n  - Person Re-ID\n" in text
+    world.send(mail("reader@example.org", f"Re: {reply['Subject']}", ""))
+    world.check()
+    assert world.watching()["reader@example.org"] == ["Person Re-ID", "Diffusion Models"]
+
+    world.smtp.reset()
+    world.send(mail("reader@example.org", "help"))
+    world.check()
+    text = body(only_reply(world, "reader@example.org"))
+    assert "  add <keyword>           watch a keyword" in text
+    assert "Write to commands@example.org\nwith one command per line" in text
+
+    world.smtp.reset()
+    world.send(mail("reader@example.org", "Re: unsubscribe"))
+    world.check()
+    assert "reader@example.org" not in world.watching()
+    text = body(only_reply(world, "reader@example.org"))
+    assert "unsubscribed reader@example.org" in text and "You are not subscribed." in text
+
+
+def test_a_later_line_takes_back_an_earlier_one(world: World) -> None:
+    world.send(
+        mail("ann@example.org", "", "add Diffusion Models\nadd Image Editing\ndel image editing")
+    )
+    world.check()
+    reply = only_reply(world, "ann@example.org")
+    text = body(reply)
+    assert "> add Image Editing\n  taken back by a line below" in text
+    assert "To confirm adding Diffusion Models, reply to this mail" in text
+    world.send(mail("ann@example.org", "", f"confirm {code(reply)}"))
+    world.check()
+    assert world.watching()["ann@example.org"] == ["Diffusion Models"]
+
+
+def test_deleting_the_last_keyword_unsubscribes(world: World) -> None:
+    world.send(mail("student@example.org", "", "DEL virtual try-on"))
+    world.check()
+    assert "student@example.org" not in world.watching()
+    assert "is unsubscribed" in body(only_reply(world, "student@example.org"))
+
+
+def test_commands_in_the_subject_and_the_body_in_any_case(world: World) -> None:
+    world.send(mail("reader@example.org", "RE: Fwd: LIST", "Del person re-id\nHELP\n"))
+    world.check()
+    text = body(only_reply(world, "reader@example.org"))
+    assert text.index("> LIST") < text.index("> Del person re-id") < text.index("> HELP")
+    assert world.watching()["reader@example.org"] == ["Virtual Try-On"]
+
+
+def test_quoted_text_and_signatures_are_ignored(world: World) -> None:
+    world.send(
+        mail(
+            "reader@example.org",
+            "Re: your digest",
+            "list\n\nOn Mon, 17 Nov 2025, arXiv digest <digest@example.org> wrote:\n"
+            "> cancel\n> del Person Re-ID\n",
+        ),
+        mail("student@example.org", "", "list\n-- \ncancel\n"),
+        mail(
+            "student@example.org",
+            "",
+            "Am 17.11.2025 schrieb digest@example.org:\n> cancel\n\ndel nothing watched\n",
+        ),
+    )
+    report = world.check()
+    assert report.acted == 3
+    assert world.watching() == {
+        "reader@example.org": ["Person Re-ID", "Virtual Try-On"],
+        "student@example.org": ["Virtual Try-On"],
+    }
+    texts = [body(reply) for reply in world.replies("student@example.org")]
+    assert any("none of those keywords were watched" in text for text in texts)
+
+
+def test_mails_that_are_not_commands_get_no_reply_and_stay_unread(world: World) -> None:
+    uids = world.send(
+        mail("reader@example.org", "Great digest today", "Hi,\nadd me to the lab meeting\n"),
+        mail("someone@example.org", "", ""),
+    )
+    report = world.check()
+    assert (report.ignored, report.replies) == (2, 0)
+    assert world.smtp.messages == []
+    assert world.imap.flags() == {uid: {DONE} for uid in uids}
+
+
+# -- abuse ----------------------------------------------------------------------------
+
+
+def test_nobody_can_subscribe_someone_else(world: World) -> None:
+    before = world.text()
+    # A forged From: the confirmation goes to the victim, who never asked; nothing changes.
+    world.send(
+        mail(
+            "victim@example.org",
+            "subscribe",
+            "add Spam Topics",
+            headers={"Reply-To": "attacker@example.net", "Sender": "attacker@example.net"},
+        ),
+        # The attacker's own address, naming the victim: it is only a display name.
+        mail("attacker@example.net", "", "subscribe victim@example.org\nadd Spam Topics"),
+    )
+    world.check()
+    assert world.text() == before
+    assert sorted(r.rcpt_tos[0] for r in world.smtp.messages) == [
+        "attacker@example.net",
+        "victim@example.org",
+    ]
+    # The attacker's code subscribes the attacker, never the victim.
+    token = code(only_reply(world, "attacker@example.net"))
+    world.send(mail("attacker@example.net", f"Re: confirm {token}"))
+    world.check()
+    assert "victim@example.org" not in world.watching()
+    assert world.watching()["attacker@example.net"] == ["Spam Topics"]
+
+
+def tampered(token: str, **changes: str) -> str:
+    """The token with its payload rewritten and the old signature kept."""
+    payload, _, signature = token.partition(".")
+    fields = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    if "email" in changes:
+        fields[1] = changes["email"]
+    if "value" in changes:
+        fields[2] = changes["value"]
+    raw = json.dumps(fields, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode() + "." + signature
+
+
+@pytest.mark.parametrize(
+    ("make", "when", "reason"),
+    [
+        (lambda t: t[:-4] + "AAAA", NOW, "not made by this server"),
+        (lambda t: tampered(t, email="mallory@example.net"), NOW, "not made by this server"),
+        (
+            lambda t: tampered(t, value='{"add":["Spam"],"name":null}'),
+            NOW,
+            "not made by this server",
+        ),
+        (
+            lambda t: make_token(
+                b"another-server-secret-123", "confirm", "ann@example.org", issued=NOW
+            ),
+            NOW,
+            "not made by this server",
+        ),
+        (
+            lambda t: make_token(SECRET.encode(), "unsubscribe", "ann@example.org", issued=NOW),
+            NOW,
+            "is for something else",
+        ),
+        (lambda t: t, NOW + timedelta(hours=48, seconds=1), "has expired"),
+    ],
+    ids=["forged", "other-address", "other-keywords", "other-secret", "other-purpose", "expired"],
+)
+def test_a_bad_confirmation_changes_nothing(
+    world: World, make: Callable[[str], str], when: datetime, reason: str
+) -> None:
+    world.send(mail("ann@example.org", "", "add Diffusion Models"))
+    world.check()
+    before = world.text()
+    world.send(mail("ann@example.org", "", f"confirm {make(code(world.replies()[0]))}"))
+    world.check(when)
+    assert world.text() == before
+    assert reason in body(world.replies()[1])
+
+
+def test_a_confirmation_works_once(world: World) -> None:
+    world.send(mail("ann@example.org", "", "add Diffusion Models\nadd Person Re-ID"))
+    world.check()
+    confirm = f"confirm {code(world.replies()[0])}"
+    world.send(mail("ann@example.org", "", confirm))
+    world.check()
+    # Ann drops a keyword; replaying the old confirmation must not bring it back.
+    world.send(mail("ann@example.org", "", "del Person Re-ID"))
+    world.check()
+    world.send(mail("ann@example.org", "", confirm + "\n"))
+    world.check()
+    assert world.watching()["ann@example.org"] == ["Diffusion Models"]
+    assert "was used already" in body(world.replies()[-1])
+
+
+def test_an_auto_reply_to_our_reply_gets_no_reply(world: World) -> None:
+    world.send(mail("reader@example.org", "list"))
+    world.check()
+    ours = only_reply(world, "reader@example.org")
+    # The reader's vacation responder answers our reply, repeating its Subject.
+    vacation = mail(
+        "reader@example.org",
+        f"Out of office: {ours['Subject']}",
+        "list\nI am away until Monday.",
+        headers={"Auto-Submitted": "auto-replied", "In-Reply-To": str(ours["Message-ID"])},
+    )
+    bounce = mail("MAILER-DAEMON@mx.example.org", "list", "list", headers={"Return-Path": "<>"})
+    machines = [
+        mail("reader@example.org", "list", "list", headers={name: value})
+        for name, value in [
+            ("Precedence", "bulk"),
+            ("X-Autoreply", "yes"),
+            ("List-Id", "<papers.lists.example.org>"),
+        ]
+    ]
+    uids = world.send(vacation, bounce, *machines)
+    report = world.check()
+    assert (report.automatic, report.replies) == (5, 0)
+    assert len(world.smtp.messages) == 1
+    assert {uid: world.imap.flags()[uid] for uid in uids} == {uid: {DONE} for uid in uids}
+
+
+def test_a_thousand_commands_from_one_address(world: World) -> None:
+    world.write(inbox="max_commands_per_day = 20\n")
+    many = [mail("flood@example.org", "", f"list\n{i}") for i in range(1000)]
+    world.send(*many)
+    report = world.check()
+    # 20 commands carried out, one notice of the limit, then silence; every mail flagged.
+    assert (report.mails, report.acted, report.limited, report.replies) == (1000, 21, 979, 21)
+    notices = [r for r in world.replies() if "20 commands today, the limit" in body(r)]
+    assert len(notices) == 1
+    assert all(flags >= {DONE} for flags in world.imap.flags().values())
+    assert len(world.imap.flags()) == 1000
+    # The next day the address may send commands again.
+    world.send(mail("flood@example.org", "list"))
+    assert world.check(NOW + timedelta(days=1)).replies == 1
+
+
+def test_a_thousand_commands_in_one_mail(world: World) -> None:
+    lines = "\n".join(f"add Topic {i}" for i in range(1000))
+    world.send(mail("reader@example.org", "", lines))
+    world.check()
+    text = body(only_reply(world, "reader@example.org"))
+    # 20 commands a day; of those, 18 keywords fit beside the 2 watched (20 at most).
+    assert "980 more commands were not carried out" in text
+    assert text.count("waits for your confirmation") == 18
+    assert text.count("20 keywords is the limit; del some first") == 2
+    world.send(mail("reader@example.org", "", f"confirm {code(world.replies()[0])}"))
+    world.check(NOW + timedelta(days=1))
+    assert len(world.watching()["reader@example.org"]) == 20
+
+
+def test_the_keyword_limit_holds_at_confirmation_too(world: World) -> None:
+    world.write(inbox="max_keywords = 3\n")
+    world.send(mail("reader@example.org", "", "add Diffusion Models"))
+    world.check()
+    token = code(world.replies()[0])
+    # Meanwhile the admin adds a keyword: confirming now would make four.
+    result = CliRunner().invoke(
+        main, ["subscribe", "reader@example.org", "-k", "Image Editing"], env=world.env
+    )
+    assert result.exit_code == 0
+    world.send(mail("reader@example.org", "", f"confirm {token}"))
+    world.check()
+    assert len(world.watching()["reader@example.org"]) == 3
+    assert "would watch 4 keywords, and 3 is the limit" in body(world.replies()[1])
+
+
+def test_a_huge_mail_is_skipped_unread(world: World, caplog: pytest.LogCaptureFixture) -> None:
+    huge = mail("reader@example.org", "cancel", "cancel\n" + ("x" * 78 + "\n") * 130_000)
+    assert len(huge) > 10_000_000
+    uids = world.send(huge, mail("student@example.org", "list"))
+    report = world.check()
+    assert (report.oversize, report.acted) == (1, 1)
+    assert "reader@example.org" in world.watching()
+    assert world.imap.flags()[uids[0]] == {DONE}, "left unread for a person to look at"
+    size = len(huge.replace(b"\n", b"\r\n"))  # as IMAP counts it, with CRLF line ends
+    assert [r.message for r in caplog.records if r.levelname == "WARNING"] == [
+        f"mail {uids[0]} ({size} bytes) skipped unread: "
+        "larger than [inbox] max_size (1000000 bytes)"
+    ]
+
+
+MALFORMED = [
+    # A multipart whose boundary never comes: the parser records a defect.
+    b"From: reader@example.org\r\nSubject: hello\r\nMIME-Version: 1.0\r\n"
+    b'Content-Type: multipart/mixed; boundary="nope"\r\n\r\nlist\r\n',
+    # Raw 8-bit bytes in headers and body, no charset anywhere.
+    b"From: R\xe9ader <reader@example.org>\r\nSubject: caf\xe9\r\n\r\ncaf\xe9\r\n",
+    # Broken base64 and an unknown charset.
+    b"From: reader@example.org\r\nSubject: x\r\nMIME-Version: 1.0\r\n"
+    b'Content-Type: text/plain; charset="x-unknown"\r\nContent-Transfer-Encoding: base64\r\n'
+    b"\r\n@@@not base64@@@\r\n",
+    # A From that is no address at all, and headers without a body.
+    b"From: =?utf-8?q?broken\r\nSubject: =?x-bad?b?AAAA?=\r\n",
+    # Not a mail at all.
+    b"\x00\x01\x02 binary junk \xff\xfe\r\n\r\n",
+]
+
+
+def test_malformed_mail_never_stops_the_loop(world: World) -> None:
+    uids = world.send(*MALFORMED, mail("student@example.org", "list"))
+    report = world.check()
+    assert report.mails == len(MALFORMED) + 1
+    assert report.acted == 1 and report.replies == 1
+    assert only_reply(world, "student@example.org")
+    flags = world.imap.flags()
+    assert all(DONE in flags[uid] for uid in uids)
+    assert world.check().mails == 0
+
+
+def test_without_a_secret_subscribing_by_mail_is_refused(world: World) -> None:
+    world.env.pop("DIGEST_SECRET")
+    world.send(mail("ann@example.org", "", "subscribe\nadd Diffusion Models"))
+    world.send(mail("reader@example.org", "", "del Person Re-ID"))
+    world.check()
+    text = body(only_reply(world, "ann@example.org"))
+    assert "not done: subscribing by mail is switched off until the administrator" in text
+    assert "DIGEST_SECRET" in text
+    assert "ann@example.org" not in world.watching()
+    assert world.watching()["reader@example.org"] == ["Virtual Try-On"], "del still works"
+    check = CliRunner().invoke(main, ["check"], env=world.env)
+    assert check.exit_code == 0
+    assert "Warning: no signing secret (DIGEST_SECRET" in check.stderr
+
+
+# -- never twice, even across a crash ---------------------------------------------------
+
+
+def test_replies_wait_when_smtp_is_down_and_nothing_is_done_twice(world: World) -> None:
+    world.send(mail("reader@example.org", "", "del Person Re-ID\nadd Diffusion Models"))
+    world.smtp.stop()  # the mail server is down during the check
+    report = world.check()
+    assert report.replies == 0 and len(report.undelivered) == 1
+    assert world.watching()["reader@example.org"] == ["Virtual Try-On"]
+    assert all(DONE not in f for f in world.imap.flags().values()), "flagged once replied"
+
+    world.smtp.start()  # back, on the same port
+    report = world.check(NOW + timedelta(minutes=5))
+    assert (report.mails, report.acted, report.replies) == (1, 0, 1)
+    reply = only_reply(world, "reader@example.org")
+    # The reply written at the first check, not a new one: the same code, "removed" once.
+    assert "> del Person Re-ID\n  removed Person Re-ID" in body(reply)
+    assert all(f == {SEEN, DONE} for f in world.imap.flags().values())
+    assert world.check(NOW + timedelta(minutes=10)).mails == 0
+
+
+def test_a_killed_check_is_finished_by_the_next_without_acting_twice(world: World) -> None:
+    world.send(mail("reader@example.org", "", "del Person Re-ID"))
+    # The server takes the reply but never acknowledges it: the check is killed meanwhile.
+    world.smtp.accept_then_delay(None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "digest", "inbox"],
+        env={**os.environ, **world.env},
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        world.smtp.wait_for(1, timeout=30)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    world.smtp.release()
+    assert world.watching()["reader@example.org"] == ["Virtual Try-On"]
+    assert all(DONE not in f for f in world.imap.flags().values())
+
+    result = CliRunner().invoke(main, ["inbox"], env=world.env)
+    assert result.exit_code == 0, result.output
+    first, second = world.smtp.messages
+    assert first.data == second.data, "the stored reply again, with the same Message-ID"
+    assert "removed Person Re-ID" in body(second.message)
+    assert world.watching()["reader@example.org"] == ["Virtual Try-On"]
+    assert all(f == {SEEN, DONE} for f in world.imap.flags().values())
+
+
+# -- the CLI, TLS, the daemon ---------------------------------------------------------------
+
+
+def test_digest_inbox_reports_and_exits(world: World) -> None:
+    world.send(
+        mail("reader@example.org", "list"),
+        mail("someone@example.org", "Hello", "Nice digest!"),
+        mail("reader@example.org", "list", headers={"Auto-Submitted": "auto-replied"}),
+    )
+    result = CliRunner().invoke(main, ["inbox"], env=world.env)
+    assert result.exit_code == 0
+    # Not at a terminal, so log lines too: one per mail, and no warning among them.
+    assert [line.split(" ")[2] for line in result.stderr.splitlines()] == ["INFO"] * 3
+    port = world.imap.port
+    assert result.stdout == (
+        f"INBOX at 127.0.0.1:{port}: 3 new mails (1 with commands, 1 not commands, "
+        "1 automatic (not answered)); 1 replies sent\n"
+        "  reader@example.org: list: your keywords are listed below\n"
+    )
+    again = CliRunner().invoke(main, ["inbox"], env=world.env)
+    assert again.stdout == f"INBOX at 127.0.0.1:{port}: 0 new mails; 0 replies sent\n"
+
+
+def test_digest_inbox_errors(world: World) -> None:
+    wrong = CliRunner().invoke(main, ["inbox"], env={**world.env, "DIGEST_INBOX_PASSWORD": "x"})
+    assert wrong.exit_code == 9
+    assert wrong.stderr.startswith(
+        f"Error: IMAP 127.0.0.1:{world.imap.port}: login refused for 'digest' ("
+    )
+    assert wrong.stderr.endswith("check [inbox] username and DIGEST_INBOX_PASSWORD\n")
+
+    world.write(inbox='mailbox = "No Such Folder"\n')
+    missing = CliRunner().invoke(main, ["inbox"], env=world.env)
+    assert missing.exit_code == 9
+    assert "select refused" in missing.stderr and "check [inbox] mailbox" in missing.stderr
+
+    world.path.write_text(config_text(SUBSCRIBERS), encoding="utf-8")
+    none = CliRunner().invoke(main, ["inbox"], env=world.env)
+    assert none.exit_code == 2
+    assert none.stderr == (
+        f"Error: {world.path}: there is no [inbox] table; add one to take commands by mail "
+        "(README: Subscribing by email)\n"
+    )
+
+
+def test_a_second_check_at_once_is_refused(world: World) -> None:
+    config = world.config()
+    with _inbox_lock(config.db_path), pytest.raises(BusyError, match="another `digest inbox`"):
+        world.check()
+
+
+@pytest.mark.parametrize("security", ["tls", "starttls"])
+def test_tls_and_starttls(world: World, security: str) -> None:
+    world.write(security=security)
+    world.send(mail("reader@example.org", "list"))
+    # Without the test CA the certificate is refused; with it the check goes through.
+    with pytest.raises(InboxError, match="CERTIFICATE_VERIFY_FAILED"):
+        world.check()
+    assert world.check(DIGEST_INBOX_CAFILE=world.imap.cafile).replies == 1
+
+
+def test_unknown_inbox_keys_name_the_line(world: World) -> None:
+    world.write(inbox="max_keyword = 3\n")
+    result = CliRunner().invoke(main, ["check"], env=world.env)
+    assert result.exit_code == 2
+    line = world.text().splitlines().index("max_keyword = 3") + 1
+    assert result.stderr.startswith(
+        f"Error: {world.path}:{line}: [inbox] unknown key 'max_keyword'"
+    )
+
+
+def test_apply_confirmation_for_links(world: World, tmp_path: Path) -> None:
+    value = json.dumps({"add": ["Diffusion Models"], "name": "Ann"})
+    token = make_token(SECRET.encode(), "confirm", "ann@example.org", issued=NOW, value=value)
+    store = Store.open(tmp_path / "digest.db")
+    try:
+        change = apply_confirmation(world.path, store, token, NOW, secret=SECRET.encode())
+        assert (change.email, change.changed, change.keywords) == (
+            "ann@example.org",
+            True,
+            ("Diffusion Models",),
+        )
+        with pytest.raises(TokenError, match="used already"):
+            apply_confirmation(world.path, store, token, NOW, secret=SECRET.encode())
+    finally:
+        store.close()
+
+
+def test_the_daemon_checks_the_inbox_and_picks_up_changes(world: World) -> None:
+    from tests.test_daemon import DaemonProcess, roomy_zone
+
+    zone, local = roomy_zone()
+    send_at = local + timedelta(hours=1)
+    world.write(inbox="interval = 3600\n")
+    text = world.text().replace('timezone = "Europe/Rome"', f'timezone = "{zone}"')
+    text = text.replace("[smtp]", f'send_at = "{send_at:%H:%M}"\n\n[smtp]', 1)
+    world.path.write_text(text, encoding="utf-8")
+    # Yesterday's digest went out, so the daemon only checks the inbox.
+    run_digest(world.config(), datetime.now(UTC) - timedelta(days=1))
+    world.smtp.reset()
+    world.send(mail("student@example.org", "cancel"))
+    # A watchdog wakes the loop every 0.1 s, so changes are seen at once. No NOTIFY_SOCKET:
+    # pings nobody reads would fill its queue and block the daemon, as systemd never would.
+    daemon = DaemonProcess({**world.env, "WATCHDOG_USEC": "200000"})
+    try:
+        daemon.wait_log(r"^\S+ \S+ INFO digest run: 2 subscribers")
+        world.smtp.wait_for(1)
+        daemon.wait_log(r"inbox: 1 new mails \(1 with commands\); 1 replies sent")
+        # The cancel rewrote subscribers.toml: picked up without SIGHUP.
+        daemon.wait_log(r"reloaded .*subscribers\.toml: 1 subscribers, 2 keywords")
+        # So is a change made by hand with the CLI.
+        added = CliRunner().invoke(
+            main, ["subscribe", "new@example.org", "-k", "Diffusion Models"], env=world.env
+        )
+        assert added.exit_code == 0
+        daemon.wait_log(r"reloaded .*subscribers\.toml: 2 subscribers, 3 keywords")
+        # And an edit in place, read once it has settled (backdated: no waiting in a test).
+        edited = world.text().replace('["Diffusion Models"]', '["Diffusion Models", "GANs"]')
+        world.path.write_text(edited, encoding="utf-8")
+        settled = world.path.stat().st_mtime - 60
+        os.utime(world.path, (settled, settled))
+        daemon.wait_log(r"reloaded .*subscribers\.toml: 2 subscribers, 4 keywords")
+        assert daemon.stop()[0] == 0
+    finally:
+        daemon.kill()
+    assert "Traceback" not in "\n".join(daemon.lines)
+    assert [r.rcpt_tos for r in world.smtp.messages] == [["student@example.org"]]
