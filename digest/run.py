@@ -108,7 +108,7 @@ class _Job:
 
 @dataclass(frozen=True)
 class _Built:
-    """One content rendered, and its message for the job's unsubscribe link and date."""
+    """One content rendered, and its message serialised with the job's date."""
 
     rendered: Rendered
     message: Prepared
