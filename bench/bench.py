@@ -98,8 +98,15 @@ def reference_keywords() -> list[str]:
     return names
 
 
-def write_subscribers(path: Path, n: int, keywords: list[str], connections: int, seed: int) -> None:
-    """N subscribers with 1 to 4 keywords each, in the random order a reader would list them."""
+def write_subscribers(
+    path: Path, n: int, keywords: list[str], connections: int, seed: int, listed: bool = False
+) -> None:
+    """N subscribers with 1 to 4 keywords each, in random order (or in `keywords` order).
+
+    The order matters: sections follow it, so ("A", "B") and ("B", "A") are two contents
+    to render. Random order (a reader's own list) gives up to 1,099 distinct contents over
+    7 keywords; listed order (ticked on a form) at most 98.
+    """
     rng = random.Random(seed)
     lines = [
         "[digest]",
@@ -113,6 +120,8 @@ def write_subscribers(path: Path, n: int, keywords: list[str], connections: int,
     ]
     for i in range(n):
         chosen = rng.sample(keywords, rng.randint(1, 4))
+        if listed:
+            chosen.sort(key=keywords.index)
         lines += [
             "[[subscriber]]",
             f'email = "reader{i}@example.org"',
@@ -226,7 +235,7 @@ def measure(
     workdir = root / f"n{n}"
     workdir.mkdir()
     subscribers = workdir / "subscribers.toml"
-    write_subscribers(subscribers, n, keywords, args.connections, args.seed)
+    write_subscribers(subscribers, n, keywords, args.connections, args.seed, args.order == "listed")
     env = {
         **os.environ,
         "DIGEST_SUBSCRIBERS": str(subscribers),
@@ -404,6 +413,12 @@ def main(argv: list[str] | None = None) -> int:
         "--sink-messages", type=int, default=20_000, help="messages for the sink-alone rate"
     )
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--order",
+        choices=["random", "listed"],
+        default="random",
+        help="each subscriber's keywords in random order, or in the reference's order",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -446,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
         counted = sink.stop()
         if not args.keep:
             subprocess.run(["rm", "-rf", str(root)], check=False)
-    print(f"\n### `digest send`, one run per size ({machine()})\n")
+    print(f"\n### `digest send`, keywords in {args.order} order ({machine()})\n")
     print(table(rows, args.connections))
     print(f"\nsink alone: {alone['rate']:.0f} messages/s ({alone['mb_per_s']:.0f} MB/s); {counted}")
     print(

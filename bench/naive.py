@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     chosen = sorted(random.Random(args.seed).sample(ids, min(args.sample, len(ids))))
     rows = [next(store.db.query("SELECT * FROM digests WHERE id = ?", [i])) for i in chosen]
     work = [(r, sections(config, store, Plan.from_json(r["plan"]))) for r in rows]
-    renderer = Renderer()
+    renderer = Renderer(inline_each=True)  # premailer per message, as a first version would
     address = sender_address(config.digest.sender)
     unsubscribe = f"mailto:{address}?subject=unsubscribe"
 

@@ -196,6 +196,8 @@ def _client(settings: SmtpSettings, cafile: str | None) -> aiosmtplib.SMTP:
 
 def _describe(error: Exception) -> tuple[str, bool]:
     """A one-line reason, and whether retrying cannot help (a 5xx reply)."""
+    if isinstance(error, aiosmtplib.SMTPRecipientRefused):
+        return f"refused by the server: {error.code} {error.message}", 500 <= error.code < 600
     if isinstance(error, aiosmtplib.SMTPRecipientsRefused):
         first = error.recipients[0]
         return f"refused by the server: {first.code} {first.message}", 500 <= first.code < 600
@@ -308,11 +310,11 @@ class Sender:
                     client = _client(self.settings, self.cafile)
                     await client.connect()
                     self.connections_opened += 1
-                await client.sendmail(envelope.sender, [envelope.recipient], envelope.data)
+                await _transaction(client, envelope)
                 return client, Outcome(envelope.key, accepted=True)
             except (aiosmtplib.SMTPException, OSError) as e:
                 reason, permanent = _describe(e)
-                if isinstance(e, aiosmtplib.SMTPRecipientsRefused | aiosmtplib.SMTPDataError):
+                if isinstance(e, _REFUSED):
                     # The connection is fine; only this transaction was refused.
                     client = await _reset(client)
                 else:
@@ -328,6 +330,33 @@ class Sender:
                 )
                 await self.sleep(self.backoff(attempt))
         raise AssertionError("unreachable")
+
+
+# Replies that refuse one transaction and leave the connection usable.
+_REFUSED = (
+    aiosmtplib.SMTPSenderRefused,
+    aiosmtplib.SMTPRecipientRefused,
+    aiosmtplib.SMTPRecipientsRefused,
+    aiosmtplib.SMTPDataError,
+)
+
+
+async def _transaction(client: aiosmtplib.SMTP, envelope: Envelope) -> None:
+    """MAIL, RCPT and DATA for one message with one recipient.
+
+    Not `sendmail`: it re-parses both addresses, and to declare SIZE it normalises the
+    line endings of the whole message once more before `data` does it again. Ours are
+    CRLF already (see `Prepared`), so the SIZE is the length.
+    """
+    if client.is_ehlo_or_helo_needed:  # connect() greets only when it logs in or starts TLS
+        try:
+            await client.ehlo()
+        except aiosmtplib.SMTPHeloError:
+            await client.helo()  # a server without ESMTP; then no SIZE either
+    size = [f"SIZE={len(envelope.data)}"] if client.supports_extension("size") else []
+    await client.mail(envelope.sender, options=size)
+    await client.rcpt(envelope.recipient)
+    await client.data(envelope.data)
 
 
 async def _reset(client: aiosmtplib.SMTP | None) -> aiosmtplib.SMTP | None:

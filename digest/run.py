@@ -19,7 +19,6 @@ import threading
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from itertools import groupby
@@ -51,6 +50,7 @@ WORKERS_FROM_CONTENTS = 16
 # How many contents they may build ahead (~300 KB each): enough to work on through a
 # content with thousands of readers and be ahead when many small ones come in a row.
 BUILT_AHEAD = 64
+MAX_WORKERS = 4  # ~70 MB each; more would be idle for the ~1,000 contents of a large run
 
 
 @dataclass
@@ -96,8 +96,8 @@ class _Job:
     """Everything building one content's message needs; picklable, for a worker process."""
 
     digest_date: date
-    sections: tuple[Section, ...]
-    watched: tuple[str, ...]
+    plan: Plan
+    names: tuple[str, ...]  # the name of each of the plan's keywords, as subscribers see it
     from_address: str
     sender: str
     list_id: str
@@ -112,16 +112,25 @@ class _Built:
 
     rendered: Rendered
     message: Prepared
+    counts: list[tuple[str, int]]  # papers per keyword, for previews
     inlined: int  # premailer calls it took
 
 
-def _build(job: _Job, renderer: Renderer | None = None) -> _Built:
-    """Render, personalise and serialise one content, here or in a worker process."""
-    renderer = renderer or _worker_renderer()
+def sections_of(store: Store, plan: Plan, names: tuple[str, ...]) -> list[Section]:
+    """A plan's papers, one section per keyword in the plan's order, under their names."""
+    name = dict(zip(plan.keywords, names, strict=True))
+    items = [
+        replace(i, keyword=name[i.keyword], also=tuple(name[k] for k in i.also))
+        for i in store.contents(plan)
+    ]
+    return [Section(n, tuple(i for i in items if i.keyword == n)) for n in names]
+
+
+def _build(job: _Job, store: Store, renderer: Renderer) -> _Built:
+    """Read, render and serialise one content, here or in a worker process."""
     before = renderer.inlined
-    rendered = renderer.render(
-        job.digest_date, job.sections, job.watched, from_address=job.from_address
-    )
+    sections = sections_of(store, job.plan, job.names)
+    rendered = renderer.render(job.digest_date, sections, job.names, from_address=job.from_address)
     message = prepare_message(
         sender=job.sender,
         subject=rendered.subject,
@@ -133,12 +142,22 @@ def _build(job: _Job, renderer: Renderer | None = None) -> _Built:
         also_unsubscribe=job.also_unsubscribe,
         one_click=job.one_click,
     )
-    return _Built(rendered, message, renderer.inlined - before)
+    counts = [(s.keyword, len(s.items)) for s in sections if s.items]
+    return _Built(rendered, message, counts, renderer.inlined - before)
 
 
-@functools.cache
-def _worker_renderer() -> Renderer:
-    return Renderer()
+# A worker process's own read-only database connection and renderer (see _Builder).
+_worker: tuple[Store, Renderer] | None = None
+
+
+def _start_worker(path: Path) -> None:
+    global _worker
+    _worker = (Store.reader(path), Renderer())
+
+
+def _build_in_worker(job: _Job) -> _Built:
+    assert _worker is not None, "_start_worker runs first in every worker"
+    return _build(job, *_worker)
 
 
 def digest_date_for(now: datetime, timezone: str) -> date:
@@ -161,6 +180,7 @@ class Run:
         cafile: str | None = None,
         fetch: bool = True,
         cancel: threading.Event | None = None,
+        workers: int | None = None,
     ) -> None:
         self.config, self.store, self.now, self.dry_run = config, store, now, dry_run
         self.source = source or ArxivSource(
@@ -168,13 +188,17 @@ class Run:
         )
         self.progress = progress or Progress(tty=False)
         self.renderer = Renderer()
-        self.inlined_in_workers = 0  # premailer calls made by _Builder's worker processes
+        # Premailer calls made by _Builder's worker processes, one entry per finished job.
+        self.inlined_in_workers: list[int] = []
+        self.built_here = self.built_by_workers = 0  # contents built, by who built them
         self.sender = Sender(config.smtp, cafile=cafile)
         self.report = RunReport(digest_date_for(now, config.digest.timezone))
         self.subscribers = {s.email.casefold(): s for s in config.subscribers}
         # fetch=False plans from what is stored (previews); cancel stops between messages,
         # leaving the rest pending in the outbox for the next run.
         self.fetch, self.cancel = fetch, cancel or threading.Event()
+        # Processes building contents while this one sends; None: as many as pay off.
+        self.workers = workers
 
     def execute(self) -> RunReport:
         """Finish what an earlier run left, then fetch, plan and send today's digests."""
@@ -195,7 +219,7 @@ class Run:
             self._plan(run_id, date_text)
         self._send()
         self.report.arxiv_requests = self.source.requests_made
-        self.report.inlinings = self.renderer.inlined + self.inlined_in_workers
+        self.report.inlinings = self.renderer.inlined + sum(self.inlined_in_workers)
         if self.cancel.is_set():
             status = "interrupted"
         else:
@@ -212,9 +236,12 @@ class Run:
         )
         self.progress.finish()
         log.info(
-            "run finished: %d arXiv requests, %d premailer calls",
+            "run finished: %d arXiv requests, %d premailer calls, "
+            "%d contents built here and %d by worker processes",
             self.report.arxiv_requests,
             self.report.inlinings,
+            self.built_here,
+            self.built_by_workers,
         )
         return self.report
 
@@ -342,12 +369,10 @@ class Run:
             )
 
     def _envelopes(self) -> Iterator[tuple[Outgoing, bytes, list[tuple[str, int]], str, str]]:
-        """Each pending digest's bytes, rendering (and inlining CSS) once per distinct content."""
-        many = self.store.pending_contents() >= WORKERS_FROM_CONTENTS
-        with _Builder(self, _spare_cpus() if many else 0) as builder:
+        """Each pending digest's bytes, building each distinct content once."""
+        with _Builder(self, self._worker_count()) as builder:
             for _plan, members in groupby(self.store.pending(), key=lambda o: o.plan):
                 built: _Built | None = None
-                counts: list[tuple[str, int]] = []
                 prepared: dict[datetime, Prepared] = {}
                 for o in members:
                     if self.cancel.is_set():
@@ -358,28 +383,34 @@ class Run:
                         self.store.cancel(o.digest_id, "the subscriber left before it was sent")
                         continue
                     if built is None:
-                        job, built = builder.build(o, subscriber)
-                        counts = [(s.keyword, len(s.items)) for s in job.sections if s.items]
-                        prepared[job.created] = built.message
+                        built = builder.build(o)
+                        prepared[o.created] = built.message
                     if o.created not in prepared:  # digests left by an earlier run
-                        prepared[o.created] = _build(
-                            replace(job, created=o.created), self.renderer
-                        ).message
+                        job = self._job(o)
+                        prepared[o.created] = _build(job, self.store, self.renderer).message
                     link = self._unsubscribe(subscriber)
                     data = prepared[o.created].for_recipient(
                         subscriber.email, subscriber.name, o.message_id, link
                     )
                     # Only a dry run shows each reader's HTML; a real run sends the bytes.
                     html = personalize(built.rendered, link)[1] if self.dry_run else ""
-                    yield o, data, counts, html, built.rendered.subject
+                    yield o, data, built.counts, html, built.rendered.subject
 
-    def _job(self, o: Outgoing, subscriber: Subscriber) -> _Job:
-        """What building the content of `o`'s plan takes, with `o`'s date and link."""
+    def _worker_count(self) -> int:
+        """Worker processes: none for a few contents, or without a database file to share."""
+        if self.store.path is None:  # a dry run's in-memory copy
+            return 0
+        if self.workers is not None:
+            return self.workers
+        return _cpus() if self.store.pending_contents() >= WORKERS_FROM_CONTENTS else 0
+
+    def _job(self, o: Outgoing) -> _Job:
+        """What building the content of `o`'s plan takes, with `o`'s date."""
         address = sender_address(self.config.digest.sender)
         return _Job(
             digest_date=date.fromisoformat(o.digest_date),
-            sections=tuple(self._sections(o.plan)),
-            watched=tuple(self._name(k) for k in o.plan.keywords),
+            plan=o.plan,
+            names=tuple(self._name(k) for k in o.plan.keywords),
             from_address=address,
             sender=self.config.digest.sender,
             list_id=f"arXiv digest <digest.{address.replace('@', '.')}>",
@@ -392,23 +423,17 @@ class Run:
         keyword = self.config.keywords.get(key)
         return keyword.name if keyword else key
 
-    def _sections(self, plan: Plan) -> list[Section]:
-        items = [
-            replace(i, keyword=self._name(i.keyword), also=tuple(self._name(k) for k in i.also))
-            for i in self.store.contents(plan)
-        ]
-        sections = []
-        for key in plan.keywords:
-            name = self._name(key)
-            sections.append(Section(name, tuple(i for i in items if i.keyword == name)))
-        return sections
-
     @property
     def _web_links(self) -> bool:
         return self.config.web is not None and self.config.secret is not None
 
-    def _mailto(self) -> str:
+    @functools.cached_property
+    def _mailto_link(self) -> str:
+        # Asked for every message: parsing the sender each time took 1 s per 100,000.
         return f"mailto:{sender_address(self.config.digest.sender)}?subject=unsubscribe"
+
+    def _mailto(self) -> str:
+        return self._mailto_link
 
     def _unsubscribe(self, subscriber: Subscriber) -> str:
         """The reader's own signed link with [web], else the command mailbox."""
@@ -419,30 +444,38 @@ class Run:
         )
 
 
-def _spare_cpus() -> int:
-    """CPUs this process may use beyond the one it runs on."""
-    return len(os.sched_getaffinity(0)) - 1 if hasattr(os, "sched_getaffinity") else 0
+def _cpus() -> int:
+    """Worker processes for building contents: one per CPU (up to 4), none on one CPU.
+
+    One per CPU, not one fewer: they are idle whenever they are BUILT_AHEAD contents ahead.
+    """
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return min(cpus or 1, MAX_WORKERS) if (cpus or 1) > 1 else 0
 
 
 class _Builder:
     """Builds each pending content once, in the order the outbox is sent.
 
-    Building between sends would leave the SMTP connections idle ~50 ms per content:
-    a minute per thousand contents. With `workers`, worker processes build the next few
-    contents while this one sends. They are spawned, not forked: a fork would inherit
-    the run lock and the database connection.
+    Building between sends leaves the SMTP connections idle ~5 ms per content. With
+    `workers`, worker processes build the next contents (reading the database on their
+    own connection) while this one sends; a content whose worker has not finished it
+    when it is needed is built here instead, so sending never waits on a worker. They
+    are spawned, not forked: a fork would inherit the run lock and the database connection.
     """
 
     def __init__(self, run: Run, workers: int) -> None:
         self.run = run
         self.pool: ProcessPoolExecutor | None = None
-        if workers:
-            context = multiprocessing.get_context("spawn")
-            self.pool = ProcessPoolExecutor(workers, mp_context=context)
-        self.firsts = run.store.pending_firsts() if workers else iter(())
-        # One entry per plan, in outbox order: its first digest and, if that digest's
-        # subscriber is still there, the job building the content for it.
-        self.ahead: deque[tuple[Outgoing, tuple[_Job, Future[_Built]] | None]] = deque()
+        if workers and run.store.path is not None:
+            self.pool = ProcessPoolExecutor(
+                workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_start_worker,
+                initargs=(run.store.path,),
+            )
+        self.firsts = run.store.pending_firsts() if self.pool else iter(())
+        # One entry per plan, in outbox order: its first digest and the job building it.
+        self.ahead: deque[tuple[Outgoing, Future[_Built]]] = deque()
 
     def __enter__(self) -> _Builder:
         return self
@@ -456,35 +489,40 @@ class _Builder:
         if self.pool is not None:
             self.pool.shutdown(cancel_futures=True)
 
-    def build(self, first: Outgoing, subscriber: Subscriber) -> tuple[_Job, _Built]:
-        """The content of `first`'s plan, built for `first`, its group's first live digest."""
+    def build(self, first: Outgoing) -> _Built:
+        """The content of `first`'s plan, with `first`'s date."""
         self._fill()
-        if self.ahead and self.ahead[0][0].plan == first.plan:
-            head, work = self.ahead.popleft()
-            if work is not None and head.digest_id == first.digest_id:
-                job, future = work
+        while self.ahead and self.ahead[0][0].plan != first.plan:
+            self.ahead.popleft()[1].cancel()  # a plan with no digest left to send
+        if self.ahead:
+            head, future = self.ahead.popleft()
+            same = (head.digest_date, head.created) == (first.digest_date, first.created)
+            if same and future.done():
                 try:
                     built = future.result()
-                except BrokenProcessPool as e:
-                    log.warning("rendering here from now on: a worker process died (%s)", e)
+                except Exception as e:  # built here instead, where an error is reported
+                    log.warning("building contents here from now on: a worker failed (%s)", e)
                     self._stop()
                 else:
-                    self.run.inlined_in_workers += built.inlined
-                    return job, built
-        job = self.run._job(first, subscriber)
-        return job, _build(job, self.run.renderer)
+                    self.run.built_by_workers += 1
+                    return built
+            future.cancel()
+        self.run.built_here += 1
+        return _build(self.run._job(first), self.run.store, self.run.renderer)
 
     def _fill(self) -> None:
         while self.pool is not None and len(self.ahead) < BUILT_AHEAD:
             o = next(self.firsts, None)
             if o is None:
                 return
-            subscriber = self.run.subscribers.get(o.email)
-            if subscriber is None:  # cancelled when reached; a later digest gets it built
-                self.ahead.append((o, None))
-                continue
-            job = self.run._job(o, subscriber)
-            self.ahead.append((o, (job, self.pool.submit(_build, job))))
+            future = self.pool.submit(_build_in_worker, self.run._job(o))
+            # Counted when done, used or not: a worker inlines the CSS with its first job.
+            future.add_done_callback(self._count_inlined)
+            self.ahead.append((o, future))
+
+    def _count_inlined(self, future: Future[_Built]) -> None:
+        if not future.cancelled() and future.exception() is None:
+            self.run.inlined_in_workers.append(future.result().inlined)  # atomic: any thread
 
     def _stop(self) -> None:
         if self.pool is not None:

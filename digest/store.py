@@ -280,6 +280,16 @@ class Store:
         return store
 
     @classmethod
+    def reader(cls, path: Path) -> Store:
+        """A read-only connection to an existing database, for a process building contents."""
+        try:
+            conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+            conn.execute("PRAGMA busy_timeout = 30000")
+        except sqlite3.DatabaseError as e:
+            raise StateError(_db_problem(path, e)) from e
+        return cls(sqlite_utils.Database(conn), path)
+
+    @classmethod
     def snapshot(cls, path: Path) -> Store:
         """An in-memory copy of the database for a dry run: the file is only read."""
         memory = sqlite3.connect(":memory:")

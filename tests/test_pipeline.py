@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
+import json
 import re
 from datetime import timedelta
 from email.message import EmailMessage
@@ -11,7 +13,10 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from digest.cli import main
+from digest.config import load_config
 from digest.errors import EXIT_DELIVERY_FAILED, EXIT_FETCH_FAILED, EXIT_OK
+from digest.progress import Progress
+from digest.run import Run, open_store
 from tests.conftest import DAY1, SUBSCRIBERS, WriteConfig, run_digest
 from tests.fakes.arxiv_server import FakeArxiv
 from tests.fakes.smtp_server import SMTPServer
@@ -277,6 +282,13 @@ def test_headers_and_both_mime_parts(write_config: WriteConfig, smtp: SMTPServer
     # No line of the raw message exceeds SMTP's limit, and every header stays one header.
     assert max(len(line) for line in raw.data.split(b"\r\n")) <= 998
     assert b"\r\n\r\n" in raw.data
+    # Every line ends in CRLF, so the SIZE declared (the length of our bytes) is exact.
+    assert (
+        re.sub(b"\r\n", b"", raw.data).count(b"\n")
+        == raw.data.count(b"\r") - raw.data.count(b"\r\n")
+        == 0
+    )
+    assert raw.mail_options == (f"SIZE={len(raw.data)}",)
 
 
 def test_titles_with_line_breaks_and_markup_cannot_inject_headers_or_html(
@@ -341,3 +353,45 @@ def test_a_category_filter_reaches_arxiv_as_a_query(
     assert request.params["search_query"] == (
         '(ti:"low level vision" OR abs:"low level vision") AND (cat:cs.CV OR cat:eess.IV)'
     )
+
+
+def test_worker_processes_build_the_same_messages_as_the_sending_process(
+    write_config: WriteConfig, smtp: SMTPServer, env: dict[str, str], tmp_path: Path
+) -> None:
+    keywords = ["Person Re-ID", "Virtual Try-On", "low level vision"]
+    orders = [p for n in (1, 2, 3) for p in itertools.permutations(keywords, n)]  # 15 contents
+    config = write_config(
+        subscribers="".join(
+            f'[[subscriber]]\nemail = "r{i}@example.org"\nkeywords = {json.dumps(list(p))}\n\n'
+            for i, p in enumerate(orders)
+        ),
+        smtp="connections = 1",
+    )
+    # Sending one at a time, slowly, lets the workers start (~1 s) and get ahead; until
+    # then the sending process builds what it needs itself.
+    smtp.slow(0.3)
+    bodies = []
+    for workers, db in ((2, config.db_path), (0, tmp_path / "here.db")):
+        config = load_config(env={**env, "DIGEST_DB": str(db)})
+        store = open_store(config, dry_run=False)
+        run = Run(config, store, now=DAY1, progress=Progress(tty=False), workers=workers)
+        try:
+            assert run.execute().sent == len(orders)
+        finally:
+            store.close()
+        if workers:
+            assert run.built_by_workers >= 3, "worker processes built some of the contents"
+        else:
+            assert run.built_by_workers == 0 and run.report.inlinings == 1
+        bodies.append(
+            {
+                r.rcpt_tos[0]: (
+                    r.message["Subject"],
+                    text_part(r.message),
+                    r.message.get_body(preferencelist=("html",)).get_content(),
+                )
+                for r in smtp.messages
+            }
+        )
+        smtp.reset()
+    assert len(bodies[0]) == len(orders) and bodies[0] == bodies[1]

@@ -10,6 +10,7 @@ import sys
 from datetime import UTC, date, datetime, timedelta
 from email import policy
 from email.parser import BytesParser
+from html import unescape
 from pathlib import Path
 
 import pytest
@@ -287,6 +288,43 @@ def test_the_largest_digest_stays_under_the_gmail_clip(reference: list[Entry]) -
         SECTION_CATEGORIES, 100
     )
     assert_wrapped(text)
+
+
+def test_inlining_the_template_once_equals_inlining_every_digest(
+    reference: list[Entry],
+) -> None:
+    """The CSS is inlined into digest.html once; each digest must come out as if inlined itself.
+
+    Where no paper has a quote, the bytes match exactly (so the folding does too). Jinja
+    writes a quote as &#34; where lxml leaves it, so with quotes the HTML must match up to
+    character references.
+    """
+
+    def quoteless(item: Item) -> bool:
+        p = item.paper
+        return not re.search("[\"']", " ".join([p.title, p.summary, p.comment or "", *p.authors]))
+
+    sections = [
+        Section(s.keyword, tuple(filter(quoteless, s.items))) for s in large_sections(reference)
+    ]
+    watched = [s.keyword for s in sections]
+    for budget in (HTML_LIMIT, 30_000):  # 30 KB: title lines, labels and "and N more" too
+        once, each = Renderer(budget=budget), Renderer(budget=budget, inline_each=True)
+        htmls = []
+        for some in (sections[:3], sections[4:], [Section("Empty", ())]):
+            a = once.render(DIGEST_DATE, some, watched, from_address=FROM)
+            b = each.render(DIGEST_DATE, some, watched, from_address=FROM)
+            assert a == b
+            htmls.append(a.html)
+        assert all(h.count('class="more"') == (3 if budget < HTML_LIMIT else 0) for h in htmls[:2])
+        assert (once.inlined, each.inlined) == (1, 3)
+
+    nothing_folded = Renderer(budget=10**9), Renderer(budget=10**9, inline_each=True)
+    a, b = (
+        r.render(DIGEST_DATE, golden_sections(), WATCHED, from_address=FROM) for r in nothing_folded
+    )
+    assert "&#34;" in a.html and unescape(a.html) == unescape(b.html)
+    assert 'style="' in a.html and "{{" not in a.html
 
 
 def test_a_smaller_budget_folds_more_and_is_never_exceeded(reference: list[Entry]) -> None:

@@ -241,6 +241,7 @@ class Received:
     session_id: int
     tls: bool = False
     auth_user: str | None = None
+    mail_options: tuple[str, ...] = ()  # MAIL FROM parameters, e.g. ("SIZE=1234",)
 
 
 class _FaultQueue(Generic[T]):
@@ -462,6 +463,7 @@ class SMTPServer(_LoopServer):
             tls=conn.transport is not None
             and conn.transport.get_extra_info("ssl_object") is not None,
             auth_user=login.login.decode() if isinstance(login, LoginPassword) else None,
+            mail_options=tuple(envelope.mail_options),
         )
         with self._cond:
             self.messages.append(received)
