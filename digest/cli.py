@@ -17,6 +17,7 @@ import click
 from digest import __version__
 from digest.config import Config, load_config
 from digest.errors import EXIT_INTERNAL, ConfigError, DigestError
+from digest.files import replace_file
 from digest.progress import Progress
 from digest.run import Run, open_store, write_previews
 from digest.store import Store
@@ -402,17 +403,7 @@ def preview(
         )
     first = found[0]  # a digest an earlier run left pending goes out before a new one
     out = out or Path("preview-" + re.sub(r"[^\w@.+-]", "_", chosen.email) + ".html")
-    temp = out.with_name(f".{out.name}.tmp")
-    try:
-        # Never half-written, but no fsync: a preview is disposable.
-        temp.write_text(first.html, encoding="utf-8")
-        os.replace(temp, out)
-    except OSError as e:
-        temp.unlink(missing_ok=True)
-        raise ConfigError(
-            f"{out}: cannot write the preview ({e.strerror or e}); "
-            "check that the folder exists and is writable"
-        ) from e
+    replace_file(out, first.html, what="the preview")
     total = sum(n for _, n in first.counts)
     if total:
         detail = ", ".join(f"{k} {n}" for k, n in first.counts)

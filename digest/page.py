@@ -8,13 +8,9 @@ render_page is pure (the caller passes the date); write_page is the only file I/
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import html
-import os
 import re
-import secrets
-import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date
@@ -26,6 +22,7 @@ import jinja2
 
 from digest.config import Config, Keyword, keyword_key
 from digest.errors import ConfigError, EmptyStoreError
+from digest.files import replace_file
 from digest.paper import Paper, one_line
 from digest.render import templates_dir
 from digest.store import Store
@@ -169,32 +166,4 @@ def build_page(
 
 def write_page(path: Path, text: str) -> None:
     """Replace the file at path atomically: a reader sees the old page or the new, never half."""
-    temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        # O_EXCL with 0o666 makes the temp file like any new file (umask applies); a page that
-        # exists keeps its permissions, since a web server or group may need to read it.
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            if path.exists():
-                os.fchmod(f.fileno(), stat.S_IMODE(path.stat().st_mode))
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temp, path)
-    except OSError as e:
-        temp.unlink(missing_ok=True)
-        raise ConfigError(
-            f"{path}: cannot write the page ({e.strerror or e}); "
-            "check that the folder exists and is writable"
-        ) from e
-    _sync_directory(path.parent)
-
-
-def _sync_directory(directory: Path) -> None:
-    # The rename is durable only once the directory is synced; not every filesystem allows it.
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    replace_file(path, text, what="the page")

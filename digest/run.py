@@ -44,9 +44,10 @@ from digest.web import unsubscribe_url
 
 log = logging.getLogger("digest.run")
 
-# Building one content (render, inline CSS, serialise) takes ~50 ms. From this many
-# distinct contents on, worker processes build the next ones while this process sends.
-WORKERS_FROM_CONTENTS = 16
+# Building one content (read its papers, render, serialise) takes ~5 ms; starting a
+# worker process ~1 s. From this many distinct contents on (a second of building),
+# worker processes build the next ones while this process sends.
+WORKERS_FROM_CONTENTS = 200
 # How many contents they may build ahead (~300 KB each): enough to work on through a
 # content with thousands of readers and be ahead when many small ones come in a row.
 BUILT_AHEAD = 64

@@ -22,6 +22,7 @@ from tomlkit.items import AoT, Table
 
 from digest.config import Config, keyword_key, load_config, validate_email, validate_keyword
 from digest.errors import ConfigError
+from digest.files import replace_file
 
 
 @dataclass(frozen=True)
@@ -61,29 +62,6 @@ def _read(path: Path) -> tomlkit.TOMLDocument:
         raise ConfigError(f"{path}: cannot read it for a change ({e})") from e
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Replace path with text: readers see the old file or the new one, never half of it."""
-    temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(temp, "x", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        with contextlib.suppress(OSError):
-            os.chmod(temp, path.stat().st_mode & 0o7777)
-        os.replace(temp, path)
-    except OSError as e:
-        temp.unlink(missing_ok=True)
-        raise ConfigError(
-            f"{path}: cannot write the changed list ({e.strerror}); nothing changed"
-        ) from e
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
-
-
 def _validated(path: Path, document: tomlkit.TOMLDocument) -> str:
     """The new text, after the same checks a run makes; the file is untouched if they fail."""
     text = tomlkit.dumps(document)
@@ -121,7 +99,9 @@ def _edit(path: Path, email: str, change: Any) -> Change:
         entries = _subscribers(document)
         changed, message = change(entries, email)
         if changed:
-            write_atomically(path, _validated(path, document))
+            replace_file(
+                path, _validated(path, document), what="the changed list", advice="nothing changed"
+            )
         entry = _find(entries, email)
         keywords = tuple(str(k) for k in entry.get("keywords", [])) if entry else ()
         return Change(email, changed, keywords, message)
