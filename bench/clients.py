@@ -7,11 +7,12 @@
 `sink` writes whole transactions without waiting for replies (the FastSink advertises
 PIPELINING), so it measures what the sink can take, not what a client can give.
 `ceiling` is the least an aiosmtplib sender can do: pre-built messages, one recipient
-each, over `--connections` reused connections. `link` is the same, except that each
-message is dot-stuffed once in advance and written after DATA through aiosmtplib's
-protocol object (an internal API, fine for a measurement): aiosmtplib's `data()` instead
-normalises line endings and dot-stuffs every message again, and that is most of the
-ceiling's CPU. Each prints one JSON line with its rate.
+each, over `--connections` reused connections, shared among `--processes` processes
+(default one). `link` is the same, except that each message is dot-stuffed once in
+advance and written after DATA through aiosmtplib's protocol object (an internal API,
+fine for a measurement): aiosmtplib's `data()` instead normalises line endings and
+dot-stuffs every message again, and that is most of the ceiling's CPU. Each prints one
+JSON line with its rate.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import re
 import sys
 import time
@@ -128,18 +130,34 @@ async def _run(mode: str, port: int, messages: list[bytes], count: int, connecti
     await asyncio.gather(*tasks)
 
 
+def _run_process(mode: str, port: int, messages: list[bytes], count: int, connections: int) -> None:
+    asyncio.run(_run(mode, port, messages, count, connections))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("mode", choices=["sink", "ceiling", "link"])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument(
+        "--processes", type=int, default=1, help="share count and connections among processes"
+    )
     parser.add_argument("--messages", type=Path, help="pre-built messages (default: synthetic)")
     parser.add_argument("--size", type=int, default=60_000, help="synthetic message size")
     args = parser.parse_args(argv)
     messages = read_messages(args.messages) if args.messages else [synthetic_message(args.size)]
     start = time.perf_counter()
-    asyncio.run(_run(args.mode, args.port, messages, args.count, args.connections))
+    if args.processes > 1:
+        counts = _shares(args.count, args.processes)
+        connections = _shares(args.connections, args.processes)
+        jobs = [
+            (args.mode, args.port, messages, c, n) for c, n in zip(counts, connections, strict=True)
+        ]
+        with multiprocessing.get_context("fork").Pool(args.processes) as pool:
+            pool.starmap(_run_process, jobs)
+    else:
+        _run_process(args.mode, args.port, messages, args.count, args.connections)
     seconds = time.perf_counter() - start
     sent_bytes = sum(len(m) for m, _ in zip(cycle(messages), range(args.count), strict=False))
     print(

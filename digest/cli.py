@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import os
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -18,45 +17,21 @@ from digest import __version__
 from digest.config import Config, load_config
 from digest.errors import EXIT_INTERNAL, ConfigError, DigestError
 from digest.files import replace_file
+from digest.logs import log_to_stderr
 from digest.progress import Progress
 from digest.run import Run, open_store, write_previews
 from digest.store import Store
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-# journald reads "<N>" prefixes as syslog priorities and stamps lines itself.
-_PRIORITY = {
-    logging.DEBUG: 7,
-    logging.INFO: 6,
-    logging.WARNING: 4,
-    logging.ERROR: 3,
-    logging.CRITICAL: 2,
-}
-
-
-class _JournalFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        return f"<{_PRIORITY.get(record.levelno, 6)}>{super().format(record)}"
-
 
 def setup_logging(verbose: int, quiet_on_tty: bool = True) -> None:
     """Plain lines on stderr: journald priorities under systemd, timestamps elsewhere."""
-    handler = logging.StreamHandler(sys.stderr)
-    if os.environ.get("JOURNAL_STREAM"):
-        handler.setFormatter(_JournalFormatter("%(message)s"))
-    else:
-        handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
-        )
     # At a terminal the progress line says what INFO lines would; -v brings them back.
     level = logging.WARNING if (quiet_on_tty and sys.stderr.isatty()) else logging.INFO
     if verbose:
         level = logging.DEBUG if verbose > 1 else logging.INFO
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    for noisy in ("arxiv", "urllib3", "requests", "aiosmtplib", "mail.log"):
-        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    log_to_stderr(level)
 
 
 def handle_errors(func: F) -> F:

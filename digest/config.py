@@ -73,6 +73,7 @@ class SmtpSettings:
     connections: int
     attempts: int = 4
     backoff: float = 2.0
+    processes: int = 0  # sending processes sharing the connections; 0: chosen per run
 
 
 @dataclass(frozen=True)
@@ -348,7 +349,17 @@ def _digest_settings(r: _Reader) -> DigestSettings:
 
 def _smtp_settings(r: _Reader, env: Mapping[str, str]) -> SmtpSettings:
     r.check_keys(
-        ("host", "port", "security", "username", "timeout", "connections", "attempts", "backoff")
+        (
+            "host",
+            "port",
+            "security",
+            "username",
+            "timeout",
+            "connections",
+            "attempts",
+            "backoff",
+            "processes",
+        )
     )
     security = env.get("DIGEST_SMTP_SECURITY") or r.string("security", "starttls") or "starttls"
     if security not in SECURITY_MODES:
@@ -366,6 +377,7 @@ def _smtp_settings(r: _Reader, env: Mapping[str, str]) -> SmtpSettings:
         connections=r.integer("connections", 4, 1, 64),
         attempts=r.integer("attempts", 4, 1, 20),
         backoff=r.number("backoff", 2.0, 0.0, 600.0),
+        processes=r.integer("processes", 0, 0, 64),
     )
 
 

@@ -12,9 +12,12 @@ log = logging.getLogger("digest.run")
 class Progress:
     """A status line rewritten in place on a TTY; log lines at milestones otherwise."""
 
-    def __init__(self, stream: TextIO | None = None, tty: bool | None = None) -> None:
+    def __init__(
+        self, stream: TextIO | None = None, tty: bool | None = None, milestones: bool = True
+    ) -> None:
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty() if tty is None else tty
+        self.milestones = milestones  # off where another process reports the progress
         self._shown = False
         self._last_logged = -1
 
@@ -34,7 +37,9 @@ class Progress:
         self._show(f"sending digest {done} of {total}")
         # Under systemd, a line per 10% keeps the journal readable for any run size.
         step = max(1, total // 10)
-        if not self.tty and (done == total or done // step != self._last_logged):
+        if self.tty or not self.milestones:
+            return
+        if done == total or done // step != self._last_logged:
             self._last_logged = done // step
             log.info("sent %d of %d digests", done, total)
 

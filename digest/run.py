@@ -9,21 +9,24 @@ as planned and with the same Message-ID, at the start of the next run.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import functools
 import logging
 import multiprocessing
 import os
 import secrets
+import signal
 import sqlite3
 import threading
-from collections import deque
 from collections.abc import AsyncIterator, Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from itertools import groupby
 from pathlib import Path
-from types import TracebackType
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from digest.arxiv_source import ArxivSource
@@ -36,6 +39,7 @@ from digest.errors import (
     DeliveryError,
     FetchError,
 )
+from digest.logs import log_to_stderr
 from digest.mail import Envelope, Outcome, Prepared, Sender, prepare_message, sender_address
 from digest.progress import Progress
 from digest.render import UNSUBSCRIBE_PLACEHOLDER, Rendered, Renderer, Section, personalize
@@ -44,14 +48,11 @@ from digest.web import unsubscribe_url
 
 log = logging.getLogger("digest.run")
 
-# Building one content (read its papers, render, serialise) takes ~5 ms; starting a
-# worker process ~1 s. From this many distinct contents on (a second of building),
-# worker processes build the next ones while this process sends.
-WORKERS_FROM_CONTENTS = 200
-# How many contents they may build ahead (~300 KB each): enough to work on through a
-# content with thousands of readers and be ahead when many small ones come in a row.
-BUILT_AHEAD = 64
-MAX_WORKERS = 4  # ~70 MB each; more would be idle for the ~1,000 contents of a large run
+# From this many digests to send, they are shared among processes, one per CPU (at most
+# MAX_PROCESSES and [smtp] connections): aiosmtplib spends ~1 ms of CPU re-encoding each
+# 64 KB message, so one process cannot keep a fast SMTP server busy.
+PROCESSES_FROM_DIGESTS = 2_000
+MAX_PROCESSES = 4
 
 
 @dataclass
@@ -147,18 +148,64 @@ def _build(job: _Job, store: Store, renderer: Renderer) -> _Built:
     return _Built(rendered, message, counts, renderer.inlined - before)
 
 
-# A worker process's own read-only database connection and renderer (see _Builder).
-_worker: tuple[Store, Renderer] | None = None
+class Flag(Protocol):
+    """A stop signal: a threading.Event, or a multiprocessing one across processes."""
+
+    def is_set(self) -> bool: ...
 
 
-def _start_worker(path: Path) -> None:
-    global _worker
-    _worker = (Store.reader(path), Renderer())
+@dataclass(frozen=True)
+class _Share:
+    """One sending process's part of the outbox: the plans from `low` up to `high`."""
+
+    config: Config
+    db: Path
+    now: datetime
+    cafile: str | None
+    low: str | None
+    high: str | None
+    log_level: int
 
 
-def _build_in_worker(job: _Job) -> _Built:
-    assert _worker is not None, "_start_worker runs first in every worker"
-    return _build(job, *_worker)
+@dataclass(frozen=True)
+class _Sent:
+    """What one sending process did."""
+
+    report: RunReport
+    built: int
+
+
+_stop: Flag | None = None  # the run's stop signal, in a sending process
+
+
+def _start_share(stop: Flag, parent: int) -> None:
+    """First thing in a sending process: it must not outlive the run that started it.
+
+    Killed with its parent (as by SIGKILL), it stops at once, like a single process would,
+    so a crash can still leave at most one unacknowledged message per connection.
+    """
+    global _stop
+    _stop = stop
+    with contextlib.suppress(OSError, AttributeError):  # Linux only
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _send_share(share: _Share) -> _Sent:
+    """Send one share of the outbox; runs in a sending process."""
+    log_to_stderr(share.log_level)
+    store = Store.open(share.db)
+    try:
+        run = Run(share.config, store, now=share.now, cafile=share.cafile, cancel=_stop)
+        run.progress = Progress(tty=False, milestones=False)  # the parent reports progress
+        asyncio.run(run._deliver(share.low, share.high))
+        run.report.inlinings = run.renderer.inlined
+        return _Sent(run.report, run.built)
+    except sqlite3.DatabaseError as e:
+        raise state_error(share.db, e) from e
+    finally:
+        store.close()
 
 
 def digest_date_for(now: datetime, timezone: str) -> date:
@@ -180,8 +227,7 @@ class Run:
         progress: Progress | None = None,
         cafile: str | None = None,
         fetch: bool = True,
-        cancel: threading.Event | None = None,
-        workers: int | None = None,
+        cancel: Flag | None = None,
     ) -> None:
         self.config, self.store, self.now, self.dry_run = config, store, now, dry_run
         self.source = source or ArxivSource(
@@ -189,17 +235,16 @@ class Run:
         )
         self.progress = progress or Progress(tty=False)
         self.renderer = Renderer()
-        # Premailer calls made by _Builder's worker processes, one entry per finished job.
-        self.inlined_in_workers: list[int] = []
-        self.built_here = self.built_by_workers = 0  # contents built, by who built them
+        self.built = 0  # contents built, in this process and the sending processes
+        self.processes = 1  # that sent today's digests
+        self.cafile = cafile
         self.sender = Sender(config.smtp, cafile=cafile)
         self.report = RunReport(digest_date_for(now, config.digest.timezone))
         self.subscribers = {s.email.casefold(): s for s in config.subscribers}
         # fetch=False plans from what is stored (previews); cancel stops between messages,
         # leaving the rest pending in the outbox for the next run.
-        self.fetch, self.cancel = fetch, cancel or threading.Event()
-        # Processes building contents while this one sends; None: as many as pay off.
-        self.workers = workers
+        self.fetch = fetch
+        self.cancel: Flag = cancel or threading.Event()
 
     def execute(self) -> RunReport:
         """Finish what an earlier run left, then fetch, plan and send today's digests."""
@@ -220,7 +265,7 @@ class Run:
             self._plan(run_id, date_text)
         self._send()
         self.report.arxiv_requests = self.source.requests_made
-        self.report.inlinings = self.renderer.inlined + sum(self.inlined_in_workers)
+        self.report.inlinings += self.renderer.inlined
         if self.cancel.is_set():
             status = "interrupted"
         else:
@@ -237,12 +282,12 @@ class Run:
         )
         self.progress.finish()
         log.info(
-            "run finished: %d arXiv requests, %d premailer calls, "
-            "%d contents built here and %d by worker processes",
+            "run finished: %d arXiv requests, %d premailer calls, %d contents built, "
+            "%d sending processes",
             self.report.arxiv_requests,
             self.report.inlinings,
-            self.built_here,
-            self.built_by_workers,
+            self.built,
+            self.processes,
         )
         return self.report
 
@@ -316,7 +361,7 @@ class Run:
     # -- render and send -------------------------------------------------------
 
     def _send(self) -> None:
-        """Send every digest pending in the outbox, rendering each distinct content once."""
+        """Send every digest pending in the outbox, building each distinct content once."""
         total = self.store.pending_count()
         if not total:
             return
@@ -324,21 +369,91 @@ class Run:
             for o, data, counts, html, subject in self._envelopes():
                 self.report.previews.append(Preview(o.email, counts, subject, data, html))
             return
+        self.processes = self._processes(total)
         try:
-            asyncio.run(self._deliver(total))
+            asyncio.run(self.sender.check())
         except DeliveryError as e:
             # Nothing was sent: the digests stay pending and go out with the next run.
             log.error("%s", e)
             self.report.failed.extend((o.email, str(e)) for o in self.store.pending())
+            return
+        if self.processes > 1:
+            self._send_in_processes(total)
+        else:
+            asyncio.run(self._deliver(total=total))
 
-    async def _deliver(self, total: int) -> None:
-        await self.sender.check()
+    def _processes(self, total: int) -> int:
+        """How many processes send: [smtp] processes, or by default one per CPU for large runs."""
+        smtp = self.config.smtp
+        if smtp.processes:
+            wanted = smtp.processes
+        elif total < PROCESSES_FROM_DIGESTS:
+            return 1
+        else:
+            wanted = min(_cpus(), MAX_PROCESSES)
+        return max(1, min(wanted, smtp.connections))
+
+    def _send_in_processes(self, total: int) -> None:
+        """Share the outbox among sending processes, each with its own connections.
+
+        They are spawned, not forked (a fork would inherit the run lock and this database
+        connection); each opens the database itself and marks what it sent, as this
+        process would. Progress comes from the outbox.
+        """
+        assert self.store.path is not None, "a dry run never gets here"
+        count = self.processes
+        bounds: list[str | None] = [None, *self.store.plan_bounds(count), None]
+        level = logging.getLogger().getEffectiveLevel()
+        shares = []
+        for i in range(count):
+            smtp = self.config.smtp
+            connections = smtp.connections // count + (i < smtp.connections % count)
+            config = replace(self.config, smtp=replace(smtp, connections=connections))
+            shares.append(
+                _Share(
+                    config,
+                    self.store.path,
+                    self.now,
+                    self.cafile,
+                    bounds[i],
+                    bounds[i + 1],
+                    level,
+                )
+            )
+        context = multiprocessing.get_context("spawn")
+        stop = context.Event()
+        with ProcessPoolExecutor(
+            count, mp_context=context, initializer=_start_share, initargs=(stop, os.getpid())
+        ) as pool:
+            futures = [pool.submit(_send_share, share) for share in shares]
+            while wait(futures, timeout=0.5).not_done:
+                if self.cancel.is_set():
+                    stop.set()
+                self.progress.sending(total - self.store.pending_count(), total)
+        self.progress.sending(total - self.store.pending_count(), total)
+        for future in futures:
+            try:
+                sent = future.result()
+            except BrokenProcessPool as e:
+                # What it did not send stays pending, for the next run.
+                log.error("a sending process died (%s); its digests stay pending", e)
+                self.report.failed.append(("(a sending process)", f"died: {e}"))
+                continue
+            self.report.sent += sent.report.sent
+            self.report.failed += sent.report.failed
+            self.report.inlinings += sent.report.inlinings
+            self.built += sent.built
+
+    async def _deliver(
+        self, low: str | None = None, high: str | None = None, total: int = 0
+    ) -> None:
+        """Send the pending digests of the plans from `low` to `high`."""
         in_flight: dict[int, Outgoing] = {}
         done = 0
         address = sender_address(self.config.digest.sender)
 
         async def envelopes() -> AsyncIterator[Envelope]:
-            for o, data, _counts, _html, _subject in self._envelopes():
+            for o, data, _counts, _html, _subject in self._envelopes(low, high):
                 in_flight[o.digest_id] = o
                 yield Envelope(o.digest_id, address, self.subscribers[o.email].email, data)
 
@@ -369,41 +484,32 @@ class Run:
                 o.email,
             )
 
-    def _envelopes(self) -> Iterator[tuple[Outgoing, bytes, list[tuple[str, int]], str, str]]:
+    def _envelopes(
+        self, low: str | None = None, high: str | None = None
+    ) -> Iterator[tuple[Outgoing, bytes, list[tuple[str, int]], str, str]]:
         """Each pending digest's bytes, building each distinct content once."""
-        with _Builder(self, self._worker_count()) as builder:
-            for _plan, members in groupby(self.store.pending(), key=lambda o: o.plan):
-                built: _Built | None = None
-                prepared: dict[datetime, Prepared] = {}
-                for o in members:
-                    if self.cancel.is_set():
-                        log.info("stopping: the remaining digests stay pending for the next run")
-                        return
-                    subscriber = self.subscribers.get(o.email)
-                    if subscriber is None:
-                        self.store.cancel(o.digest_id, "the subscriber left before it was sent")
-                        continue
-                    if built is None:
-                        built = builder.build(o)
-                        prepared[o.created] = built.message
-                    if o.created not in prepared:  # digests left by an earlier run
-                        job = self._job(o)
-                        prepared[o.created] = _build(job, self.store, self.renderer).message
-                    link = self._unsubscribe(subscriber)
-                    data = prepared[o.created].for_recipient(
-                        subscriber.email, subscriber.name, o.message_id, link
-                    )
-                    # Only a dry run shows each reader's HTML; a real run sends the bytes.
-                    html = personalize(built.rendered, link)[1] if self.dry_run else ""
-                    yield o, data, built.counts, html, built.rendered.subject
-
-    def _worker_count(self) -> int:
-        """Worker processes: none for a few contents, or without a database file to share."""
-        if self.store.path is None:  # a dry run's in-memory copy
-            return 0
-        if self.workers is not None:
-            return self.workers
-        return _cpus() if self.store.pending_contents() >= WORKERS_FROM_CONTENTS else 0
+        for _plan, members in groupby(self.store.pending(low, high), key=lambda o: o.plan):
+            built: dict[tuple[str, datetime], _Built] = {}
+            for o in members:
+                if self.cancel.is_set():
+                    log.info("stopping: the remaining digests stay pending for the next run")
+                    return
+                subscriber = self.subscribers.get(o.email)
+                if subscriber is None:
+                    self.store.cancel(o.digest_id, "the subscriber left before it was sent")
+                    continue
+                # Digests an earlier run left have their own date: built again for it.
+                if (key := (o.digest_date, o.created)) not in built:
+                    built[key] = _build(self._job(o), self.store, self.renderer)
+                    self.built += 1
+                content = built[key]
+                link = self._unsubscribe(subscriber)
+                data = content.message.for_recipient(
+                    subscriber.email, subscriber.name, o.message_id, link
+                )
+                # Only a dry run shows each reader's HTML; a real run sends the bytes.
+                html = personalize(content.rendered, link)[1] if self.dry_run else ""
+                yield o, data, content.counts, html, content.rendered.subject
 
     def _job(self, o: Outgoing) -> _Job:
         """What building the content of `o`'s plan takes, with `o`'s date."""
@@ -446,89 +552,10 @@ class Run:
 
 
 def _cpus() -> int:
-    """Worker processes for building contents: one per CPU (up to 4), none on one CPU.
-
-    One per CPU, not one fewer: they are idle whenever they are BUILT_AHEAD contents ahead.
-    """
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return min(cpus or 1, MAX_WORKERS) if (cpus or 1) > 1 else 0
-
-
-class _Builder:
-    """Builds each pending content once, in the order the outbox is sent.
-
-    Building between sends leaves the SMTP connections idle ~5 ms per content. With
-    `workers`, worker processes build the next contents (reading the database on their
-    own connection) while this one sends; a content whose worker has not finished it
-    when it is needed is built here instead, so sending never waits on a worker. They
-    are spawned, not forked: a fork would inherit the run lock and the database connection.
-    """
-
-    def __init__(self, run: Run, workers: int) -> None:
-        self.run = run
-        self.pool: ProcessPoolExecutor | None = None
-        if workers and run.store.path is not None:
-            self.pool = ProcessPoolExecutor(
-                workers,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_start_worker,
-                initargs=(run.store.path,),
-            )
-        self.firsts = run.store.pending_firsts() if self.pool else iter(())
-        # One entry per plan, in outbox order: its first digest and the job building it.
-        self.ahead: deque[tuple[Outgoing, Future[_Built]]] = deque()
-
-    def __enter__(self) -> _Builder:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(cancel_futures=True)
-
-    def build(self, first: Outgoing) -> _Built:
-        """The content of `first`'s plan, with `first`'s date."""
-        self._fill()
-        while self.ahead and self.ahead[0][0].plan != first.plan:
-            self.ahead.popleft()[1].cancel()  # a plan with no digest left to send
-        if self.ahead:
-            head, future = self.ahead.popleft()
-            same = (head.digest_date, head.created) == (first.digest_date, first.created)
-            if same and future.done():
-                try:
-                    built = future.result()
-                except Exception as e:  # built here instead, where an error is reported
-                    log.warning("building contents here from now on: a worker failed (%s)", e)
-                    self._stop()
-                else:
-                    self.run.built_by_workers += 1
-                    return built
-            future.cancel()
-        self.run.built_here += 1
-        return _build(self.run._job(first), self.run.store, self.run.renderer)
-
-    def _fill(self) -> None:
-        while self.pool is not None and len(self.ahead) < BUILT_AHEAD:
-            o = next(self.firsts, None)
-            if o is None:
-                return
-            future = self.pool.submit(_build_in_worker, self.run._job(o))
-            # Counted when done, used or not: a worker inlines the CSS with its first job.
-            future.add_done_callback(self._count_inlined)
-            self.ahead.append((o, future))
-
-    def _count_inlined(self, future: Future[_Built]) -> None:
-        if not future.cancelled() and future.exception() is None:
-            self.run.inlined_in_workers.append(future.result().inlined)  # atomic: any thread
-
-    def _stop(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=False, cancel_futures=True)
-        self.pool, self.ahead = None, deque()
+    """CPUs this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def open_store(config: Config, dry_run: bool) -> Store:

@@ -500,18 +500,23 @@ class Store:
                 )
         return count
 
-    def pending(self, chunk: int = 500) -> Iterator[Outgoing]:
+    def pending(
+        self, low: str | None = None, high: str | None = None, chunk: int = 500
+    ) -> Iterator[Outgoing]:
         """Digests not yet accepted, equal plans adjacent, read in chunks to keep memory flat.
 
-        Keyset pagination on (plan, id) stays correct while the caller marks rows sent.
+        Only plans from `low` (included) up to `high` (excluded), when given: one sending
+        process's share (see `plan_bounds`). Keyset pagination on (plan, id) stays correct
+        while the caller marks rows sent.
         """
-        after: tuple[str, int] = ("", 0)
+        after: tuple[str, int] = (low or "", 0)
         while True:
             rows = list(
                 self.db.query(
-                    "SELECT * FROM digests WHERE status = 'pending' AND (plan > ? OR (plan = ? AND id > ?)) "
+                    "SELECT * FROM digests WHERE status = 'pending' "
+                    "AND (plan > ? OR (plan = ? AND id > ?)) AND (? IS NULL OR plan < ?) "
                     "ORDER BY plan, id LIMIT ?",
-                    [after[0], after[0], after[1], chunk],
+                    [after[0], after[0], after[1], high, high, chunk],
                 )
             )
             plans: dict[str, Plan] = {}  # equal plans are adjacent: parse each once
@@ -523,33 +528,21 @@ class Store:
                 return
             after = (rows[-1]["plan"], rows[-1]["id"])
 
-    def pending_firsts(self, chunk: int = 500) -> Iterator[Outgoing]:
-        """The first pending digest of each distinct plan, in the order `pending` yields them."""
-        after = ""
-        while True:
-            rows = list(
-                self.db.query(
-                    "SELECT d.* FROM (SELECT min(id) AS id FROM digests "
-                    "WHERE status = 'pending' AND plan > ? GROUP BY plan ORDER BY plan LIMIT ?) f "
-                    "JOIN digests d ON d.id = f.id ORDER BY d.plan",
-                    [after, chunk],
-                )
-            )
-            for row in rows:
-                yield _outgoing(row, Plan.from_json(row["plan"]))
-            if len(rows) < chunk:
-                return
-            after = rows[-1]["plan"]
+    def plan_bounds(self, shares: int) -> list[str]:
+        """Plans that cut the pending digests into `shares` runs of about equal length.
 
-    def pending_contents(self) -> int:
-        """How many distinct plans (so contents to render) the pending digests have."""
-        return int(
-            next(
-                self.db.query(
-                    "SELECT count(DISTINCT plan) AS n FROM digests WHERE status = 'pending'"
-                )
-            )["n"]
-        )
+        A cut falls at the start of a plan, so every plan (one content) is in one share.
+        """
+        total = self.pending_count()
+        return [
+            row["plan"]
+            for i in range(1, shares)
+            for row in self.db.query(
+                "SELECT plan FROM digests WHERE status = 'pending' ORDER BY plan, id "
+                "LIMIT 1 OFFSET ?",
+                [total * i // shares],
+            )
+        ]
 
     def mark_sent(self, digest_id: int, email: str, plan: Plan, now: datetime) -> None:
         """The server accepted the digest: it is sent and its papers are seen, atomically."""

@@ -92,7 +92,7 @@ CASES = {
         HEAD + '[smtp]\nsecruity = "tls"\n',
         "Error: FILE:4: [smtp] unknown key 'secruity' "
         "(allowed: 'host', 'port', 'security', 'username', 'timeout', 'connections', "
-        "'attempts', 'backoff')",
+        "'attempts', 'backoff', 'processes')",
     ),
     "bad security": (
         HEAD + '[smtp]\nsecurity = "ssl"\n',

@@ -123,18 +123,22 @@ def crash_config(count: int) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("connections", [1, 3])
+@pytest.mark.parametrize(("connections", "processes"), [(1, 1), (3, 1), (4, 2)])
 def test_sigkill_at_random_points_loses_nothing(
-    env: dict[str, str], smtp: SMTPServer, tmp_path: Path, connections: int
+    env: dict[str, str], smtp: SMTPServer, tmp_path: Path, connections: int, processes: int
 ) -> None:
     """`digest send` killed 30+ times mid-run and restarted until done: every paper arrives.
 
     A crash can duplicate only digests the server kept but had not yet acknowledged: at
-    most one per connection in use.
+    most one per connection in use. With sending processes, killing `digest send` kills
+    them too (they die with their parent), so the bound is the same.
     """
     subscribers = 300
     Path(env["DIGEST_SUBSCRIBERS"]).write_text(
-        config_text(crash_config(subscribers), smtp=f"connections = {connections}"),
+        config_text(
+            crash_config(subscribers),
+            smtp=f"connections = {connections}\nprocesses = {processes}",
+        ),
         encoding="utf-8",
     )
     environment = {**os.environ, **env}
