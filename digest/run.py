@@ -175,18 +175,31 @@ class _Sent:
     built: int
 
 
+@dataclass(frozen=True)
+class _Orphaned:
+    """A sending process's stop signal: the run's, or its parent gone."""
+
+    stop: Flag
+    parent: int
+
+    def is_set(self) -> bool:
+        return self.stop.is_set() or os.getppid() != self.parent
+
+
 _stop: Flag | None = None  # the run's stop signal, in a sending process
 
 
 def _start_share(stop: Flag, parent: int) -> None:
     """First thing in a sending process: it must not outlive the run that started it.
 
-    Killed with its parent (as by SIGKILL), it stops at once, like a single process would,
-    so a crash can still leave at most one unacknowledged message per connection.
+    Killed with its parent (as by SIGKILL), it dies at once, like a single process would,
+    so a crash can still leave at most one unacknowledged message per connection. Where
+    the kernel cannot do that (not Linux, or prctl filtered), it stops before its next
+    message once its parent is gone.
     """
     global _stop
-    _stop = stop
-    with contextlib.suppress(OSError, AttributeError):  # Linux only
+    _stop = _Orphaned(stop, parent)
+    with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     if os.getppid() != parent:
         os._exit(1)
@@ -553,7 +566,7 @@ class Run:
 
 def _cpus() -> int:
     """CPUs this process may run on."""
-    if hasattr(os, "sched_getaffinity"):
+    with contextlib.suppress(AttributeError, OSError):  # a seccomp filter may refuse it
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
 
