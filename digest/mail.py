@@ -54,6 +54,9 @@ class Envelope:
     sender: str
     recipient: str
     data: bytes
+    # The producer vouches that every line break is CRLF and the data ends in one, as
+    # `Prepared.for_recipient` makes them: then it goes out without being re-encoded.
+    crlf_only: bool = False
 
 
 # Where a recipient's unsubscribe link goes in the prepared body (see Prepared).
@@ -62,9 +65,12 @@ _SOFT_BREAK = b"=\r\n"
 
 
 def _qp(text: str) -> bytes:
-    """Quoted-printable UTF-8 with CRLF line breaks, lines within 76 characters."""
-    data = binascii.b2a_qp(text.replace("\r\n", "\n").encode("utf-8"), istext=True)
-    return data.replace(b"\n", b"\r\n")
+    """Quoted-printable UTF-8 with CRLF line breaks, lines within 76 characters.
+
+    A lone CR is a line break too: b2a_qp would leave it bare, which SMTP forbids.
+    """
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return binascii.b2a_qp(text.encode("utf-8"), istext=True).replace(b"\n", b"\r\n")
 
 
 @dataclass(frozen=True)
@@ -356,7 +362,37 @@ async def _transaction(client: aiosmtplib.SMTP, envelope: Envelope) -> None:
     size = [f"SIZE={len(envelope.data)}"] if client.supports_extension("size") else []
     await client.mail(envelope.sender, options=size)
     await client.rcpt(envelope.recipient)
-    await client.data(envelope.data)
+    if envelope.crlf_only:
+        await _data_crlf(client, envelope.data)
+    else:
+        await client.data(envelope.data)
+
+
+async def _data_crlf(client: aiosmtplib.SMTP, data: bytes) -> None:
+    """DATA with a message whose line breaks are all CRLF already.
+
+    aiosmtplib's `data` rewrites every line ending and dot-stuffs with two regular
+    expressions over the whole message: ~0.7 ms of CPU for a 64 KB digest, more than
+    everything else a message costs us. For CRLF-only bytes dot-stuffing is one
+    `bytes.replace`; the reply is read as `data` reads it.
+    """
+    protocol = client.protocol
+    if protocol is None:
+        raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+    # A line starting with "." gets a second one (RFC 5321 4.5.2).
+    stuffed = (b"." if data.startswith(b".") else b"") + data.replace(b"\r\n.", b"\r\n..")
+    reply = await client.execute_command(b"DATA")
+    if reply.code != 354:
+        raise aiosmtplib.SMTPDataError(reply.code, reply.message)
+    try:
+        protocol.write(stuffed)
+        protocol.write(b".\r\n")
+        reply = await protocol.read_response(timeout=client.timeout)
+    except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError):
+        client.close()
+        raise
+    if reply.code != 250:
+        raise aiosmtplib.SMTPDataError(reply.code, reply.message)
 
 
 async def _reset(client: aiosmtplib.SMTP | None) -> aiosmtplib.SMTP | None:

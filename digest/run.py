@@ -43,7 +43,7 @@ from digest.logs import log_to_stderr
 from digest.mail import Envelope, Outcome, Prepared, Sender, prepare_message, sender_address
 from digest.progress import Progress
 from digest.render import UNSUBSCRIBE_PLACEHOLDER, Rendered, Renderer, Section, personalize
-from digest.store import Outgoing, Plan, Store, state_error
+from digest.store import Contents, Outgoing, Plan, Store, state_error
 from digest.web import unsubscribe_url
 
 log = logging.getLogger("digest.run")
@@ -118,20 +118,20 @@ class _Built:
     inlined: int  # premailer calls it took
 
 
-def sections_of(store: Store, plan: Plan, names: tuple[str, ...]) -> list[Section]:
+def sections_of(contents: Contents, plan: Plan, names: tuple[str, ...]) -> list[Section]:
     """A plan's papers, one section per keyword in the plan's order, under their names."""
     name = dict(zip(plan.keywords, names, strict=True))
     items = [
         replace(i, keyword=name[i.keyword], also=tuple(name[k] for k in i.also))
-        for i in store.contents(plan)
+        for i in contents.items(plan)
     ]
     return [Section(n, tuple(i for i in items if i.keyword == n)) for n in names]
 
 
-def _build(job: _Job, store: Store, renderer: Renderer) -> _Built:
-    """Read, render and serialise one content, here or in a worker process."""
+def _build(job: _Job, contents: Contents, renderer: Renderer) -> _Built:
+    """Read, render and serialise one content."""
     before = renderer.inlined
-    sections = sections_of(store, job.plan, job.names)
+    sections = sections_of(contents, job.plan, job.names)
     rendered = renderer.render(job.digest_date, sections, job.names, from_address=job.from_address)
     message = prepare_message(
         sender=job.sender,
@@ -344,6 +344,7 @@ class Run:
         # A keyword that failed today keeps its watermark, so its papers come next time.
         skipped = {k for k, kw in self.config.keywords.items() if kw.name.casefold() in failed}
         counts: dict[tuple[object, ...], int] = {}
+        contents = Contents(self.store)
 
         def rows() -> Iterator[tuple[str, str, Plan, int]]:
             for subscriber in self.config.subscribers:
@@ -361,7 +362,7 @@ class Run:
                 plan = Plan(keys, since, first, top, cap)
                 group = plan.content_key
                 if group not in counts:
-                    counts[group] = len(self.store.contents(plan))
+                    counts[group] = contents.count(plan)
                 if counts[group] == 0 and not self.config.digest.send_empty:
                     continue
                 yield email, f"<{date_text}.{secrets.token_hex(8)}@{domain}>", plan, counts[group]
@@ -468,7 +469,8 @@ class Run:
         async def envelopes() -> AsyncIterator[Envelope]:
             for o, data, _counts, _html, _subject in self._envelopes(low, high):
                 in_flight[o.digest_id] = o
-                yield Envelope(o.digest_id, address, self.subscribers[o.email].email, data)
+                recipient = self.subscribers[o.email].email
+                yield Envelope(o.digest_id, address, recipient, data, crlf_only=True)
 
         def on_outcome(outcome: Outcome) -> None:
             nonlocal done
@@ -501,6 +503,7 @@ class Run:
         self, low: str | None = None, high: str | None = None
     ) -> Iterator[tuple[Outgoing, bytes, list[tuple[str, int]], str, str]]:
         """Each pending digest's bytes, building each distinct content once."""
+        contents = Contents(self.store)
         for _plan, members in groupby(self.store.pending(low, high), key=lambda o: o.plan):
             built: dict[tuple[str, datetime], _Built] = {}
             for o in members:
@@ -513,7 +516,7 @@ class Run:
                     continue
                 # Digests an earlier run left have their own date: built again for it.
                 if (key := (o.digest_date, o.created)) not in built:
-                    built[key] = _build(self._job(o), self.store, self.renderer)
+                    built[key] = _build(self._job(o), contents, self.renderer)
                     self.built += 1
                 content = built[key]
                 link = self._unsubscribe(subscriber)

@@ -280,16 +280,6 @@ class Store:
         return store
 
     @classmethod
-    def reader(cls, path: Path) -> Store:
-        """A read-only connection to an existing database, for a process building contents."""
-        try:
-            conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
-            conn.execute("PRAGMA busy_timeout = 30000")
-        except sqlite3.DatabaseError as e:
-            raise StateError(_db_problem(path, e)) from e
-        return cls(sqlite_utils.Database(conn), path)
-
-    @classmethod
     def snapshot(cls, path: Path) -> Store:
         """An in-memory copy of the database for a dry run: the file is only read."""
         memory = sqlite3.connect(":memory:")
@@ -401,65 +391,7 @@ class Store:
 
     def contents(self, plan: Plan) -> list[Item]:
         """The papers a plan stands for, each once, in keyword order, newest first."""
-        chosen: dict[str, str] = {}  # paper id -> first keyword it is new under
-        for keyword, since, first in zip(plan.keywords, plan.since, plan.first, strict=True):
-            if since is None:
-                first = plan.top if first is None else first
-                rows = self.db.query(
-                    "SELECT * FROM (SELECT m.paper_id FROM matches m JOIN papers p ON p.id = m.paper_id "
-                    "WHERE m.keyword = ? AND m.seq <= ? ORDER BY p.published DESC, p.id DESC LIMIT ?) "
-                    "UNION ALL SELECT paper_id FROM matches WHERE keyword = ? AND seq > ? AND seq <= ?",
-                    [keyword, first, plan.cap, keyword, first, plan.top],
-                )
-            else:
-                rows = self.db.query(
-                    "SELECT paper_id FROM matches WHERE keyword = ? AND seq > ? AND seq <= ?",
-                    [keyword, since, plan.top],
-                )
-            for row in rows:
-                chosen.setdefault(row["paper_id"], keyword)
-        if not chosen:
-            return []
-        # A paper the subscriber already had under another keyword is not new to them.
-        since_by_keyword = dict(zip(plan.keywords, plan.since, strict=True))
-        matched: dict[str, list[str]] = {}
-        seen: set[str] = set()
-        for row in self.db.query(
-            "SELECT m.paper_id, m.keyword, m.seq FROM matches m JOIN json_each(?) j "
-            "ON j.value = m.paper_id WHERE m.seq <= ?",
-            [json.dumps(list(chosen)), plan.top],
-        ):
-            keyword = row["keyword"]
-            if keyword not in since_by_keyword:
-                continue
-            matched.setdefault(row["paper_id"], []).append(keyword)
-            since = since_by_keyword[keyword]
-            if since is not None and row["seq"] <= since:
-                seen.add(row["paper_id"])
-        for paper_id in seen:
-            del chosen[paper_id]
-        papers = {
-            row["id"]: _paper(row)
-            for row in self.db.query(
-                "SELECT p.* FROM papers p JOIN json_each(?) j ON j.value = p.id",
-                [json.dumps(list(chosen))],
-            )
-        }
-        order = {k: i for i, k in enumerate(plan.keywords)}
-        items = [
-            Item(
-                paper=papers[pid],
-                keyword=keyword,
-                also=tuple(
-                    sorted((k for k in matched.get(pid, []) if k != keyword), key=order.__getitem__)
-                ),
-            )
-            for pid, keyword in chosen.items()
-        ]
-        items.sort(
-            key=lambda i: (order[i.keyword], -i.paper.published.timestamp(), i.paper.arxiv_id)
-        )
-        return items
+        return Contents(self).items(plan)
 
     # -- the outbox ------------------------------------------------------------
 
@@ -781,3 +713,120 @@ def _db_problem(path: Path, error: sqlite3.DatabaseError) -> str:
             f"{path}: cannot open the database for writing ({text}); check the path and permissions"
         )
     return f"{path}: database error ({text})"
+
+
+class Contents:
+    """What plans contain, read for one phase of a run: each selection and paper once.
+
+    A run plans ~1,000 distinct contents (and each sending process builds its share of
+    them) from the same few hundred papers: asking SQLite once per plan read and parsed
+    the same rows a thousand times. Matches up to a plan's `top` and stored papers only
+    change in `Store.record`, so one `Contents` must not outlive the phase it serves.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.db = store.db
+        self._selected: dict[tuple[str, int | None, int | None, int, int], list[str]] = {}
+        self._matches: dict[str, list[tuple[str, int]]] = {}  # paper id -> (keyword, seq)
+        self._papers: dict[str, Paper] = {}
+
+    def count(self, plan: Plan) -> int:
+        """How many papers `items(plan)` holds, without reading them."""
+        return len(self._chosen(plan))
+
+    def items(self, plan: Plan) -> list[Item]:
+        """The papers a plan stands for, each once, in keyword order, newest first."""
+        chosen = self._chosen(plan)
+        self._read_papers(chosen)
+        order = {k: i for i, k in enumerate(plan.keywords)}
+        items = [
+            Item(
+                paper=self._papers[pid],
+                keyword=keyword,
+                also=tuple(
+                    sorted(
+                        {k for k, seq in self._matches_of(pid) if seq <= plan.top and k in order}
+                        - {keyword},
+                        key=order.__getitem__,
+                    )
+                ),
+            )
+            for pid, keyword in chosen.items()
+        ]
+        items.sort(
+            key=lambda i: (order[i.keyword], -i.paper.published.timestamp(), i.paper.arxiv_id)
+        )
+        return items
+
+    def _chosen(self, plan: Plan) -> dict[str, str]:
+        """{paper id: the first of the plan's keywords it is new under}."""
+        chosen: dict[str, str] = {}
+        for keyword, since, first in zip(plan.keywords, plan.since, plan.first, strict=True):
+            for paper_id in self._selection(keyword, since, first, plan.top, plan.cap):
+                chosen.setdefault(paper_id, keyword)
+        if not chosen or all(since is None for since in plan.since):
+            return chosen
+        # A paper the subscriber already had under another keyword is not new to them.
+        self._read_matches(chosen)
+        since_by_keyword = dict(zip(plan.keywords, plan.since, strict=True))
+        return {
+            pid: keyword
+            for pid, keyword in chosen.items()
+            if not any(
+                (since := since_by_keyword.get(k)) is not None and seq <= min(since, plan.top)
+                for k, seq in self._matches[pid]
+            )
+        }
+
+    def _selection(
+        self, keyword: str, since: int | None, first: int | None, top: int, cap: int
+    ) -> list[str]:
+        """One keyword's paper ids for a plan: after `since`, or the newest `cap` up to
+        `first` and all after it."""
+        key = (keyword, since, first, top, cap)
+        if key in self._selected:
+            return self._selected[key]
+        if since is None:
+            first = top if first is None else first
+            rows = self.db.execute(
+                "SELECT * FROM (SELECT m.paper_id FROM matches m JOIN papers p ON p.id = m.paper_id "
+                "WHERE m.keyword = ? AND m.seq <= ? ORDER BY p.published DESC, p.id DESC LIMIT ?) "
+                "UNION ALL SELECT paper_id FROM matches WHERE keyword = ? AND seq > ? AND seq <= ?",
+                [keyword, first, cap, keyword, first, top],
+            )
+        else:
+            rows = self.db.execute(
+                "SELECT paper_id FROM matches WHERE keyword = ? AND seq > ? AND seq <= ?",
+                [keyword, since, top],
+            )
+        selected = self._selected[key] = [paper_id for (paper_id,) in rows]
+        return selected
+
+    def _matches_of(self, paper_id: str) -> list[tuple[str, int]]:
+        if paper_id not in self._matches:
+            self._read_matches([paper_id])
+        return self._matches[paper_id]
+
+    def _read_matches(self, paper_ids: Iterable[str]) -> None:
+        missing = [pid for pid in paper_ids if pid not in self._matches]
+        if not missing:
+            return
+        for pid in missing:
+            self._matches[pid] = []
+        for paper_id, keyword, seq in self.db.execute(
+            "SELECT m.paper_id, m.keyword, m.seq FROM matches m JOIN json_each(?) j "
+            "ON j.value = m.paper_id",
+            [json.dumps(missing)],
+        ):
+            self._matches[paper_id].append((keyword, seq))
+
+    def _read_papers(self, paper_ids: Iterable[str]) -> None:
+        missing = [pid for pid in paper_ids if pid not in self._papers]
+        if not missing:
+            return
+        self._read_matches(missing)
+        for row in self.db.query(
+            "SELECT p.* FROM papers p JOIN json_each(?) j ON j.value = p.id",
+            [json.dumps(missing)],
+        ):
+            self._papers[row["id"]] = _paper(row)
