@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import binascii
 import email.policy
+import functools
 import html
 import logging
 import re
@@ -19,7 +20,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from email.headerregistry import Address
-from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
 
 import aiosmtplib
@@ -132,6 +132,27 @@ def _part(boundary: str, subtype: str, text: str, slot: str, hole: bytes) -> lis
     return pieces
 
 
+def _header(name: str, value: str) -> bytes:
+    """One header line as EmailMessage writes it under POLICY: folded, RFC 2047 where needed."""
+    return POLICY.fold_binary(*POLICY.header_store_parse(name, value))
+
+
+@functools.lru_cache(maxsize=16)
+def _shared_headers(
+    sender: str, date: datetime, list_id: str, one_click: bool
+) -> tuple[bytes, bytes]:
+    """The headers every content of a run has, those before Subject and those after.
+
+    Parsing them costs ~1 ms; a run has one set for its ~1,000 contents.
+    """
+    before = _header("From", header_safe(sender))
+    after = _header("Date", format_datetime(date)) + _header("List-Id", header_safe(list_id))
+    if one_click:
+        after += _header("List-Unsubscribe-Post", "List-Unsubscribe=One-Click")
+    after += _header("Auto-Submitted", "auto-generated") + _header("Precedence", "bulk")
+    return before, after
+
+
 def prepare_message(
     *,
     sender: str,
@@ -148,19 +169,12 @@ def prepare_message(
 
     `link_slot` marks where each recipient's unsubscribe link goes in text and HTML.
     """
-    message = EmailMessage(policy=POLICY)
-    message["From"] = header_safe(sender)
-    message["Subject"] = header_safe(subject)
-    message["Date"] = format_datetime(date)
-    message["List-Id"] = header_safe(list_id)
-    if one_click:
-        message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    message["Auto-Submitted"] = "auto-generated"
-    message["Precedence"] = "bulk"
+    before, after = _shared_headers(sender, date, list_id, one_click)
+    headers = before + _header("Subject", header_safe(subject)) + after
     boundary = "=_digest_" + secrets.token_hex(12)  # "=_" cannot occur in quoted-printable
     # The MIME headers are written by hand: the email package would add an empty body.
-    head = message.as_bytes().split(b"\r\n\r\n", 1)[0] + (
-        f'\r\nMIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary="{boundary}"\r\n'
+    head = headers + (
+        f'MIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary="{boundary}"\r\n'
     ).encode("ascii")
     pieces = [
         b"\r\n",
