@@ -20,7 +20,7 @@ import signal
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor, wait
+from concurrent.futures import Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
@@ -187,6 +187,7 @@ class _Orphaned:
 
 
 _stop: Flag | None = None  # the run's stop signal, in a sending process
+_renderer: Renderer | None = None  # a sending process's, its CSS inlined while the run fetches
 
 
 def _start_share(stop: Flag, parent: int) -> None:
@@ -205,20 +206,68 @@ def _start_share(stop: Flag, parent: int) -> None:
         os._exit(1)
 
 
+def _process_renderer() -> Renderer:
+    """A sending process's one renderer: it inlines the template once for all its shares."""
+    global _renderer
+    if _renderer is None:
+        _renderer = Renderer()
+        _ = _renderer.html_template
+    return _renderer
+
+
+def _warm() -> int:
+    """A sending process's first task: be ready before its share arrives (the run is
+    still fetching). Returns the premailer calls it made, for the run's count."""
+    before = _renderer.inlined if _renderer else 0
+    return _process_renderer().inlined - before
+
+
 def _send_share(share: _Share) -> _Sent:
     """Send one share of the outbox; runs in a sending process."""
     log_to_stderr(share.log_level)
     store = Store.open(share.db)
     try:
         run = Run(share.config, store, now=share.now, cafile=share.cafile, cancel=_stop)
+        before = _renderer.inlined if _renderer else 0
+        run.renderer = _process_renderer()
         run.progress = Progress(tty=False, milestones=False)  # the parent reports progress
         asyncio.run(run._deliver(share.low, share.high))
-        run.report.inlinings = run.renderer.inlined
+        run.report.inlinings = run.renderer.inlined - before
         return _Sent(run.report, run.built)
     except sqlite3.DatabaseError as e:
         raise state_error(share.db, e) from e
     finally:
         store.close()
+
+
+class _SendingProcesses:
+    """A run's sending processes: spawned, not forked (a fork would inherit the run lock
+    and the parent's database connection), each first warming up, then taking shares."""
+
+    def __init__(self, count: int) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.count = count
+        self.stop = context.Event()
+        self.pool = ProcessPoolExecutor(
+            count, mp_context=context, initializer=_start_share, initargs=(self.stop, os.getpid())
+        )
+        # One task each: the pool spawns a process per task while none is idle.
+        self.warming = [self.pool.submit(_warm) for _ in range(count)]
+
+    def submit(self, share: _Share) -> Future[_Sent]:
+        try:
+            return self.pool.submit(_send_share, share)
+        except BrokenProcessPool as e:  # one died warming up: the share fails like a crash
+            failed: Future[_Sent] = Future()
+            failed.set_exception(e)
+            return failed
+
+    def close(self) -> int:
+        """Stop them (a share still running stops before its next message); return the
+        premailer calls their warm-ups made."""
+        self.stop.set()
+        self.pool.shutdown(cancel_futures=True)
+        return sum(f.result() for f in self.warming if not f.cancelled() and not f.exception())
 
 
 def digest_date_for(now: datetime, timezone: str) -> date:
@@ -250,6 +299,7 @@ class Run:
         self.renderer = Renderer()
         self.built = 0  # contents built, in this process and the sending processes
         self.processes = 1  # that sent today's digests
+        self._pool: _SendingProcesses | None = None
         self.cafile = cafile
         self.sender = Sender(config.smtp, cafile=cafile)
         self.report = RunReport(digest_date_for(now, config.digest.timezone))
@@ -266,10 +316,13 @@ class Run:
         except sqlite3.DatabaseError as e:
             # Every write is one transaction: what failed rolled back, the rest is intact.
             raise state_error(self.store.path, e) from e
+        finally:
+            self._stop_processes()
 
     def _execute(self) -> RunReport:
         date_text = self.report.digest_date.isoformat()
         run_id = self.store.start_run(date_text, self.now)
+        self._start_processes()
         self._send()  # what an earlier run left pending, as it was planned
         if self.fetch:
             self._fetch()
@@ -277,6 +330,7 @@ class Run:
         if not self.cancel.is_set():
             self._plan(run_id, date_text)
         self._send()
+        self._stop_processes()
         self.report.arxiv_requests = self.source.requests_made
         self.report.inlinings += self.renderer.inlined
         if self.cancel.is_set():
@@ -407,15 +461,32 @@ class Run:
             wanted = min(_cpus(), MAX_PROCESSES)
         return max(1, min(wanted, smtp.connections))
 
+    def _start_processes(self) -> None:
+        """Start the sending processes now if this run will want them.
+
+        Their start-up (imports, inlining the template: ~1 s) then overlaps fetching
+        and planning instead of delaying the first message.
+        """
+        if self.dry_run or self.store.path is None:
+            return
+        if (count := self._processes(self.store.pending_count() + len(self.subscribers))) > 1:
+            self._pool = _SendingProcesses(count)
+
+    def _stop_processes(self) -> None:
+        if self._pool is not None:
+            self.report.inlinings += self._pool.close()
+            self._pool = None
+
     def _send_in_processes(self, total: int) -> None:
         """Share the outbox among sending processes, each with its own connections.
 
-        They are spawned, not forked (a fork would inherit the run lock and this database
-        connection); each opens the database itself and marks what it sent, as this
-        process would. Progress comes from the outbox.
+        Each opens the database itself and marks what it sent, as this process would.
+        Progress comes from the outbox.
         """
         assert self.store.path is not None, "a dry run never gets here"
-        count = self.processes
+        if self._pool is None:
+            self._pool = _SendingProcesses(self.processes)
+        count = self.processes = self._pool.count
         bounds: list[str | None] = [None, *self.store.plan_bounds(count), None]
         level = logging.getLogger().getEffectiveLevel()
         shares = []
@@ -434,16 +505,11 @@ class Run:
                     level,
                 )
             )
-        context = multiprocessing.get_context("spawn")
-        stop = context.Event()
-        with ProcessPoolExecutor(
-            count, mp_context=context, initializer=_start_share, initargs=(stop, os.getpid())
-        ) as pool:
-            futures = [pool.submit(_send_share, share) for share in shares]
-            while wait(futures, timeout=0.5).not_done:
-                if self.cancel.is_set():
-                    stop.set()
-                self.progress.sending(total - self.store.pending_count(), total)
+        futures = [self._pool.submit(share) for share in shares]
+        while wait(futures, timeout=0.5).not_done:
+            if self.cancel.is_set():
+                self._pool.stop.set()
+            self.progress.sending(total - self.store.pending_count(), total)
         self.progress.sending(total - self.store.pending_count(), total)
         for future in futures:
             try:

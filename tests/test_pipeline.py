@@ -374,7 +374,8 @@ def test_sending_processes_send_what_one_process_sends(
             run = Run(config, store, now=DAY1, progress=Progress(tty=False))
             report = run.execute()
             assert (report.sent, report.failed, run.processes) == (45, [], processes)
-            assert (run.built, report.inlinings) == (15, processes), "each content built once"
+            assert run.built == 15, "each content built once"
+            assert 1 <= report.inlinings <= processes, "the template inlined once per process"
             assert store.pending_count() == 0
         finally:
             store.close()
