@@ -10,7 +10,7 @@ import bisect
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import time
 from email.headerregistry import Address
@@ -27,6 +27,8 @@ SECURITY_MODES = ("starttls", "tls", "none")
 DEFAULT_PORTS = {"starttls": 587, "tls": 465, "none": 25}
 PAGE_FORMATS = ("markdown", "html")
 IMAP_PORTS = {"tls": 993, "starttls": 143, "none": 143}
+# [[subscriber]] tables parsed at a time, when they end the file (see _load_toml).
+SUBSCRIBER_SLICE = 1_000
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _SPACE = re.compile(r"\s")  # exactly what str.isspace() calls whitespace
@@ -157,19 +159,37 @@ class _Locator:
         # Not kept as lines: `key` splits again, for an error message only, and a list of
         # lines would hold 50 MB for 100,000 subscribers while the file is read.
         self.text = text
-        lines = text.splitlines()
+        lines = text.splitlines(keepends=True)
         self.line_count = len(lines)
         self.headers: list[tuple[int, str, bool]] = []  # (line number, name, is array)
+        self.offsets: list[int] = []  # where each header line starts in the text
         # Header lines by table name, so finding the n-th [[subscriber]] is a lookup: a
         # scan per subscriber made loading 100,000 subscribers quadratic (minutes).
         self.by_name: dict[str, list[int]] = {}
+        offset = 0
         for number, line in enumerate(lines, start=1):
             match = self._HEADER.match(line)
             if match:
                 name = re.sub(r"\s*\.\s*", ".", match.group(2)).replace("'", '"')
                 self.headers.append((number, name, match.group(1) == "[["))
+                self.offsets.append(offset)
                 self.by_name.setdefault(name, []).append(number)
+            offset += len(line)
         self.starts = [n for n, _, _ in self.headers]
+
+    def subscriber_slices(self, size: int) -> list[tuple[int, int]] | None:
+        """(start offset, tables) of each run of `size` [[subscriber]] tables, when more
+        than `size` of them end the file with no other table among or after them."""
+        first = next((i for i, h in enumerate(self.headers) if h[1:] == ("subscriber", True)), None)
+        if first is None or len(self.headers) - first <= size:
+            return None
+        if any(h[1:] != ("subscriber", True) for h in self.headers[first:]):
+            return None
+        starts = self.offsets[first::size]
+        return [
+            (start, min(size, len(self.headers) - first - i * size))
+            for i, start in enumerate(starts)
+        ]
 
     def table(self, name: str, index: int = 0) -> int | None:
         found = self.by_name.get(name, [])
@@ -288,9 +308,9 @@ def phrase_query(phrase: str) -> str:
     return f'ti:"{phrase}" OR abs:"{phrase}"'
 
 
-def _read_toml(path: Path) -> tuple[str, dict[str, Any]]:
+def _read_text(path: Path) -> str:
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(
             f"{path}: no such file; create it (see the example subscribers.toml) "
@@ -298,14 +318,57 @@ def _read_toml(path: Path) -> tuple[str, dict[str, Any]]:
         ) from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: cannot read the file ({e})") from e
+
+
+def _parse(path: Path, text: str) -> dict[str, Any]:
     try:
-        return text, tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         match = re.search(r"\(at line (\d+), column (\d+)\)", str(e))
         reason = re.sub(r"\s*\(at (line|end of document).*\)$", "", str(e))
         line = match.group(1) if match else len(text.splitlines())  # "at end of document"
         where = f"{path}:{line}"
         raise ConfigError(f"{where}: TOML syntax error: {reason}; fix the file and retry") from e
+
+
+def _load_toml(path: Path) -> tuple[_Locator, dict[str, Any], Iterable[Any]]:
+    """The file's document without its [[subscriber]] tables, and those tables.
+
+    100,000 subscribers make a ~70 MB document while it lasts. When the tables end the
+    file they are parsed SUBSCRIBER_SLICE at a time, as they are read. Anything else,
+    and any slice that does not parse to exactly its tables (a header-like line inside a
+    multi-line string, a syntax error), falls back to parsing the whole file, which
+    reports a syntax error at its real line.
+    """
+    text = _read_text(path)
+    loc = _Locator(text)
+    slices = loc.subscriber_slices(SUBSCRIBER_SLICE)
+    if slices:
+        try:
+            data = tomllib.loads(text[: slices[0][0]])
+        except tomllib.TOMLDecodeError:
+            data = {"subscriber": None}  # e.g. cut inside a string: parse it whole
+        if "subscriber" not in data:
+            return loc, data, _sliced_tables(path, text, slices)
+    data = _parse(path, text)
+    return loc, data, data.get("subscriber", [])
+
+
+def _sliced_tables(path: Path, text: str, slices: list[tuple[int, int]]) -> Iterator[Any]:
+    ends = [start for start, _ in slices[1:]] + [len(text)]
+    done = 0
+    for (start, count), end in zip(slices, ends, strict=True):
+        try:
+            part = tomllib.loads(text[start:end])
+        except tomllib.TOMLDecodeError:
+            part = {}
+        tables = part.get("subscriber") if part.keys() == {"subscriber"} else None
+        if not isinstance(tables, list) or len(tables) != count:
+            whole = _parse(path, text).get("subscriber")
+            yield from whole[done:] if isinstance(whole, list) else []
+            return
+        yield from tables
+        done += count
 
 
 def _digest_settings(r: _Reader) -> DigestSettings:
@@ -456,10 +519,13 @@ def _keyword_tables(path: Path, loc: _Locator, data: Mapping[str, Any]) -> dict[
 
 
 def _subscribers(
-    path: Path, loc: _Locator, data: Mapping[str, Any], keywords: dict[str, Keyword]
+    path: Path,
+    loc: _Locator,
+    data: Mapping[str, Any],
+    entries: Iterable[Any],
+    keywords: dict[str, Keyword],
 ) -> tuple[Subscriber, ...]:
-    entries = data.get("subscriber", [])
-    if not isinstance(entries, list):
+    if not isinstance(entries, list | Iterator):
         raise _Reader(path, loc, data, None, "").fail(
             "subscriber", "subscribers are written as [[subscriber]] tables"
         )
@@ -599,8 +665,7 @@ def load_config(
     """Read subscribers.toml and the environment; raise ConfigError naming what is wrong."""
     env = os.environ if env is None else env
     path = path or default_subscribers_path(env)
-    text, data = _read_toml(path)
-    loc = _Locator(text)
+    loc, data, entries = _load_toml(path)
     top = _Reader(path, loc, data, None, "")
     top.check_keys(("digest", "smtp", "keywords", "subscriber", "page", "web", "inbox"))
     for section in ("digest", "smtp", "page", "web", "inbox"):
@@ -613,7 +678,7 @@ def load_config(
         _Reader(path, loc, data.get("smtp", {}), loc.table("smtp"), "[smtp] "), env
     )
     keywords = _keyword_tables(path, loc, data)
-    subscribers = _subscribers(path, loc, data, keywords)
+    subscribers = _subscribers(path, loc, data, entries, keywords)
     watched = {k for s in subscribers for k in s.keywords}
     web = None
     if "web" in data:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+from digest import config
 from digest.cli import main
 from digest.config import load_config
+from digest.errors import ConfigError
 
 HEAD = '[digest]\nfrom = "arXiv digest <digest@example.org>"\n'
 
@@ -193,3 +196,65 @@ def test_keywords_are_matched_case_insensitively_and_fetched_once(tmp_path: Path
     config = load_config(path, env={})
     assert [k.name for k in config.keywords.values()] == ["Person Re-ID", "Try On"]
     assert config.subscribers[1].keywords == ("person re-id", "try on")
+
+
+# -- thousands of subscribers: parsed a slice at a time, with the same outcome -------------
+
+MANY = 2_500  # more than SUBSCRIBER_SLICE, so the tables are parsed in slices
+
+
+def many(changes: dict[int, str] | None = None, tail: str = "", newline: str = "\n") -> str:
+    """HEAD and MANY subscribers; `changes` replaces the whole table of some of them."""
+    tables = []
+    for i in range(MANY):
+        keywords = '"Person Re-ID", "try on"' if i % 3 else '"Person Re-ID"'
+        table = (
+            f'[[subscriber]]  # reader {i}\nemail = "r{i}@example.org"\nname = "Reader {i}"\n'
+            f"keywords = [{keywords}]\n"
+        )
+        tables.append((changes or {}).get(i, table))
+    return (HEAD + "\n" + "\n".join(tables) + tail).replace("\n", newline)
+
+
+def outcome(path: Path) -> object:
+    try:
+        return load_config(path, env={}).subscribers
+    except ConfigError as e:
+        return str(e)
+
+
+SLICED = {
+    "plain": many(),
+    "CRLF line endings": many(newline="\r\n"),
+    "a table after the subscribers": many(tail='\n[smtp]\nhost = "mail.example.org"\n'),
+    "a syntax error far down": many({2_222: '[[subscriber]]\nemail = "r@example.org\n'}),
+    "a bad address far down": many(
+        {1_500: '[[subscriber]]\nemail = "not an address"\nkeywords = ["x"]\n'}
+    ),
+    "a header inside a multi-line string": many(
+        {
+            1_200: '[[subscriber]]\nemail = "r@example.org"\nname = """A\n[[subscriber]]\nB"""\n'
+            'keywords = ["x"]\n'
+        }
+    ),
+    "the same reader twice": many(
+        {2_400: '[[subscriber]]\nemail = "r7@example.org"\nkeywords = ["x"]\n'}
+    ),
+}
+
+
+@pytest.mark.parametrize("name", SLICED)
+def test_many_subscribers_load_as_the_whole_file_would(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    path = tmp_path / "subscribers.toml"
+    path.write_bytes(SLICED[name].encode())
+    sliced = outcome(path)
+    monkeypatch.setattr(config, "SUBSCRIBER_SLICE", 10 * MANY)  # one parse of the whole file
+    whole = outcome(path)
+
+    assert sliced == whole
+    if name in ("plain", "CRLF line endings", "a table after the subscribers"):
+        assert isinstance(sliced, tuple) and len(sliced) == MANY
+    else:
+        assert isinstance(sliced, str) and re.match(rf"{re.escape(str(path))}:\d+: ", sliced)
