@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 
@@ -47,7 +47,8 @@ log = logging.getLogger("digest.daemon")
 MAX_TICK = 60.0
 # `digest send` by hand holds the lock: try again shortly.
 BUSY_RETRY = 60.0
-# A run that failed outright (database unusable, a bug): again later, not in a tight loop.
+# A run that failed outright (arXiv or SMTP unreachable all run, database unusable, a bug):
+# again later, not in a tight loop.
 FAILURE_RETRY = 30 * 60.0
 # Exit code for a second SIGINT/SIGTERM that does not wait for the run in progress.
 EXIT_FORCED = 130
@@ -349,6 +350,10 @@ class Daemon:
         except Exception:
             log.exception("the run failed (a bug in digest); trying again in 30 minutes")
             return Outcome(result="failed: internal error (see the log)", retry_in=FAILURE_RETRY)
+        if status == "failed":
+            # arXiv or the SMTP server was unreachable: the day is still owed its digest.
+            log.error("nothing could be fetched or sent; trying again in 30 minutes")
+            return Outcome(last_done=last, result=_result(report, status), retry_in=FAILURE_RETRY)
         return Outcome(last_done=last, result=_result(report, status))
 
     def _worker_done(self) -> None:
@@ -372,8 +377,17 @@ class Daemon:
         """Log when the next digest goes out, once the loop has decided nothing is due now."""
         self.announce = False
         digest = self.config.digest
-        upcoming = next_send(self.clock(), digest.send_at, digest.timezone, self.last_done)
-        log.info("next digest at %s", describe(upcoming, digest.timezone))
+        log.info("next digest at %s", describe(self._upcoming(), digest.timezone))
+
+    def _upcoming(self) -> datetime:
+        """When the next run starts: when a digest is due, but not before a retry wait."""
+        digest, now = self.config.digest, self.clock()
+        if digest_due(now, digest.send_at, digest.timezone, self.last_done):
+            upcoming = now  # still owed (a failed run): as soon as the wait is over
+        else:
+            upcoming = next_send(now, digest.send_at, digest.timezone, self.last_done)
+        wait = self.retry_at - time.monotonic()
+        return max(upcoming, now + timedelta(seconds=wait)) if wait > 0 else upcoming
 
     # -- commands by mail --------------------------------------------------------
 
@@ -430,8 +444,7 @@ class Daemon:
         if self.running_for is not None:
             parts.insert(0, f"sending the digest for {self.running_for}")
         else:
-            upcoming = next_send(self.clock(), digest.send_at, digest.timezone, self.last_done)
-            parts.insert(0, f"next digest {describe(upcoming, digest.timezone)}")
+            parts.insert(0, f"next digest {describe(self._upcoming(), digest.timezone)}")
         if self.last_result:
             parts.append(f"last: {self.last_result}")
         return "; ".join(parts)

@@ -81,6 +81,8 @@ class RunReport:
     previews: list[Preview] = field(default_factory=list)
     arxiv_requests: int = 0
     inlinings: int = 0
+    smtp_unreachable: bool = False  # digests were waiting and no connection could be made
+    keywords: int = 0  # watched, to tell a few failed fetches from all of them
 
     @property
     def exit_code(self) -> int:
@@ -91,6 +93,15 @@ class RunReport:
         if self.failed:
             return EXIT_DELIVERY_FAILED
         return EXIT_OK
+
+    @property
+    def failed_outright(self) -> bool:
+        """Nothing of the day could get through: arXiv or the SMTP server was unreachable.
+
+        Unlike refusals of single messages (bounces), this is worth trying again soon.
+        """
+        every_keyword = self.keywords > 0 and len(self.failed_keywords) == self.keywords
+        return self.sent == 0 and (self.smtp_unreachable or every_keyword)
 
 
 @dataclass(frozen=True)
@@ -335,6 +346,8 @@ class Run:
         self.report.inlinings += self.renderer.inlined
         if self.cancel.is_set():
             status = "interrupted"
+        elif self.report.failed_outright:
+            status = "failed"  # the day is still owed a digest (last_completed_digest_date)
         else:
             status = "ok" if self.report.exit_code == EXIT_OK else "partial"
         self.store.finish_run(
@@ -362,6 +375,7 @@ class Run:
 
     def _fetch(self) -> None:
         keywords = list(self.config.keywords.values())
+        self.report.keywords = len(keywords)
         for index, keyword in enumerate(keywords, start=1):
             if self.cancel.is_set():
                 return
@@ -443,6 +457,7 @@ class Run:
         except DeliveryError as e:
             # Nothing was sent: the digests stay pending and go out with the next run.
             log.error("%s", e)
+            self.report.smtp_unreachable = True
             self.report.failed.extend((o.email, str(e)) for o in self.store.pending())
             return
         if self.processes > 1:

@@ -622,6 +622,31 @@ def test_a_missed_send_is_caught_up_once(
     assert not [line for line in again.lines if "catching up" in line or "run finished" in line]
 
 
+def test_a_day_nothing_got_through_is_tried_again_in_30_minutes_not_in_a_loop(
+    env: dict[str, str],
+    smtp: SMTPServer,
+    start_daemon: Callable[[dict[str, str]], DaemonProcess],
+) -> None:
+    zone, local = roomy_zone()
+    write_subscribers(env, zone, local - timedelta(hours=1))
+    smtp.stop()
+
+    daemon = start_daemon(env)
+    started = datetime.now(UTC)
+    daemon.wait_log(rf"run finished: {local.date()} failed, 0 sent, 3 not delivered")
+    daemon.wait_log("nothing could be fetched or sent; trying again in 30 minutes")
+    retry = [describe(started + timedelta(minutes=30, seconds=s), zone) for s in (0, 60)]
+    daemon.wait_log(f"next digest at ({'|'.join(map(re.escape, retry))})$")
+    clock.sleep(2)  # a day still owed must not start a run on every tick
+    assert sum(bool(re.search(r"run finished: \d{4}-", line)) for line in daemon.lines) == 1
+    assert daemon.stop()[0] == 0
+    store = Store.open(Path(env["DIGEST_DB"]))
+    try:
+        assert (store.recent_runs(1)[0]["status"], store.pending_count()) == ("failed", 3)
+    finally:
+        store.close()
+
+
 def test_sigterm_mid_run_leaves_the_rest_pending_and_send_waits_for_the_lock(
     env: dict[str, str],
     smtp: SMTPServer,

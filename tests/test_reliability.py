@@ -16,7 +16,9 @@ import pytest
 from click.testing import CliRunner
 
 from digest.cli import main
-from digest.errors import EXIT_DELIVERY_FAILED, EXIT_OK
+from digest.config import Config, load_config
+from digest.errors import EXIT_DELIVERY_FAILED, EXIT_FETCH_FAILED, EXIT_OK
+from digest.store import Store
 from tests.conftest import DAY1, WriteConfig, config_text, run_digest
 from tests.fakes.arxiv_server import FakeArxiv
 from tests.fakes.smtp_server import SMTPServer
@@ -241,3 +243,38 @@ def test_a_full_disk_is_reported_and_leaves_the_previous_state_intact(
         "reader@example.org",
         "student@example.org",
     ]
+
+
+def test_a_day_nothing_got_through_is_still_owed(
+    write_config: WriteConfig, env: dict[str, str], smtp: SMTPServer, arxiv_fake: FakeArxiv
+) -> None:
+    """arXiv or the SMTP server unreachable all run: the run 'failed' and the day is not
+    done, so the daemon tries again the same day. A refused address is not that."""
+
+    def day(config: Config) -> tuple[str, str | None, int]:
+        store = Store.open(config.db_path)
+        try:
+            return (
+                store.recent_runs(1)[0]["status"],
+                store.last_completed_digest_date(),
+                store.pending_count(),
+            )
+        finally:
+            store.close()
+
+    config = write_config()
+    arxiv_fake.fail_next("garbage", times=1_000)  # every keyword fails, every attempt
+    report = run_digest(config)
+    assert (report.exit_code, day(config)) == (EXIT_FETCH_FAILED, ("failed", None, 0))
+
+    arxiv_fake.clear_faults()
+    smtp.stop()
+    report = run_digest(config)
+    assert (report.exit_code, day(config)) == (EXIT_DELIVERY_FAILED, ("failed", None, 3))
+
+    smtp.start()
+    config = load_config(env={**env, "DIGEST_SMTP_PORT": str(smtp.port)})
+    smtp.rcpt_reply[VICTIM] = "550 5.1.1 User unknown"
+    report = run_digest(config)
+    assert report.sent == 2 and report.exit_code == EXIT_DELIVERY_FAILED
+    assert day(config) == ("partial", DAY1.date().isoformat(), 0)

@@ -679,6 +679,10 @@ class FakeArxiv:
         with self._lock:
             self._faults.extend([(kind, params)] * times)
 
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
     @property
     def pending_faults(self) -> int:
         with self._lock:
