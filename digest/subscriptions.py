@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import tomlkit
-from tomlkit.items import AoT, Table
+from tomlkit.items import AoT, Item, Table, Whitespace
 
 from digest.config import Config, keyword_key, load_config, validate_email, validate_keyword
 from digest.errors import ConfigError
@@ -131,7 +131,11 @@ def subscribe(path: Path, email: str, keywords: Sequence[str], name: str | None 
             table.add("keywords", tomlkit.array())
             table["keywords"].extend(_unique(keywords))
             table.trivia.indent = "\n"  # a blank line before the new [[subscriber]]
+            # What separated the last subscriber from whatever follows now follows the new one.
+            trailing = _pop_trailing_space(entries[-1]) if len(entries) else []
             entries.append(table)
+            for space in trailing:
+                table.value.append(None, space)
             return True, f"subscribed {email}"
         return _add(entry, keywords)
 
@@ -204,8 +208,27 @@ def _add(entry: Table, keywords: Sequence[str]) -> tuple[bool, str]:
 def _remove(entries: AoT, email: str) -> None:
     for index, entry in enumerate(entries):
         if str(entry.get("email", "")).casefold() == email.casefold():
+            # The blank lines after it now end the subscriber before it, instead of that
+            # one's own: removing what `subscribe` added gives back the file as it was.
+            trailing = _pop_trailing_space(entry)
+            if index > 0:
+                before = entries[index - 1]
+                _pop_trailing_space(before)
+                for space in trailing:
+                    before.value.append(None, space)
             del entries[index]
             return
+
+
+def _pop_trailing_space(table: Table) -> list[Item]:
+    """The blank lines that end a table (tomlkit keeps them in its body), taken out."""
+    body = table.value.body
+    cut = len(body)
+    while cut and body[cut - 1][0] is None and isinstance(body[cut - 1][1], Whitespace):
+        cut -= 1
+    trailing = [item for _key, item in body[cut:]]
+    del body[cut:]
+    return trailing
 
 
 def _unique(keywords: Sequence[str]) -> list[str]:

@@ -44,6 +44,33 @@ def test_subscribe_appends_and_keeps_every_comment(listing: Path) -> None:
     assert [s.email for s in config.subscribers][-1] == "new@example.org"
 
 
+LIST = (
+    '[digest]\nfrom = "d <digest@example.org>"\n\n'
+    '[[subscriber]]\nemail = "a@example.org"\nkeywords = ["x"]\n\n'
+    '[[subscriber]]\nemail = "b@example.org"\nkeywords = ["y"]\n'
+)
+
+
+@pytest.mark.parametrize(
+    "after", ["", '\n[smtp]\nhost = "mail.example.org"\n'], ids=["last", "before a table"]
+)
+def test_subscribing_and_leaving_again_gives_back_the_file(tmp_path: Path, after: str) -> None:
+    path = tmp_path / "subscribers.toml"
+    path.write_text(LIST + after, encoding="utf-8")
+
+    subscribe(path, "c@example.org", ["z"])
+    added = path.read_text(encoding="utf-8")
+    subscribe(path, "d@example.org", ["z"])
+    unsubscribe(path, "c@example.org")
+    unsubscribe(path, "d@example.org")
+
+    new = '\n[[subscriber]]\nemail = "c@example.org"\nkeywords = ["z"]\n'
+    assert added == LIST + new + after, "one blank line on each side of the new table"
+    assert path.read_text(encoding="utf-8") == LIST + after
+    unsubscribe(path, "b@example.org")
+    assert path.read_text(encoding="utf-8") == LIST.rpartition("\n\n[[")[0] + "\n" + after
+
+
 def test_keyword_changes_and_unsubscribe(listing: Path) -> None:
     assert add_keywords(listing, "READER@example.org", ["try on"]).keywords == (
         "Person Re-ID",
