@@ -89,3 +89,17 @@ def test_python_dash_m_digest_send_as_a_real_process(
     assert "sent 3 digests, 0 failed" in result.stdout
     assert 'INFO keyword "Person Re-ID": ' in result.stderr
     assert len(smtp.messages) == 3
+
+
+def test_digest_loads_neither_numpy_nor_pandas() -> None:
+    """sqlite-utils would import them when installed, for ~12-60 MB in every process."""
+    probe = (
+        "import sys, importlib.util, digest.cli, digest.run; "
+        "print(sorted({'numpy', 'pandas'} & set(sys.modules))); "
+        "print(importlib.util.find_spec('numpy') is not None)"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    loaded, installed = done.stdout.split("\n")[:2]
+    assert loaded == "[]"
+    if installed != "True":
+        pytest.skip("numpy is not installed here, so hiding it proves nothing")
