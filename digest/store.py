@@ -481,6 +481,17 @@ class Store:
                 return
             after = (rows[-1]["plan"], rows[-1]["id"])
 
+    def pending_emails(self, low: str | None = None, high: str | None = None) -> set[str]:
+        """The addresses of the pending digests `pending(low, high)` yields."""
+        return {
+            row["email"]
+            for row in self.db.query(
+                "SELECT DISTINCT email FROM digests WHERE status = 'pending' "
+                "AND plan >= ? AND (? IS NULL OR plan < ?)",
+                [low or "", high, high],
+            )
+        }
+
     def plan_bounds(self, shares: int) -> list[str]:
         """Plans that cut the pending digests into `shares` runs of about equal length.
 
