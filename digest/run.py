@@ -106,7 +106,7 @@ class RunReport:
 
 @dataclass(frozen=True)
 class _Job:
-    """Everything building one content's message needs; picklable, for a worker process."""
+    """Everything building one content's message needs, with the date of its digests."""
 
     digest_date: date
     plan: Plan
