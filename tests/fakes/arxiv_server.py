@@ -31,8 +31,9 @@ from typing import Any, NamedTuple
 from urllib.parse import parse_qs, quote, urlsplit
 from xml.sax.saxutils import escape, quoteattr
 
-REPO = Path(__file__).resolve().parents[2]
-DEFAULT_REFERENCE = REPO.parent / "shared" / "reference" / "daily-papers-README.md"
+# The Daily Papers README the project started from (shared/reference), kept with the tests
+# so that a clone alone can run them.
+DEFAULT_REFERENCE = Path(__file__).resolve().parent / "reference" / "daily-papers-README.md"
 HOST = "127.0.0.1"
 ATOM_SCHEME = "http://arxiv.org/schemas/atom"
 ATOM_TYPE = "application/atom+xml; charset=UTF-8"
