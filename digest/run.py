@@ -82,7 +82,6 @@ class RunReport:
     arxiv_requests: int = 0
     inlinings: int = 0
     smtp_unreachable: bool = False  # digests were waiting and no connection could be made
-    keywords: int = 0  # watched, to tell a few failed fetches from all of them
 
     @property
     def exit_code(self) -> int:
@@ -93,15 +92,6 @@ class RunReport:
         if self.failed:
             return EXIT_DELIVERY_FAILED
         return EXIT_OK
-
-    @property
-    def failed_outright(self) -> bool:
-        """Nothing of the day could get through: arXiv or the SMTP server was unreachable.
-
-        Unlike refusals of single messages (bounces), this is worth trying again soon.
-        """
-        every_keyword = self.keywords > 0 and len(self.failed_keywords) == self.keywords
-        return self.sent == 0 and (self.smtp_unreachable or every_keyword)
 
 
 @dataclass(frozen=True)
@@ -217,20 +207,18 @@ def _start_share(stop: Flag, parent: int) -> None:
         os._exit(1)
 
 
-def _process_renderer() -> Renderer:
-    """A sending process's one renderer: it inlines the template once for all its shares."""
-    global _renderer
-    if _renderer is None:
-        _renderer = Renderer()
-        _ = _renderer.html_template
-    return _renderer
-
-
 def _warm() -> int:
-    """A sending process's first task: be ready before its share arrives (the run is
-    still fetching). Returns the premailer calls it made, for the run's count."""
-    before = _renderer.inlined if _renderer else 0
-    return _process_renderer().inlined - before
+    """Give this sending process its one renderer, the template inlined, unless it has it.
+
+    Its first task, while the run still fetches; each share calls it again. Returns the
+    premailer calls it made, for the run's count.
+    """
+    global _renderer
+    if _renderer is not None:
+        return 0
+    _renderer = Renderer()
+    _ = _renderer.html_template
+    return _renderer.inlined
 
 
 def _send_share(share: _Share) -> _Sent:
@@ -239,11 +227,12 @@ def _send_share(share: _Share) -> _Sent:
     store = Store.open(share.db)
     try:
         run = Run(share.config, store, now=share.now, cafile=share.cafile, cancel=_stop)
-        before = _renderer.inlined if _renderer else 0
-        run.renderer = _process_renderer()
+        inlined = _warm()
+        assert _renderer is not None
+        run.renderer = _renderer  # rendering with the inlined template calls premailer no more
         run.progress = Progress(tty=False, milestones=False)  # the parent reports progress
         asyncio.run(run._deliver(share.low, share.high))
-        run.report.inlinings = run.renderer.inlined - before
+        run.report.inlinings = inlined
         return _Sent(run.report, run.built)
     except sqlite3.DatabaseError as e:
         raise state_error(share.db, e) from e
@@ -344,12 +333,7 @@ class Run:
         self._stop_processes()
         self.report.arxiv_requests = self.source.requests_made
         self.report.inlinings += self.renderer.inlined
-        if self.cancel.is_set():
-            status = "interrupted"
-        elif self.report.failed_outright:
-            status = "failed"  # the day is still owed a digest (last_completed_digest_date)
-        else:
-            status = "ok" if self.report.exit_code == EXIT_OK else "partial"
+        status = self._status()
         self.store.finish_run(
             run_id,
             datetime.now(UTC),
@@ -371,11 +355,24 @@ class Run:
         )
         return self.report
 
+    def _status(self) -> str:
+        """How the run ended. 'failed': nothing of the day got through because arXiv or the
+        SMTP server was unreachable, so the day is still owed (last_completed_digest_date)
+        and worth trying again soon; refusals of single messages only make it 'partial'."""
+        report = self.report
+        if self.cancel.is_set():
+            return "interrupted"
+        every_keyword = bool(self.config.keywords) and len(report.failed_keywords) == len(
+            self.config.keywords
+        )
+        if report.sent == 0 and (report.smtp_unreachable or every_keyword):
+            return "failed"
+        return "ok" if report.exit_code == EXIT_OK else "partial"
+
     # -- fetch -----------------------------------------------------------------
 
     def _fetch(self) -> None:
         keywords = list(self.config.keywords.values())
-        self.report.keywords = len(keywords)
         for index, keyword in enumerate(keywords, start=1):
             if self.cancel.is_set():
                 return
@@ -510,7 +507,7 @@ class Run:
             connections = smtp.connections // count + (i < smtp.connections % count)
             # Only the share's own readers: 100,000 subscribers are ~35 MB in each process.
             emails = self.store.pending_emails(bounds[i], bounds[i + 1])
-            readers = tuple(s for s in self.config.subscribers if s.email.casefold() in emails)
+            readers = tuple(self.subscribers[e] for e in sorted(emails) if e in self.subscribers)
             config = replace(
                 self.config, smtp=replace(smtp, connections=connections), subscribers=readers
             )

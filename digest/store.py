@@ -777,7 +777,7 @@ class Contents:
                 keyword=keyword,
                 also=tuple(
                     sorted(
-                        {k for k, seq in self._matches_of(pid) if seq <= plan.top and k in order}
+                        {k for k, seq in self._matches[pid] if seq <= plan.top and k in order}
                         - {keyword},
                         key=order.__getitem__,
                     )
@@ -834,11 +834,6 @@ class Contents:
         selected = self._selected[key] = [paper_id for (paper_id,) in rows]
         return selected
 
-    def _matches_of(self, paper_id: str) -> list[tuple[str, int]]:
-        if paper_id not in self._matches:
-            self._read_matches([paper_id])
-        return self._matches[paper_id]
-
     def _read_matches(self, paper_ids: Iterable[str]) -> None:
         missing = [pid for pid in paper_ids if pid not in self._matches]
         if not missing:
@@ -853,6 +848,7 @@ class Contents:
             self._matches[paper_id].append((keyword, seq))
 
     def _read_papers(self, paper_ids: Iterable[str]) -> None:
+        """Papers not read yet, with their matches (`items` needs both)."""
         missing = [pid for pid in paper_ids if pid not in self._papers]
         if not missing:
             return

@@ -131,11 +131,10 @@ def subscribe(path: Path, email: str, keywords: Sequence[str], name: str | None 
             table.add("keywords", tomlkit.array())
             table["keywords"].extend(_unique(keywords))
             table.trivia.indent = "\n"  # a blank line before the new [[subscriber]]
-            # What separated the last subscriber from whatever follows now follows the new one.
-            trailing = _pop_trailing_space(entries[-1]) if len(entries) else []
             entries.append(table)
-            for space in trailing:
-                table.value.append(None, space)
+            if len(entries) > 1:
+                # What separated the last subscriber from what follows now follows the new one.
+                _move_trailing_space(entries[-2], table)
             return True, f"subscribed {email}"
         return _add(entry, keywords)
 
@@ -208,16 +207,18 @@ def _add(entry: Table, keywords: Sequence[str]) -> tuple[bool, str]:
 def _remove(entries: AoT, email: str) -> None:
     for index, entry in enumerate(entries):
         if str(entry.get("email", "")).casefold() == email.casefold():
-            # The blank lines after it now end the subscriber before it, instead of that
-            # one's own: removing what `subscribe` added gives back the file as it was.
-            trailing = _pop_trailing_space(entry)
             if index > 0:
-                before = entries[index - 1]
-                _pop_trailing_space(before)
-                for space in trailing:
-                    before.value.append(None, space)
+                # The blank lines after it end the subscriber before it, instead of that
+                # one's own: removing what `subscribe` added gives back the file as it was.
+                _pop_trailing_space(entries[index - 1])
+                _move_trailing_space(entry, entries[index - 1])
             del entries[index]
             return
+
+
+def _move_trailing_space(source: Table, target: Table) -> None:
+    for space in _pop_trailing_space(source):
+        target.value.append(None, space)
 
 
 def _pop_trailing_space(table: Table) -> list[Item]:
