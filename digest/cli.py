@@ -21,6 +21,7 @@ from digest.logs import log_to_stderr
 from digest.progress import Progress
 from digest.run import Run, open_store, write_previews
 from digest.store import Store
+from digest.subscribers import Subscribers
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -364,7 +365,7 @@ def preview(
         raise ConfigError(f'{config.path}: no subscriber "{email}"; subscribers are: {listed}')
     # Only this reader, and their digest even when empty: a preview shows what they would get.
     settings = dataclasses.replace(config.digest, send_empty=True)
-    config = dataclasses.replace(config, subscribers=(chosen,), digest=settings)
+    config = dataclasses.replace(config, subscribers=Subscribers([chosen]), digest=settings)
     store = open_store(config, dry_run=True)  # an in-memory copy: nothing is written back
     try:
         report = Run(config, store, now=datetime.now(UTC), dry_run=True, fetch=False).execute()

@@ -10,15 +10,17 @@ import bisect
 import os
 import re
 import tomllib
+from array import array
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import time
 from email.headerregistry import Address
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from digest.errors import ConfigError
+from digest.subscribers import Subscriber, Subscribers
 from digest.tokens import load_secret
 
 ARXIV_API_URL = "https://export.arxiv.org/api/query"
@@ -53,15 +55,6 @@ class Keyword:
     name: str
     query: str
     categories: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)  # slots: a public instance holds 100,000 of them
-class Subscriber:
-    """One reader: where to mail, and the keywords (keys) in their order."""
-
-    email: str
-    name: str | None
-    keywords: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -135,7 +128,7 @@ class Config:
     digest: DigestSettings
     smtp: SmtpSettings
     keywords: Mapping[str, Keyword]
-    subscribers: tuple[Subscriber, ...]
+    subscribers: Subscribers
     db_path: Path
     arxiv_url: str
     arxiv_delay: float
@@ -151,58 +144,59 @@ class Config:
 
 
 class _Locator:
-    """Finds line numbers for tables and keys, since tomllib does not report them."""
+    """Where each table of the file starts (tomllib does not say), from one pass over it.
+
+    The file is read a line at a time and its text is not kept: 100,000 subscribers are
+    13.5 MB of it, and the list of its lines took ~40 MB more while it was read. Only an
+    error message reads it again (`key`).
+    """
 
     _HEADER = re.compile(r"^\s*(\[\[?)\s*(.+?)\s*\]\]?\s*(#.*)?$")
 
-    def __init__(self, text: str) -> None:
-        # Not kept as lines: `key` splits again, for an error message only, and a list of
-        # lines would hold 50 MB for 100,000 subscribers while the file is read.
-        self.text = text
-        lines = text.splitlines(keepends=True)
-        self.line_count = len(lines)
-        self.headers: list[tuple[int, str, bool]] = []  # (line number, name, is array)
-        self.offsets: list[int] = []  # where each header line starts in the text
-        # Header lines by table name, so finding the n-th [[subscriber]] is a lookup: a
-        # scan per subscriber made loading 100,000 subscribers quadratic (minutes).
-        self.by_name: dict[str, list[int]] = {}
+    def __init__(self, file: BinaryIO) -> None:
+        self.file = file
+        self.others: list[int] = []  # the lines of tables other than [[subscriber]]
+        self.by_name: dict[str, list[int]] = {}  # their lines by table name
+        # Each [[subscriber]] header's line, and where it starts in the file (bytes): a
+        # lookup, as a scan per subscriber made loading 100,000 of them take minutes.
+        self.subscribers = array("Q")
+        self.offsets = array("Q")
         offset = 0
-        for number, line in enumerate(lines, start=1):
-            match = self._HEADER.match(line)
-            if match:
-                name = re.sub(r"\s*\.\s*", ".", match.group(2)).replace("'", '"')
-                self.headers.append((number, name, match.group(1) == "[["))
-                self.offsets.append(offset)
-                self.by_name.setdefault(name, []).append(number)
-            offset += len(line)
-        self.starts = [n for n, _, _ in self.headers]
+        for number, raw in enumerate(file, start=1):
+            if raw.lstrip(b" \t")[:1] == b"[":  # TOML's whitespace; few lines get further
+                match = self._HEADER.match(raw.decode("utf-8", "replace"))
+                if match:
+                    name = re.sub(r"\s*\.\s*", ".", match.group(2)).replace("'", '"')
+                    if name == "subscriber" and match.group(1) == "[[":
+                        self.subscribers.append(number)
+                        self.offsets.append(offset)
+                    else:
+                        self.others.append(number)
+                        self.by_name.setdefault(name, []).append(number)
+            offset += len(raw)
 
     def subscriber_slices(self, size: int) -> list[tuple[int, int]] | None:
         """(start offset, tables) of each run of `size` [[subscriber]] tables, when more
         than `size` of them end the file with no other table among or after them."""
-        first = next((i for i, h in enumerate(self.headers) if h[1:] == ("subscriber", True)), None)
-        if first is None or len(self.headers) - first <= size:
+        count = len(self.subscribers)
+        if count <= size or (self.others and self.others[-1] > self.subscribers[0]):
             return None
-        if any(h[1:] != ("subscriber", True) for h in self.headers[first:]):
-            return None
-        starts = self.offsets[first::size]
-        return [
-            (start, min(size, len(self.headers) - first - i * size))
-            for i, start in enumerate(starts)
-        ]
+        return [(self.offsets[i], min(size, count - i)) for i in range(0, count, size)]
 
     def table(self, name: str, index: int = 0) -> int | None:
-        found = self.by_name.get(name, [])
+        found = self.subscribers if name == "subscriber" else self.by_name.get(name, [])
         return found[index] if index < len(found) else None
 
     def key(self, table_line: int | None, key: str) -> int | None:
         """Line of `key = …` inside the table starting at table_line (None: top level)."""
         start = table_line or 0
-        following = bisect.bisect_right(self.starts, start)
-        end = self.starts[following] if following < len(self.starts) else self.line_count + 1
-        lines = self.text.splitlines()
+        self.file.seek(0)
+        lines = self.file.read().decode("utf-8", "replace").split("\n")
+        starts = sorted([*self.others, *self.subscribers])
+        following = bisect.bisect_right(starts, start)
+        end = starts[following] if following < len(starts) else len(lines) + 1
         pattern = re.compile(rf'^\s*("{re.escape(key)}"|{re.escape(key)})\s*=')
-        for number in range(start + 1, end):
+        for number in range(start + 1, min(end, len(lines) + 1)):
             if pattern.match(lines[number - 1]):
                 return number
         return table_line
@@ -308,19 +302,23 @@ def phrase_query(phrase: str) -> str:
     return f'ti:"{phrase}" OR abs:"{phrase}"'
 
 
-def _read_text(path: Path) -> str:
+def _open(path: Path) -> BinaryIO:
     try:
-        return path.read_text(encoding="utf-8")
+        return path.open("rb")
     except FileNotFoundError:
         raise ConfigError(
             f"{path}: no such file; create it (see the example subscribers.toml) "
             "or point DIGEST_SUBSCRIBERS / --subscribers at it"
         ) from None
-    except (OSError, UnicodeDecodeError) as e:
+    except OSError as e:
         raise ConfigError(f"{path}: cannot read the file ({e})") from e
 
 
-def _parse(path: Path, text: str) -> dict[str, Any]:
+def _parse(path: Path, data: bytes) -> dict[str, Any]:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: cannot read the file ({e})") from e
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -331,40 +329,42 @@ def _parse(path: Path, text: str) -> dict[str, Any]:
         raise ConfigError(f"{where}: TOML syntax error: {reason}; fix the file and retry") from e
 
 
-def _load_toml(path: Path) -> tuple[_Locator, dict[str, Any], Iterable[Any]]:
+def _load_toml(path: Path, file: BinaryIO) -> tuple[_Locator, dict[str, Any], Iterable[Any]]:
     """The file's document without its [[subscriber]] tables, and those tables.
 
     100,000 subscribers make a ~70 MB document while it lasts. When the tables end the
-    file they are parsed SUBSCRIBER_SLICE at a time, as they are read. Anything else,
-    and any slice that does not parse to exactly its tables (a header-like line inside a
-    multi-line string, a syntax error), falls back to parsing the whole file, which
-    reports a syntax error at its real line.
+    file they are read and parsed SUBSCRIBER_SLICE at a time, as they are validated.
+    Anything else, and any slice that does not parse to exactly its tables (a
+    header-like line inside a multi-line string, a syntax error, bytes that are not
+    UTF-8), falls back to parsing the whole file, which reports the error at its line.
     """
-    text = _read_text(path)
-    loc = _Locator(text)
+    loc = _Locator(file)
     slices = loc.subscriber_slices(SUBSCRIBER_SLICE)
     if slices:
+        file.seek(0)
         try:
-            data = tomllib.loads(text[: slices[0][0]])
-        except tomllib.TOMLDecodeError:
+            data = tomllib.loads(file.read(slices[0][0]).decode("utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError):
             data = {"subscriber": None}  # e.g. cut inside a string: parse it whole
         if "subscriber" not in data:
-            return loc, data, _sliced_tables(path, text, slices)
-    data = _parse(path, text)
+            return loc, data, _sliced_tables(path, file, slices)
+    file.seek(0)
+    data = _parse(path, file.read())
     return loc, data, data.get("subscriber", [])
 
 
-def _sliced_tables(path: Path, text: str, slices: list[tuple[int, int]]) -> Iterator[Any]:
-    ends = [start for start, _ in slices[1:]] + [len(text)]
+def _sliced_tables(path: Path, file: BinaryIO, slices: list[tuple[int, int]]) -> Iterator[Any]:
     done = 0
-    for (start, count), end in zip(slices, ends, strict=True):
+    for (start, count), (end, _) in zip(slices, [*slices[1:], (-1, 0)], strict=True):
+        file.seek(start)
         try:
-            part = tomllib.loads(text[start:end])
-        except tomllib.TOMLDecodeError:
+            part = tomllib.loads(file.read(end - start if end >= 0 else -1).decode("utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError):
             part = {}
         tables = part.get("subscriber") if part.keys() == {"subscriber"} else None
         if not isinstance(tables, list) or len(tables) != count:
-            whole = _parse(path, text).get("subscriber")
+            file.seek(0)
+            whole = _parse(path, file.read()).get("subscriber")
             yield from whole[done:] if isinstance(whole, list) else []
             return
         yield from tables
@@ -524,44 +524,53 @@ def _subscribers(
     data: Mapping[str, Any],
     entries: Iterable[Any],
     keywords: dict[str, Keyword],
-) -> tuple[Subscriber, ...]:
+) -> Subscribers:
     if not isinstance(entries, list | Iterator):
         raise _Reader(path, loc, data, None, "").fail(
             "subscriber", "subscribers are written as [[subscriber]] tables"
         )
-    seen: dict[str, int] = {}
-    subscribers = []
-    for index, entry in enumerate(entries):
-        line = loc.table("subscriber", index)
-        email = entry.get("email") if isinstance(entry, dict) else None
-        label = (
-            f'subscriber "{email}": ' if isinstance(email, str) else f"subscriber #{index + 1}: "
+    subscribers = Subscribers(_subscriber(path, loc, i, e, keywords) for i, e in enumerate(entries))
+    twice = subscribers.first_duplicate()
+    if twice:
+        first, second = twice
+        r = _Reader(
+            path,
+            loc,
+            {},
+            loc.table("subscriber", second),
+            f'subscriber "{subscribers[second].email}": ',
         )
-        r = _Reader(path, loc, entry if isinstance(entry, dict) else {}, line, label)
-        r.check_keys(("email", "name", "keywords"))
-        email = r.string("email", required=True) or ""
-        reason = validate_email(email)
+        raise r.fail(
+            "email",
+            f"listed twice (first at line {loc.table('subscriber', first) or 0}); merge the two",
+        )
+    return subscribers
+
+
+def _subscriber(
+    path: Path, loc: _Locator, index: int, entry: Any, keywords: dict[str, Keyword]
+) -> Subscriber:
+    email = entry.get("email") if isinstance(entry, dict) else None
+    label = f'subscriber "{email}": ' if isinstance(email, str) else f"subscriber #{index + 1}: "
+    r = _Reader(
+        path, loc, entry if isinstance(entry, dict) else {}, loc.table("subscriber", index), label
+    )
+    r.check_keys(("email", "name", "keywords"))
+    email = r.string("email", required=True) or ""
+    reason = validate_email(email)
+    if reason:
+        raise r.fail("email", f"'email' {reason}")
+    keys: list[str] = []
+    for name in r.string_list("keywords", required=True):
+        reason = validate_keyword(name)
         if reason:
-            raise r.fail("email", f"'email' {reason}")
-        if email.casefold() in seen:
-            raise r.fail(
-                "email", f"listed twice (first at line {seen[email.casefold()]}); merge the two"
-            )
-        seen[email.casefold()] = line or 0
-        keys: list[str] = []
-        for name in r.string_list("keywords", required=True):
-            reason = validate_keyword(name)
-            if reason:
-                raise r.fail("keywords", f"keyword {name[:40]!r} {reason}")
-            key = keyword_key(name)
-            if key not in keywords:
-                keywords[key] = Keyword(
-                    key=key, name=" ".join(name.split()), query=phrase_query(name)
-                )
-            if key not in keys:
-                keys.append(keywords[key].key)  # one string per keyword, not per subscriber
-        subscribers.append(Subscriber(email=email, name=r.string("name"), keywords=tuple(keys)))
-    return tuple(subscribers)
+            raise r.fail("keywords", f"keyword {name[:40]!r} {reason}")
+        key = keyword_key(name)
+        if key not in keywords:
+            keywords[key] = Keyword(key=key, name=" ".join(name.split()), query=phrase_query(name))
+        if key not in keys:
+            keys.append(keywords[key].key)  # one string per keyword, not per subscriber
+    return Subscriber(email=email, name=r.string("name"), keywords=tuple(keys))
 
 
 def _page_settings(r: _Reader) -> PageSettings:
@@ -665,7 +674,17 @@ def load_config(
     """Read subscribers.toml and the environment; raise ConfigError naming what is wrong."""
     env = os.environ if env is None else env
     path = path or default_subscribers_path(env)
-    loc, data, entries = _load_toml(path)
+    # One open file for the whole load: replaced meanwhile (`digest subscribe` renames a
+    # new file into place), it is still read as it was when the load began.
+    with _open(path) as file:
+        try:
+            return _load(path, file, env, db_path)
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read the file ({e})") from e
+
+
+def _load(path: Path, file: BinaryIO, env: Mapping[str, str], db_path: Path | None) -> Config:
+    loc, data, entries = _load_toml(path, file)
     top = _Reader(path, loc, data, None, "")
     top.check_keys(("digest", "smtp", "keywords", "subscriber", "page", "web", "inbox"))
     for section in ("digest", "smtp", "page", "web", "inbox"):
@@ -679,7 +698,7 @@ def load_config(
     )
     keywords = _keyword_tables(path, loc, data)
     subscribers = _subscribers(path, loc, data, entries, keywords)
-    watched = {k for s in subscribers for k in s.keywords}
+    watched = {k for keys in subscribers.keyword_lists() for k in keys}
     web = None
     if "web" in data:
         web = _web_settings(_Reader(path, loc, data["web"], loc.table("web"), "[web] "))

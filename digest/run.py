@@ -24,13 +24,13 @@ from concurrent.futures import Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
-from itertools import groupby
+from itertools import groupby, islice
 from pathlib import Path
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from digest.arxiv_source import ArxivSource
-from digest.config import Config, Subscriber
+from digest.config import Config
 from digest.errors import (
     EXIT_DELIVERY_FAILED,
     EXIT_FETCH_FAILED,
@@ -44,6 +44,7 @@ from digest.mail import Envelope, Outcome, Prepared, Sender, prepare_message, se
 from digest.progress import Progress
 from digest.render import UNSUBSCRIBE_PLACEHOLDER, Rendered, Renderer, Section, personalize
 from digest.store import Contents, Outgoing, Plan, Store, state_error
+from digest.subscribers import Subscriber, Subscribers
 from digest.web import unsubscribe_url
 
 log = logging.getLogger("digest.run")
@@ -303,7 +304,6 @@ class Run:
         self.cafile = cafile
         self.sender = Sender(config.smtp, cafile=cafile)
         self.report = RunReport(digest_date_for(now, config.digest.timezone))
-        self.subscribers = {s.email.casefold(): s for s in config.subscribers}
         # fetch=False plans from what is stored (previews); cancel stops between messages,
         # leaving the rest pending in the outbox for the next run.
         self.fetch = fetch
@@ -323,6 +323,7 @@ class Run:
         date_text = self.report.digest_date.isoformat()
         run_id = self.store.start_run(date_text, self.now)
         self._start_processes()
+        self._readdress()
         self._send()  # what an earlier run left pending, as it was planned
         if self.fetch:
             self._fetch()
@@ -369,6 +370,17 @@ class Run:
             return "failed"
         return "ok" if report.exit_code == EXIT_OK else "partial"
 
+    def _readdress(self) -> None:
+        """Digests an earlier run left go to their subscribers as now configured (address
+        and name); those of subscribers who left are cancelled."""
+        changes = []
+        for email, address, name in self.store.recipients():
+            subscriber = self.config.subscribers.find(email)
+            if subscriber is None or (subscriber.email, subscriber.name) != (address, name):
+                changes.append((email, subscriber))
+        if changes:
+            self.store.readdress(changes)
+
     # -- fetch -----------------------------------------------------------------
 
     def _fetch(self) -> None:
@@ -394,9 +406,8 @@ class Run:
         failed = {k.casefold() for k, _ in self.report.failed_keywords}
         top = self.store.top_seq()
         cap = self.config.digest.first_digest_cap
-        marks = self.store.watermarks(self.subscribers)
         paused = self.store.bouncing()
-        self.report.bouncing = sorted(e for e in paused if e in self.subscribers)
+        self.report.bouncing = sorted(e for e in paused if self.config.subscribers.find(e))
         for email in self.report.bouncing:
             log.warning(
                 "%s: skipped, bouncing since %s (%s); `digest reenable %s` resumes it",
@@ -411,8 +422,8 @@ class Run:
         counts: dict[tuple[object, ...], int] = {}
         contents = Contents(self.store)
 
-        def rows() -> Iterator[tuple[str, str, Plan, int]]:
-            for subscriber in self.config.subscribers:
+        def rows() -> Iterator[tuple[Subscriber, str, Plan, int]]:
+            for subscriber, own in self._with_watermarks():
                 email = subscriber.email.casefold()
                 if email in paused:
                     continue
@@ -421,7 +432,6 @@ class Run:
                     keys = tuple(k for k in keys if k not in skipped)
                 if not keys:
                     continue
-                own = marks.get(email, {})
                 since = tuple(own[k][0] if k in own else None for k in keys)
                 first = tuple(own[k][1] if k in own and own[k][0] is None else None for k in keys)
                 plan = Plan(keys, since, first, top, cap)
@@ -430,12 +440,27 @@ class Run:
                     counts[group] = contents.count(plan)
                 if counts[group] == 0 and not self.config.digest.send_empty:
                     continue
-                yield email, f"<{date_text}.{secrets.token_hex(8)}@{domain}>", plan, counts[group]
+                yield (
+                    subscriber,
+                    f"<{date_text}.{secrets.token_hex(8)}@{domain}>",
+                    plan,
+                    counts[group],
+                )
 
         # Streamed into the outbox (in one transaction): no list of every digest in memory.
         planned = self.store.plan_digests(run_id, date_text, rows(), self.now)
         self.report.planned += planned
         log.info("planned %d digests (%d distinct contents)", planned, len(counts))
+
+    def _with_watermarks(
+        self, batch: int = 1000
+    ) -> Iterator[tuple[Subscriber, dict[str, tuple[int | None, int]]]]:
+        """Each subscriber with their watermarks, read for `batch` subscribers at a time."""
+        readers = iter(self.config.subscribers)
+        while chunk := list(islice(readers, batch)):
+            marks = self.store.watermarks(s.email.casefold() for s in chunk)
+            for subscriber in chunk:
+                yield subscriber, marks.get(subscriber.email.casefold(), {})
 
     # -- render and send -------------------------------------------------------
 
@@ -481,7 +506,9 @@ class Run:
         """
         if self.dry_run or self.store.path is None:
             return
-        if (count := self._processes(self.store.pending_count() + len(self.subscribers))) > 1:
+        if (
+            count := self._processes(self.store.pending_count() + len(self.config.subscribers))
+        ) > 1:
             self._pool = _SendingProcesses(count)
 
     def _stop_processes(self) -> None:
@@ -505,11 +532,9 @@ class Run:
         for i in range(count):
             smtp = self.config.smtp
             connections = smtp.connections // count + (i < smtp.connections % count)
-            # Only the share's own readers: 100,000 subscribers are ~35 MB in each process.
-            emails = self.store.pending_emails(bounds[i], bounds[i + 1])
-            readers = tuple(self.subscribers[e] for e in sorted(emails) if e in self.subscribers)
+            # The outbox says where each digest goes: no list of subscribers to pass on.
             config = replace(
-                self.config, smtp=replace(smtp, connections=connections), subscribers=readers
+                self.config, smtp=replace(smtp, connections=connections), subscribers=Subscribers()
             )
             shares.append(
                 _Share(
@@ -552,8 +577,7 @@ class Run:
         async def envelopes() -> AsyncIterator[Envelope]:
             for o, data, _counts, _html, _subject in self._envelopes(low, high):
                 in_flight[o.digest_id] = o
-                recipient = self.subscribers[o.email].email
-                yield Envelope(o.digest_id, address, recipient, data, crlf_only=True)
+                yield Envelope(o.digest_id, address, o.address, data, crlf_only=True)
 
         def on_outcome(outcome: Outcome) -> None:
             nonlocal done
@@ -593,19 +617,13 @@ class Run:
                 if self.cancel.is_set():
                     log.info("stopping: the remaining digests stay pending for the next run")
                     return
-                subscriber = self.subscribers.get(o.email)
-                if subscriber is None:
-                    self.store.cancel(o.digest_id, "the subscriber left before it was sent")
-                    continue
                 # Digests an earlier run left have their own date: built again for it.
                 if (key := (o.digest_date, o.created)) not in built:
                     built[key] = _build(self._job(o), contents, self.renderer)
                     self.built += 1
                 content = built[key]
-                link = self._unsubscribe(subscriber)
-                data = content.message.for_recipient(
-                    subscriber.email, subscriber.name, o.message_id, link
-                )
+                link = self._unsubscribe(o.address)
+                data = content.message.for_recipient(o.address, o.name, o.message_id, link)
                 # Only a dry run shows each reader's HTML; a real run sends the bytes.
                 html = personalize(content.rendered, link)[1] if self.dry_run else ""
                 yield o, data, content.counts, html, content.rendered.subject
@@ -641,13 +659,11 @@ class Run:
     def _mailto(self) -> str:
         return self._mailto_link
 
-    def _unsubscribe(self, subscriber: Subscriber) -> str:
+    def _unsubscribe(self, address: str) -> str:
         """The reader's own signed link with [web], else the command mailbox."""
         if self.config.web is None or self.config.secret is None:
             return self._mailto()
-        return unsubscribe_url(
-            self.config.web.base_url, self.config.secret, subscriber.email, self.now
-        )
+        return unsubscribe_url(self.config.web.base_url, self.config.secret, address, self.now)
 
 
 def _cpus() -> int:

@@ -21,6 +21,7 @@ from typing import Any
 
 from digest.errors import StateError
 from digest.paper import Paper
+from digest.subscribers import Subscriber
 
 
 def _import_sqlite_utils() -> None:
@@ -177,6 +178,19 @@ def m004_inbox_commands(db: sqlite_utils.Database) -> None:
     )
 
 
+@migrations()
+def m005_digest_recipients(db: sqlite_utils.Database) -> None:
+    db.executescript(
+        """
+        -- Who a digest goes to, as subscribers.toml had it when planned, so sending needs
+        -- no list of subscribers. NULL in digests planned before this column: filled in
+        -- (or the digest cancelled) from the configuration of the run that sends them.
+        ALTER TABLE digests ADD COLUMN address TEXT;
+        ALTER TABLE digests ADD COLUMN name TEXT;
+        """
+    )
+
+
 @dataclass(frozen=True)
 class Plan:
     """What one digest contains: for each keyword, the matches after `since` up to `top`.
@@ -233,7 +247,9 @@ class Outgoing:
     """A planned digest waiting to be sent."""
 
     digest_id: int
-    email: str
+    email: str  # case-folded: the subscriber's identity
+    address: str  # as written, where the digest goes
+    name: str | None
     message_id: str
     digest_date: str
     created: datetime
@@ -249,6 +265,8 @@ def _outgoing(row: dict[str, Any], plan: Plan) -> Outgoing:
     return Outgoing(
         digest_id=row["id"],
         email=row["email"],
+        address=row["address"] or row["email"],  # only NULL if `readdress` did not run
+        name=row["name"],
         message_id=row["message_id"],
         digest_date=row["digest_date"],
         created=datetime.fromisoformat(row["created"]),
@@ -420,10 +438,10 @@ class Store:
         self,
         run_id: int,
         digest_date: str,
-        rows: Iterable[tuple[str, str, Plan, int]],
+        rows: Iterable[tuple[Subscriber, str, Plan, int]],
         now: datetime,
     ) -> int:
-        """Record planned digests (email, message_id, plan, papers) in one transaction.
+        """Record planned digests (subscriber, message_id, plan, papers) in one transaction.
 
         `rows` is read a batch at a time, so it can be a generator; returns how many.
         """
@@ -432,21 +450,34 @@ class Store:
         with self.db.atomic():
             while batch := list(islice(rows, 1000)):
                 count += len(batch)
-                for _e, _m, p, _n in batch:
+                for _s, _m, p, _n in batch:
                     if p not in texts:  # equal plans (one per content) share one JSON text
                         texts[p] = p.to_json()
                 self.db.conn.executemany(
-                    "INSERT INTO digests (run_id, email, digest_date, message_id, plan, papers, status, created) "
-                    "VALUES (?, ?, ?, ?, ?, ?, 'pending', ?)",
-                    [(run_id, e, digest_date, m, texts[p], n, created) for e, m, p, n in batch],
+                    "INSERT INTO digests (run_id, email, address, name, digest_date, message_id, "
+                    "plan, papers, status, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
+                    [
+                        (
+                            run_id,
+                            s.email.casefold(),
+                            s.email,
+                            s.name,
+                            digest_date,
+                            m,
+                            texts[p],
+                            n,
+                            created,
+                        )
+                        for s, m, p, n in batch
+                    ],
                 )
                 # Anchor each first digest's cap, so a failed one is retried whole, not re-capped.
                 self.db.conn.executemany(
                     "INSERT INTO watermarks (email, keyword, delivered_seq, first_seq) VALUES (?, ?, NULL, ?) "
                     "ON CONFLICT (email, keyword) DO NOTHING",
                     [
-                        (e, k, p.top)
-                        for e, _m, p, _n in batch
+                        (s.email.casefold(), k, p.top)
+                        for s, _m, p, _n in batch
                         for k, since, first in zip(p.keywords, p.since, p.first, strict=True)
                         if since is None and first is None
                     ],
@@ -481,16 +512,30 @@ class Store:
                 return
             after = (rows[-1]["plan"], rows[-1]["id"])
 
-    def pending_emails(self, low: str | None = None, high: str | None = None) -> set[str]:
-        """The addresses of the pending digests `pending(low, high)` yields."""
-        return {
-            row["email"]
-            for row in self.db.query(
-                "SELECT DISTINCT email FROM digests WHERE status = 'pending' "
-                "AND plan >= ? AND (? IS NULL OR plan < ?)",
-                [low or "", high, high],
-            )
-        }
+    def recipients(self) -> Iterator[tuple[str, str | None, str | None]]:
+        """(email, address, name) of each pending digest, each combination once."""
+        for row in self.db.query(
+            "SELECT DISTINCT email, address, name FROM digests WHERE status = 'pending'"
+        ):
+            yield row["email"], row["address"], row["name"]
+
+    def readdress(self, changes: Iterable[tuple[str, Subscriber | None]]) -> None:
+        """Point each (case-folded) email's pending digests at the subscriber's address and
+        name as now configured, or cancel them (None: the subscriber left)."""
+        with self.db.atomic():
+            for email, subscriber in changes:
+                if subscriber is None:
+                    self.db.execute(
+                        "UPDATE digests SET status = 'cancelled', last_error = ? "
+                        "WHERE status = 'pending' AND email = ?",
+                        ["the subscriber left before it was sent", email],
+                    )
+                else:
+                    self.db.execute(
+                        "UPDATE digests SET address = ?, name = ? "
+                        "WHERE status = 'pending' AND email = ?",
+                        [subscriber.email, subscriber.name, email],
+                    )
 
     def plan_bounds(self, shares: int) -> list[str]:
         """Plans that cut the pending digests into `shares` runs of about equal length.
@@ -589,14 +634,6 @@ class Store:
                 [nonce, purpose, email, _iso(now)],
             )
         return cursor.rowcount == 1
-
-    def cancel(self, digest_id: int, reason: str) -> None:
-        """A planned digest that must not go out any more (its subscriber left)."""
-        with self.db.atomic():
-            self.db.execute(
-                "UPDATE digests SET status = 'cancelled', last_error = ? WHERE id = ?",
-                [reason, digest_id],
-            )
 
     # -- runs ------------------------------------------------------------------
 

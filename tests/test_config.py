@@ -12,6 +12,7 @@ from digest import config
 from digest.cli import main
 from digest.config import load_config
 from digest.errors import ConfigError
+from digest.subscribers import Subscribers
 
 HEAD = '[digest]\nfrom = "arXiv digest <digest@example.org>"\n'
 
@@ -255,6 +256,6 @@ def test_many_subscribers_load_as_the_whole_file_would(
 
     assert sliced == whole
     if name in ("plain", "CRLF line endings", "a table after the subscribers"):
-        assert isinstance(sliced, tuple) and len(sliced) == MANY
+        assert isinstance(sliced, Subscribers) and len(sliced) == MANY
     else:
         assert isinstance(sliced, str) and re.match(rf"{re.escape(str(path))}:\d+: ", sliced)

@@ -19,7 +19,7 @@ from digest.cli import main
 from digest.config import Config, load_config
 from digest.errors import EXIT_DELIVERY_FAILED, EXIT_FETCH_FAILED, EXIT_OK
 from digest.store import Store
-from tests.conftest import DAY1, WriteConfig, config_text, run_digest
+from tests.conftest import DAY1, SUBSCRIBERS, WriteConfig, config_text, run_digest
 from tests.fakes.arxiv_server import FakeArxiv
 from tests.fakes.smtp_server import SMTPServer
 from tests.faults import SCENARIOS, VICTIM, Scenario, parse, run_scenario
@@ -278,3 +278,44 @@ def test_a_day_nothing_got_through_is_still_owed(
     report = run_digest(config)
     assert report.sent == 2 and report.exit_code == EXIT_DELIVERY_FAILED
     assert day(config) == ("partial", DAY1.date().isoformat(), 0)
+
+
+def test_digests_left_pending_go_where_the_file_now_says(
+    write_config: WriteConfig, env: dict[str, str], smtp: SMTPServer
+) -> None:
+    """A digest left pending goes out as subscribers.toml reads when it is sent: to the
+    address and name as now written, and not at all to a subscriber who left. Digests
+    planned before the outbox kept addresses (NULL) are addressed the same way."""
+    config = write_config()
+    smtp.stop()
+    assert run_digest(config).exit_code == EXIT_DELIVERY_FAILED
+    store = Store.open(config.db_path)
+    with store.db.conn:  # as a database from before migration m005 holds them
+        store.db.execute("UPDATE digests SET address = NULL, name = NULL WHERE email LIKE 'lab@%'")
+    store.close()
+
+    smtp.start()
+    env["DIGEST_SMTP_PORT"] = str(smtp.port)
+    edited = SUBSCRIBERS.replace(
+        'email = "reader@example.org"\nname = "A. Reader"',
+        'email = "Reader@Example.org"\nname = "Dr A. Reader"',
+    )
+    edited = edited[: edited.index('[[subscriber]]\nemail = "student@')]
+    report = run_digest(write_config(edited))
+
+    assert report.exit_code == EXIT_OK and report.sent == 2
+    to = {rcpt: [r.message["To"] for r in got] for rcpt, got in smtp.by_recipient().items()}
+    assert to == {
+        "Reader@Example.org": ['"Dr A. Reader" <Reader@Example.org>'],
+        "lab@example.org": ["Vision Lab <lab@example.org>"],
+    }
+    store = Store.open(config.db_path)
+    try:
+        statuses = store.db.execute("SELECT email, status FROM digests ORDER BY email").fetchall()
+    finally:
+        store.close()
+    assert statuses == [
+        ("lab@example.org", "sent"),
+        ("reader@example.org", "sent"),
+        ("student@example.org", "cancelled"),
+    ]
