@@ -506,9 +506,8 @@ class Run:
         """
         if self.dry_run or self.store.path is None:
             return
-        if (
-            count := self._processes(self.store.pending_count() + len(self.config.subscribers))
-        ) > 1:
+        most = self.store.pending_count() + len(self.config.subscribers)
+        if (count := self._processes(most)) > 1:
             self._pool = _SendingProcesses(count)
 
     def _stop_processes(self) -> None:
