@@ -7,7 +7,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from digest import subscriptions
 from digest.config import load_config
 from digest.errors import ConfigError
 from digest.subscriptions import add_keywords, remove_keywords, subscribe, unsubscribe
@@ -182,3 +185,67 @@ def test_the_secret_comes_from_the_environment_a_file_or_a_credential(tmp_path: 
     assert load_secret({"CREDENTIALS_DIRECTORY": str(tmp_path)}) == b"c" * 32
     with pytest.raises(ConfigError, match="the signing secret is too short"):
         load_secret({"DIGEST_SECRET": "short"})
+
+
+# -- long lists: a change parses only the tables it touches, with the same outcome -------
+
+LONG = 30  # subscribers; the test lowers WINDOW_FROM to this
+
+
+def long_list(newline: str, spacing: list[int]) -> str:
+    """HEAD and LONG subscribers, some named, with comments and uneven blank lines."""
+    tables = []
+    for i in range(LONG):
+        name = f'name = "Reader {i}"\n' if i % 3 else ""
+        comment = "# moved here from the old list\n" if i % 7 == 0 else ""
+        email = f'email = "r{i}@example.org"' if i % 5 else f"email = 'R{i}@Example.org'  # literal"
+        blank = "\n" * spacing[i % len(spacing)]
+        tables.append(f'{comment}[[subscriber]]\n{email}\n{name}keywords = ["x"]\n{blank}')
+    return ('[digest]\nfrom = "d <digest@example.org>"\n\n' + "".join(tables)).replace(
+        "\n", newline
+    )
+
+
+OPERATIONS = st.tuples(
+    st.sampled_from(["subscribe", "add", "remove", "unsubscribe"]),
+    st.integers(0, LONG + 3),  # some are not subscribed (yet)
+    st.sampled_from([("x",), ("y", "z"), ("x", "y"), ("z",)]),
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(OPERATIONS, min_size=1, max_size=6),
+    st.sampled_from(["\n", "\r\n"]),
+    st.lists(st.integers(0, 2), min_size=1, max_size=3),
+)
+def test_a_change_to_a_long_list_is_the_change_to_the_whole_document(
+    tmp_path_factory: pytest.TempPathFactory,
+    operations: list[tuple[str, int, tuple[str, ...]]],
+    newline: str,
+    spacing: list[int],
+) -> None:
+    folder = tmp_path_factory.mktemp("long")
+    windowed, whole = folder / "windowed.toml", folder / "whole.toml"
+    for path in (windowed, whole):
+        path.write_bytes(long_list(newline, spacing).encode())
+    act = {"subscribe": subscribe, "add": add_keywords, "remove": remove_keywords}
+    act["unsubscribe"] = lambda path, email, _keywords: unsubscribe(path, email)
+
+    def outcome(path: Path, verb: str, email: str, keywords: tuple[str, ...]) -> object:
+        try:
+            return act[verb](path, email, list(keywords))
+        except ConfigError as e:
+            return str(e).replace(str(path), "FILE")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(subscriptions, "WINDOW_FROM", LONG)
+        assert subscriptions._window(windowed.read_text(encoding="utf-8"), "r3@example.org")
+        for verb, number, keywords in operations:
+            email = f"r{number}@example.org"
+            patch.setattr(subscriptions, "WINDOW_FROM", LONG)
+            by_window = outcome(windowed, verb, email, keywords)
+            patch.setattr(subscriptions, "WINDOW_FROM", 10 * LONG)
+            by_whole = outcome(whole, verb, email, keywords)
+            assert by_window == by_whole
+            assert windowed.read_bytes() == whole.read_bytes()
