@@ -68,6 +68,7 @@ def _parse(path: Path, text: str) -> tomlkit.TOMLDocument:
     try:
         return tomlkit.parse(text)
     except tomlkit.exceptions.TOMLKitError as e:
+        load_config(path, env=os.environ)  # a broken file: the loader's error names the line
         raise ConfigError(f"{path}: cannot read it for a change ({e})") from e
 
 
@@ -147,7 +148,11 @@ def _edit(path: Path, email: str, change: Any) -> Change:
     with _locked(path):
         text = _read(path)
         start, end = _window(text, email) or (0, len(text))
-        document = _parse(path, text[start:end])
+        try:
+            document = tomlkit.parse(text[start:end])
+        except tomlkit.exceptions.TOMLKitError:
+            start, end = 0, len(text)  # the whole document, which reports what is wrong
+            document = _parse(path, text)
         entries = _subscribers(document)
         was_subscribed = _find(entries, email) is not None
         changed, message = change(entries, email)
