@@ -318,7 +318,10 @@ def _parse(path: Path, data: bytes) -> dict[str, Any]:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ConfigError(f"{path}: cannot read the file ({e})") from e
+        number = data[: e.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{path}:{number}: not UTF-8 text ({e.reason} at byte {e.start}); save the file as UTF-8"
+        ) from e
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:

@@ -259,3 +259,16 @@ def test_many_subscribers_load_as_the_whole_file_would(
         assert isinstance(sliced, Subscribers) and len(sliced) == MANY
     else:
         assert isinstance(sliced, str) and re.match(rf"{re.escape(str(path))}:\d+: ", sliced)
+
+
+def test_bytes_that_are_not_utf8_are_named_by_line(tmp_path: Path) -> None:
+    path = tmp_path / "subscribers.toml"
+    path.write_bytes(
+        (HEAD + '\n[[subscriber]]\nemail = "a@example.org"\nname = "Jos\xe9"\n').encode("latin-1")
+    )
+    result = CliRunner().invoke(main, ["check", "--subscribers", str(path)], env={})
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"Error: {path}:6: not UTF-8 text (invalid continuation byte at byte 103); "
+        "save the file as UTF-8\n"
+    )
