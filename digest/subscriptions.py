@@ -60,7 +60,10 @@ def _read(path: Path) -> str:
         return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as e:
+    except UnicodeDecodeError as e:
+        load_config(path, env=os.environ)  # names the line of the first bad byte
+        raise ConfigError(f"{path}: cannot read it for a change ({e})") from e
+    except OSError as e:
         raise ConfigError(f"{path}: cannot read it for a change ({e})") from e
 
 
