@@ -80,6 +80,7 @@ class DigestSettings:
     first_digest_cap: int
     send_empty: bool
     bounce_limit: int
+    keep_days: int = 30  # how long sent, failed and cancelled digests stay in the outbox
 
 
 @dataclass(frozen=True)
@@ -384,6 +385,7 @@ def _digest_settings(r: _Reader) -> DigestSettings:
             "first_digest_cap",
             "send_empty",
             "bounce_limit",
+            "keep_days",
         )
     )
     sender = r.string("from", required=True) or ""
@@ -410,6 +412,7 @@ def _digest_settings(r: _Reader) -> DigestSettings:
         first_digest_cap=r.integer("first_digest_cap", 10, 0, 2000),
         send_empty=r.boolean("send_empty", False),
         bounce_limit=r.integer("bounce_limit", 3, 1, 1000),
+        keep_days=r.integer("keep_days", 30, 1, 3650),
     )
 
 

@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from itertools import groupby, islice
 from pathlib import Path
 from typing import Protocol
@@ -332,6 +332,9 @@ class Run:
             self._plan(run_id, date_text)
         self._send()
         self._stop_processes()
+        kept = timedelta(days=self.config.digest.keep_days)
+        if pruned := self.store.prune(self.now - kept):
+            log.info("removed %d digests done more than %d days ago", pruned, kept.days)
         self.report.arxiv_requests = self.source.requests_made
         self.report.inlinings += self.renderer.inlined
         status = self._status()
@@ -422,10 +425,18 @@ class Run:
         counts: dict[tuple[object, ...], int] = {}
         contents = Contents(self.store)
 
+        waiting = 0
+
         def rows() -> Iterator[tuple[Subscriber, str, Plan, int]]:
-            for subscriber, own in self._with_watermarks():
+            nonlocal waiting
+            for subscriber, own, pending in self._with_watermarks():
                 email = subscriber.email.casefold()
                 if email in paused:
+                    continue
+                if pending:
+                    # Its papers are in the digest still waiting (the SMTP server is
+                    # down): planned again, they would reach the reader twice.
+                    waiting += 1
                     continue
                 keys = subscriber.keywords
                 if skipped:
@@ -451,16 +462,24 @@ class Run:
         planned = self.store.plan_digests(run_id, date_text, rows(), self.now)
         self.report.planned += planned
         log.info("planned %d digests (%d distinct contents)", planned, len(counts))
+        if waiting:
+            log.warning(
+                "%d subscribers still have an earlier digest waiting; they get today's papers "
+                "with the next run after it goes out",
+                waiting,
+            )
 
     def _with_watermarks(
         self, batch: int = 1000
-    ) -> Iterator[tuple[Subscriber, dict[str, tuple[int | None, int]]]]:
-        """Each subscriber with their watermarks, read for `batch` subscribers at a time."""
+    ) -> Iterator[tuple[Subscriber, dict[str, tuple[int | None, int]], bool]]:
+        """Each subscriber with their watermarks and whether a digest of theirs is still
+        pending, read for `batch` subscribers at a time."""
         readers = iter(self.config.subscribers)
         while chunk := list(islice(readers, batch)):
-            marks = self.store.watermarks(s.email.casefold() for s in chunk)
-            for subscriber in chunk:
-                yield subscriber, marks.get(subscriber.email.casefold(), {})
+            emails = [s.email.casefold() for s in chunk]
+            marks, waiting = self.store.watermarks(emails), self.store.waiting(emails)
+            for subscriber, email in zip(chunk, emails, strict=True):
+                yield subscriber, marks.get(email, {}), email in waiting
 
     # -- render and send -------------------------------------------------------
 

@@ -13,10 +13,11 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from digest.cli import main
-from digest.config import load_config
+from digest.config import Config, load_config
 from digest.errors import EXIT_DELIVERY_FAILED, EXIT_FETCH_FAILED, EXIT_OK
 from digest.progress import Progress
 from digest.run import Run, open_store
+from digest.store import Store
 from tests.conftest import DAY1, SUBSCRIBERS, WriteConfig, run_digest
 from tests.fakes.arxiv_server import FakeArxiv
 from tests.fakes.smtp_server import SMTPServer
@@ -392,3 +393,44 @@ def test_sending_processes_send_what_one_process_sends(
         assert len(smtp.messages) == 45 and len({r.session_id for r in smtp.messages}) >= 3
         smtp.reset()
     assert received[0] == received[1]
+
+
+def test_the_outbox_forgets_digests_done_more_than_keep_days_ago(
+    write_config: WriteConfig, arxiv_fake: FakeArxiv, smtp: SMTPServer
+) -> None:
+    """At 100,000 subscribers every day adds ~64 MB of finished digests: they go after
+    [digest] keep_days. A pending digest is never removed, however old."""
+
+    def planned_on(config: Config) -> list[tuple[str, str]]:
+        store = Store.open(config.db_path)
+        try:
+            rows = store.db.execute("SELECT substr(created, 1, 10), status FROM digests")
+            return sorted(rows.fetchall())
+        finally:
+            store.close()
+
+    config = write_config(digest="keep_days = 2")
+    smtp.rcpt_reply["student@example.org"] = "550 5.1.1 User unknown"
+    run_digest(config)
+    smtp.rcpt_reply.clear()
+    arxiv_fake.add_paper("Try-on at scale", "Virtual try-on, faster.", "Virtual Try-On")
+    run_digest(config, DAY2)
+    day1, day2 = DAY1.date().isoformat(), DAY2.date().isoformat()
+    assert planned_on(config) == [
+        (day1, "failed"),
+        (day1, "sent"),
+        (day1, "sent"),
+        (day2, "sent"),
+        (day2, "sent"),
+    ]
+
+    arxiv_fake.add_paper("Re-ID at night", "Person re-ID in the dark.", "Person Re-ID")
+    run_digest(config, DAY1 + timedelta(days=3))
+    assert [day for day, _ in planned_on(config)] == [day2, day2, "2025-11-20", "2025-11-20"]
+
+    smtp.stop()
+    run_digest(config, DAY1 + timedelta(days=4))  # nothing new: nothing planned or pending
+    arxiv_fake.add_paper("Try-on in the wild", "Virtual try-on outdoors.", "Virtual Try-On")
+    run_digest(config, DAY1 + timedelta(days=30))
+    run_digest(config, DAY1 + timedelta(days=40))  # the server still down
+    assert planned_on(config) == [("2025-12-17", "pending"), ("2025-12-17", "pending")]

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections import Counter
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -319,3 +320,31 @@ def test_digests_left_pending_go_where_the_file_now_says(
         ("reader@example.org", "sent"),
         ("student@example.org", "cancelled"),
     ]
+
+
+def test_an_outage_over_several_runs_sends_each_paper_once(
+    write_config: WriteConfig, env: dict[str, str], smtp: SMTPServer, arxiv_fake: FakeArxiv
+) -> None:
+    """The SMTP server down through several runs (the daemon retries a failed day every
+    30 minutes): the digests planned first wait, no later run plans their papers again,
+    and once the server is back every reader gets every paper once."""
+    config = write_config()
+    smtp.stop()
+    for minutes in (0, 30, 60):
+        run_digest(config, DAY1 + timedelta(minutes=minutes))
+    arxiv_fake.add_paper("Try-on at scale", "Virtual try-on, faster.", "Virtual Try-On")
+    run_digest(config, DAY1 + timedelta(days=1))
+
+    smtp.start()
+    env["DIGEST_SMTP_PORT"] = str(smtp.port)
+    report = run_digest(load_config(env=env), DAY1 + timedelta(days=1, hours=1))
+
+    assert report.exit_code == EXIT_OK
+    papers = {
+        rcpt: [i for r in got for i in all_ids(r.message)]
+        for rcpt, got in smtp.by_recipient().items()
+    }
+    assert sorted(papers) == ["lab@example.org", "reader@example.org", "student@example.org"]
+    assert all(len(ids) == len(set(ids)) for ids in papers.values()), "a paper came twice"
+    messages = {rcpt: len(got) for rcpt, got in smtp.by_recipient().items()}
+    assert messages == {"lab@example.org": 1, "reader@example.org": 2, "student@example.org": 2}
