@@ -20,7 +20,7 @@ from digest.errors import EXIT_INTERNAL, ConfigError, DigestError
 from digest.files import replace_file
 from digest.logs import log_to_stderr
 from digest.progress import Progress
-from digest.run import Run, open_store, write_previews
+from digest.run import Preview, Run, open_store, write_preview
 from digest.store import Store
 from digest.subscribers import Subscribers
 
@@ -163,6 +163,18 @@ def send(
     if out and not dry_run:
         raise ConfigError("--out only goes with --dry-run (a real run mails the digests)")
     config = load(subscribers, db)
+    shown = 0
+
+    def show(preview: Preview) -> None:
+        """A dry run's digest, listed (and written to --out) as it is built."""
+        nonlocal shown
+        shown += 1
+        total = sum(n for _, n in preview.counts)
+        detail = ", ".join(f"{k} {n}" for k, n in preview.counts) or "nothing new"
+        click.echo(f"  {preview.email}: {total} papers: {detail}")
+        if out:
+            write_preview(preview, out)
+
     # Never two runs at once (exit 7); a dry run only reads a snapshot, so it needs no lock.
     with nullcontext() if dry_run else RunLock(config.db_path):
         store = open_store(config, dry_run)
@@ -174,6 +186,7 @@ def send(
                 dry_run=dry_run,
                 progress=Progress(),
                 cafile=cafile,
+                on_preview=show if dry_run else None,
             )
             report = run.execute()
         finally:
@@ -186,17 +199,12 @@ def send(
     )
     if dry_run:
         click.echo(
-            f"dry run for {date}: {len(report.previews)} digests would be sent; "
+            f"dry run for {date}: {shown} digests would be sent{' (listed above)' if shown else ''}; "
             f"{report.fetched} papers fetched, {report.new_papers} new{failed_keywords}; "
             "nothing was sent or stored"
         )
-        for p in report.previews:
-            total = sum(n for _, n in p.counts)
-            detail = ", ".join(f"{k} {n}" for k, n in p.counts) or "nothing new"
-            click.echo(f"  {p.email}: {total} papers: {detail}")
         if out:
-            write_previews(report.previews, out)
-            click.echo(f"wrote {len(report.previews)} digests to {out}/")
+            click.echo(f"wrote {shown} digests to {out}/")
     else:
         click.echo(
             f"{date}: sent {report.sent} digests, {len(report.failed)} failed; "
@@ -299,7 +307,7 @@ def page(
     config = load(subscribers, db)
     chosen = choose_keywords(config, keywords)
     today = digest_date_for(datetime.now(UTC), config.digest.timezone)
-    store = Store.snapshot(config.db_path)  # an in-memory copy: the file is only read
+    store = Store.snapshot(config.db_path)  # a private copy: the file is only read
     try:
         result = build_page(config, store, today, page_format=page_format, keywords=chosen)
     finally:
@@ -367,7 +375,7 @@ def preview(
     # Only this reader, and their digest even when empty: a preview shows what they would get.
     settings = dataclasses.replace(config.digest, send_empty=True)
     config = dataclasses.replace(config, subscribers=Subscribers([chosen]), digest=settings)
-    store = open_store(config, dry_run=True)  # an in-memory copy: nothing is written back
+    store = open_store(config, dry_run=True)  # a private copy: nothing is written back
     try:
         report = Run(config, store, now=datetime.now(UTC), dry_run=True, fetch=False).execute()
     finally:

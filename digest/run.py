@@ -19,7 +19,7 @@ import secrets
 import signal
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
@@ -291,6 +291,7 @@ class Run:
         cafile: str | None = None,
         fetch: bool = True,
         cancel: Flag | None = None,
+        on_preview: Callable[[Preview], None] | None = None,
     ) -> None:
         self.config, self.store, self.now, self.dry_run = config, store, now, dry_run
         self.source = source or ArxivSource(
@@ -308,6 +309,9 @@ class Run:
         # leaving the rest pending in the outbox for the next run.
         self.fetch = fetch
         self.cancel: Flag = cancel or threading.Event()
+        # A dry run hands each digest over as it is built (100,000 would not fit in
+        # memory); without a taker they are kept in the report.
+        self.on_preview = on_preview or self.report.previews.append
 
     def execute(self) -> RunReport:
         """Finish what an earlier run left, then fetch, plan and send today's digests."""
@@ -490,7 +494,10 @@ class Run:
             return
         if self.dry_run:
             for o, data, counts, html, subject in self._envelopes():
-                self.report.previews.append(Preview(o.email, counts, subject, data, html))
+                self.on_preview(Preview(o.email, counts, subject, data, html))
+                # As if the server took it, in the copy: what is planned next is then what
+                # a real run would plan, and no digest is shown twice.
+                self.store.mark_sent(o.digest_id, o.email, o.plan, self.now)
             return
         self.processes = self._processes(total)
         try:
@@ -692,13 +699,12 @@ def _cpus() -> int:
 
 
 def open_store(config: Config, dry_run: bool) -> Store:
-    """The real database, or for a dry run an in-memory copy that is never written back."""
+    """The real database, or for a dry run a private copy that is never written back."""
     return Store.snapshot(config.db_path) if dry_run else Store.open(config.db_path)
 
 
-def write_previews(previews: Iterable[Preview], out: Path) -> None:
-    """Each dry-run digest as DIR/<email>.eml and DIR/<email>.html."""
+def write_preview(preview: Preview, out: Path) -> None:
+    """A dry-run digest as DIR/<email>.eml and DIR/<email>.html."""
     out.mkdir(parents=True, exist_ok=True)
-    for p in previews:
-        (out / f"{p.email}.eml").write_bytes(p.eml)
-        (out / f"{p.email}.html").write_text(p.html, encoding="utf-8")
+    (out / f"{preview.email}.eml").write_bytes(preview.eml)
+    (out / f"{preview.email}.html").write_text(preview.html, encoding="utf-8")

@@ -10,8 +10,10 @@ per distinct content instead of once per subscriber.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import sys
+import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -293,8 +295,14 @@ def _paper(row: dict[str, Any]) -> Paper:
 class Store:
     """All reads and writes of the digest database."""
 
-    def __init__(self, db: sqlite_utils.Database, path: Path | None) -> None:
+    def __init__(
+        self,
+        db: sqlite_utils.Database,
+        path: Path | None,
+        scratch: tempfile.TemporaryDirectory[str] | None = None,
+    ) -> None:
         self.db, self.path = db, path
+        self._scratch = scratch  # where a snapshot lives, removed on close
 
     # -- opening ---------------------------------------------------------------
 
@@ -320,25 +328,36 @@ class Store:
 
     @classmethod
     def snapshot(cls, path: Path) -> Store:
-        """An in-memory copy of the database for a dry run: the file is only read."""
-        memory = sqlite3.connect(":memory:")
+        """A private copy of the database for a dry run, deleted on close: the file is only
+        read. The copy is a file, beside the database when that folder is writable (a
+        database of 100,000 subscribers is ~2 GB, too much to copy into memory, and /tmp
+        may be memory too)."""
+        folder = path.parent if os.access(path.parent, os.W_OK) else None
+        scratch = tempfile.TemporaryDirectory(prefix=".digest-dry-run-", dir=folder)
+        copy = sqlite3.connect(Path(scratch.name) / "copy.db")
+        copy.execute("PRAGMA synchronous = OFF")  # thrown away at the end
         if path.exists():
             try:
-                source = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+                source = _read_only(path)
                 with source:
-                    source.backup(memory)
+                    source.backup(copy)
                 source.close()
             except sqlite3.DatabaseError as e:
+                copy.close()
+                scratch.cleanup()
                 raise StateError(_db_problem(path, e)) from e
-        store = cls(sqlite_utils.Database(memory), None)
+        store = cls(sqlite_utils.Database(copy), None, scratch)
         try:
             migrations.apply(store.db)
         except sqlite3.DatabaseError as e:
+            store.close()
             raise StateError(_db_problem(path, e)) from e
         return store
 
     def close(self) -> None:
         self.db.close()
+        if self._scratch is not None:
+            self._scratch.cleanup()
 
     # -- papers and matches ----------------------------------------------------
 
@@ -781,6 +800,16 @@ class Store:
                 "DELETE FROM inbox_mails WHERE status != 'pending' AND received < ?", [_iso(before)]
             )
             self.db.execute("DELETE FROM inbox_counts WHERE day < ?", [_iso(before)[:10]])
+
+
+def _read_only(path: Path) -> sqlite3.Connection:
+    """A connection that only reads the database. Opened for writing where allowed (it
+    writes nothing): a read-only connection leaves the -wal and -shm files behind, since
+    it may not delete them."""
+    try:
+        return sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True, timeout=30)
+    except sqlite3.OperationalError:
+        return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
 
 
 def state_error(path: Path | None, error: sqlite3.DatabaseError) -> StateError:

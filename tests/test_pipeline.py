@@ -235,17 +235,20 @@ def test_dry_run_sends_nothing_writes_nothing_and_is_repeatable(
     arxiv_fake.add_paper("A new Person Re-ID benchmark", "Person re-id again.", "Person Re-ID")
     db = Path(env["DIGEST_DB"])
     before = hashlib.sha256(db.read_bytes()).hexdigest()
+    beside = sorted(db.parent.iterdir())
     runner = CliRunner()
 
     first = runner.invoke(main, ["send", "--dry-run", "--out", str(tmp_path / "out")], env=env)
     second = runner.invoke(main, ["send", "--dry-run"], env=env)
 
     assert first.exit_code == 0, first.output
-    assert first.stdout.splitlines()[1:3] == second.stdout.splitlines()[1:3]
+    assert first.stdout.splitlines()[:3] == second.stdout.splitlines()[:3]
     assert "lab@example.org: 1 papers: Person Re-ID 1" in first.stdout
     assert "reader@example.org: 1 papers: Person Re-ID 1" in first.stdout
     assert "student@example.org" not in first.stdout
     assert hashlib.sha256(db.read_bytes()).hexdigest() == before
+    left = sorted(p for p in db.parent.iterdir() if p.name != "out")
+    assert left == beside, "the copy it worked on is gone, and SQLite left no -wal or -shm"
     assert smtp.messages == [] and smtp.connections == 0
     written = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert written == [

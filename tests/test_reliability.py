@@ -348,3 +348,31 @@ def test_an_outage_over_several_runs_sends_each_paper_once(
     assert all(len(ids) == len(set(ids)) for ids in papers.values()), "a paper came twice"
     messages = {rcpt: len(got) for rcpt, got in smtp.by_recipient().items()}
     assert messages == {"lab@example.org": 1, "reader@example.org": 2, "student@example.org": 2}
+
+
+def test_a_dry_run_shows_waiting_digests_once_then_what_would_follow(
+    write_config: WriteConfig, env: dict[str, str], smtp: SMTPServer, arxiv_fake: FakeArxiv
+) -> None:
+    """Digests waiting for the SMTP server are shown as they would go out, and then what
+    the run would plan after they went out (here: the paper that came meanwhile), each
+    digest once."""
+    config = write_config()
+    smtp.stop()
+    run_digest(config)
+    arxiv_fake.add_paper("Try-on at scale", "Virtual try-on, faster.", "Virtual Try-On")
+
+    result = CliRunner().invoke(main, ["send", "--dry-run"], env=env)
+
+    assert result.exit_code == 0, result.output
+    listed = [line.split(":")[0].strip() for line in result.stdout.splitlines()[:-1]]
+    assert sorted(listed) == [
+        "lab@example.org",
+        "reader@example.org",
+        "reader@example.org",
+        "student@example.org",
+        "student@example.org",
+    ]
+    summary = result.stdout.splitlines()[-1]
+    assert (
+        summary.startswith("dry run for ") and "5 digests would be sent (listed above)" in summary
+    )
