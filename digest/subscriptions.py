@@ -1,7 +1,8 @@
 """Changes to the subscriber list: subscribers.toml stays the single source of truth.
 
 Every change (from a command mail, an unsubscribe link or the CLI) is made on the file
-with tomlkit, so the admin's comments and layout survive; the new text is validated by
+with tomlkit, on the tables it touches when the list is long (`_window`), so the
+admin's comments and layout survive; the new text is validated by
 the same loader a run uses before it replaces the file atomically (temp file, fsync,
 rename). Writers are serialised by a lock file beside it.
 """
