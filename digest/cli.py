@@ -173,7 +173,10 @@ def send(
         detail = ", ".join(f"{k} {n}" for k, n in preview.counts) or "nothing new"
         click.echo(f"  {preview.email}: {total} papers: {detail}")
         if out:
-            write_preview(preview, out)
+            try:
+                write_preview(preview, out)
+            except OSError as e:
+                raise ConfigError(f"{out}: cannot write the digests there ({e.strerror})") from e
 
     # Never two runs at once (exit 7); a dry run only reads a snapshot, so it needs no lock.
     with nullcontext() if dry_run else RunLock(config.db_path):

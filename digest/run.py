@@ -336,9 +336,10 @@ class Run:
             self._plan(run_id, date_text)
         self._send()
         self._stop_processes()
-        kept = timedelta(days=self.config.digest.keep_days)
-        if pruned := self.store.prune(self.now - kept):
-            log.info("removed %d digests done more than %d days ago", pruned, kept.days)
+        if not self.dry_run:  # a dry run's copy is thrown away anyway
+            kept = timedelta(days=self.config.digest.keep_days)
+            if pruned := self.store.prune(self.now - kept):
+                log.info("removed %d digests done more than %d days ago", pruned, kept.days)
         self.report.arxiv_requests = self.source.requests_made
         self.report.inlinings += self.renderer.inlined
         status = self._status()

@@ -349,7 +349,7 @@ class Store:
         copy.execute("PRAGMA synchronous = OFF")  # thrown away at the end
         if path.exists():
             try:
-                source = _read_only(path)
+                source = _reading(path)
                 with source:
                     source.backup(copy)
                 source.close()
@@ -813,14 +813,14 @@ class Store:
             self.db.execute("DELETE FROM inbox_counts WHERE day < ?", [_iso(before)[:10]])
 
 
-def _read_only(path: Path) -> sqlite3.Connection:
-    """A connection that only reads the database. Opened for writing where allowed (it
-    writes nothing): a read-only connection leaves the -wal and -shm files behind, since
-    it may not delete them."""
-    try:
-        return sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True, timeout=30)
-    except sqlite3.OperationalError:
-        return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+def _reading(path: Path) -> sqlite3.Connection:
+    """A connection to an existing database that this code only reads from.
+
+    mode=rw, not ro: SQLite opens a write-protected file read-only by itself, and a
+    read-only connection leaves the -wal and -shm files behind, not being allowed to
+    delete them. Nothing is written through it.
+    """
+    return sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True, timeout=30)
 
 
 def state_error(path: Path | None, error: sqlite3.DatabaseError) -> StateError:
