@@ -6,6 +6,8 @@ import logging
 import os
 import sys
 
+from digest.progress import status_on
+
 # journald reads "<N>" prefixes as syslog priorities and stamps lines itself.
 _PRIORITY = {
     logging.DEBUG: 7,
@@ -22,9 +24,22 @@ class _JournalFormatter(logging.Formatter):
         return f"<{_PRIORITY.get(record.levelno, 6)}>{super().format(record)}"
 
 
+class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A log line never lands on the terminal's progress line: that is cleared, then redrawn."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        status = status_on(self.stream)
+        if status:
+            self.stream.write("\r\x1b[2K")
+        super().emit(record)
+        if status:
+            self.stream.write(status)
+            self.flush()
+
+
 def log_to_stderr(level: int) -> None:
     """Send every log line of `level` and above to stderr (the other libraries' warnings)."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _Handler(sys.stderr)
     if os.environ.get("JOURNAL_STREAM"):
         handler.setFormatter(_JournalFormatter("%(message)s"))
     else:

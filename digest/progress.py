@@ -8,6 +8,15 @@ from typing import TextIO
 
 log = logging.getLogger("digest.run")
 
+# The status line on screen, and the stream it is on: a log line written to that stream
+# clears it first and draws it again after (logs.py), so the two never share a line.
+_on_screen: tuple[TextIO, str] | None = None
+
+
+def status_on(stream: TextIO) -> str:
+    """The progress line shown on `stream` now, or ""."""
+    return _on_screen[1] if _on_screen is not None and _on_screen[0] is stream else ""
+
 
 class Progress:
     """A status line rewritten in place on a TTY; log lines at milestones otherwise."""
@@ -22,10 +31,12 @@ class Progress:
         self._last_logged = -1
 
     def _show(self, line: str) -> None:
+        global _on_screen
         if self.tty:
             self.stream.write("\r\x1b[2K" + line)
             self.stream.flush()
             self._shown = True
+            _on_screen = (self.stream, line)
 
     def fetching(self, index: int, total: int, keyword: str) -> None:
         self._show(f"fetching keyword {index} of {total}: {keyword}")
@@ -44,7 +55,9 @@ class Progress:
             log.info("sent %d of %d digests", done, total)
 
     def finish(self) -> None:
+        global _on_screen
         if self._shown:
             self.stream.write("\r\x1b[2K")
             self.stream.flush()
             self._shown = False
+            _on_screen = None
