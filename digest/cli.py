@@ -46,6 +46,11 @@ def handle_errors(func: F) -> F:
         except DigestError as e:
             click.echo(f"Error: {e}", err=True)
             sys.exit(e.exit_code)
+        except BrokenPipeError:
+            # The reader of our output stopped early (`digest check | head -1`): a normal
+            # end. Later writes, and the flush at exit, go nowhere instead of failing again.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(0)
         except KeyboardInterrupt:
             click.echo(
                 "Interrupted; what was sent is recorded, the rest goes out next run.", err=True
