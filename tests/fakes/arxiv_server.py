@@ -810,7 +810,16 @@ def main(argv: list[str] | None = None) -> int:
     # Explicit SIGINT too: a shell's background job inherits SIGINT ignored.
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: done.set())
-    with FakeArxiv(load_reference(args.reference), port=args.port) as fake:
+    try:
+        fake = FakeArxiv(load_reference(args.reference), port=args.port).start()
+    except OSError as e:
+        print(
+            f"fake arXiv API: cannot listen on 127.0.0.1:{args.port} ({e.strerror}); "
+            "choose another --port",
+            file=sys.stderr,
+        )
+        return 2
+    with fake:
         print(f"fake arXiv API at {fake.url}", flush=True)
         while not done.wait(0.5):
             pass
