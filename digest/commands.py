@@ -42,20 +42,37 @@ BARE = frozenset({"list", "cancel", "help"})
 MAX_NAME_LENGTH = 100
 TOKEN = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 
+# Only so much of a mail can hold commands: a command line is short, and the commands
+# stand at the top of the body. Everything is cut to these sizes before any parsing.
+MAX_SUBJECT = 2000  # characters of the Subject
+MAX_BODY = 16_000  # characters of the body
+MAX_BODY_LINES = 200
+MAX_LINE = 1000  # a longer line is neither a command nor an attribution
+
+# One Re:/Fwd: prefix, matched again and again from where the last ended, on a Subject
+# whose whitespace is already collapsed to single spaces. Every repeat in it is bounded
+# (` ?`, `\d{1,9}`), so one attempt reads at most ~20 characters and the loop over the
+# prefixes is linear. (The old single regex put `\s*` beside an optional group beside
+# `\s*`, whose ways to split a run of spaces made `re` + 300 KB of spaces take minutes.)
 _REPLY_PREFIX = re.compile(
-    r"^\s*(?:(?:re|fwd?|aw|sv|vs|wg|tr|antw|rif)\s*(?:\[\d+\])?\s*:\s*)+", re.IGNORECASE
+    r"(?:re|fwd?|aw|sv|vs|wg|tr|antw|rif) ?(?:\[\d{1,9}\] ?)?: ?", re.IGNORECASE
 )
+# Linear: `\s+` and the code's character class cannot overlap, and the code's two runs are
+# split by the one `.` neither can match, so each "confirm" costs at most its own code.
 _CONFIRM_ANYWHERE = re.compile(rf"\bconfirm\s+({TOKEN.pattern})", re.IGNORECASE)
 _QUOTES = {'"': '"', "'": "'", "“": "”", "«": "»"}
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-# "On Mon, 17 Nov 2025, A <a@example.org> wrote:", "Am … schrieb A:" and a few more languages.
-_ATTRIBUTION = re.compile(
-    r"^(on|am|le|el|il|op|em|den)\b.*\b(wrote|schrieb|écrit|escribió|scritto|schreef|"
-    r"escreveu|skrev)\b.*:$",
-    re.IGNORECASE,
+# "On Mon, 17 Nov 2025, A <a@example.org> wrote:", "Am … schrieb A:" and a few more
+# languages: a start word, a verb later on, a colon at the end. Two regexes of fixed
+# alternatives and no unbounded repeat, one anchored and one searched once, so both are
+# linear; one regex with `.*` on both sides of the verb was quadratic on a line of verbs.
+_ATTRIBUTION_START = re.compile(r"(?:on|am|le|el|il|op|em|den)\b", re.IGNORECASE)
+_ATTRIBUTION_VERB = re.compile(
+    r"\b(?:wrote|schrieb|écrit|escribió|scritto|schreef|escreveu|skrev)\b", re.IGNORECASE
 )
-_ATTRIBUTION_START = re.compile(r"^(on|am|le|el|il|op|em|den)\b", re.IGNORECASE)
-# Where the quoted original of a reply or a forward begins.
+# Where the quoted original of a reply or a forward begins. Linear on a capped line: it is
+# anchored, and the repeats beside each other (`-{2,}`, `\s*`, a literal) match disjoint
+# characters, so each can end in one place only.
 _QUOTE_START = re.compile(
     r"^(-{2,}\s*(original message|forwarded message)\s*-{2,}|_{10,})$", re.IGNORECASE
 )
@@ -84,12 +101,17 @@ class Confirmation:
 
 def parse_line(line: str) -> Command | None:
     """The command on a line of text, or None when the line is not one."""
+    if len(line) > MAX_LINE:
+        return None
     text = " ".join(line.split())
     word, _, rest = text.partition(" ")
     verb = VERBS.get(word.casefold())
     if verb is None:
         return None
     argument = _unquote(rest)
+    if verb == "cancel" and TOKEN.fullmatch(argument):
+        # The Subject of the digest's own mailto: "unsubscribe <code signed for the reader>".
+        return Command(verb, argument, text)
     if verb in BARE:
         return Command(verb, "", text) if not argument else None
     if verb == "subscribe":
@@ -113,34 +135,64 @@ def _unquote(text: str) -> str:
     return text
 
 
+def strip_reply_prefixes(subject: str) -> str:
+    """A Subject without its Re:/Fwd: prefixes, its whitespace collapsed."""
+    text = " ".join(subject.split())
+    end = 0
+    while found := _REPLY_PREFIX.match(text, end):
+        end = found.end()
+    return text[end:]
+
+
 def subject_commands(subject: str) -> list[Command]:
     """The command a Subject holds: all of it after Re:/Fwd:, or a `confirm <code>` in it."""
-    command = parse_line(_REPLY_PREFIX.sub("", subject))
+    head = subject[:MAX_SUBJECT]
+    # A Subject cut short cannot hold a whole command line (they are far shorter).
+    command = parse_line(strip_reply_prefixes(head)) if head == subject else None
     if command is not None:
         return [command]
     # A reply to a confirmation request keeps the code in its Subject, whatever surrounds it.
-    found = _CONFIRM_ANYWHERE.search(subject)
+    found = _CONFIRM_ANYWHERE.search(head)
     return [Command("confirm", found.group(1), found.group(0))] if found else []
+
+
+def _attribution(text: str) -> bool:
+    start = _ATTRIBUTION_START.match(text)
+    return (
+        start is not None
+        and text.endswith(":")
+        and _ATTRIBUTION_VERB.search(text, start.end()) is not None
+    )
+
+
+def _head(body: str) -> list[str]:
+    """The lines of a body that may hold commands: its first lines, whole lines only."""
+    head = body[:MAX_BODY]
+    if len(body) > MAX_BODY:
+        head = head[: head.rfind("\n") + 1]
+    return head.splitlines()[:MAX_BODY_LINES]
 
 
 def body_commands(body: str) -> list[Command]:
     """The commands at the top of a body, up to the first line that is not one."""
     commands: list[Command] = []
-    lines = body.splitlines()
+    lines = _head(body)
     index = 0
     while index < len(lines):
         raw = lines[index]
         index += 1
         text = raw.strip()
+        if len(text) > MAX_LINE:
+            break  # neither a command nor an attribution: prose, or worse
         if raw.rstrip() == "--" or _QUOTE_START.match(text):
             break  # a signature, or the original below a reply or forward
-        if not text or text.startswith(">") or _ATTRIBUTION.match(text):
+        if not text or text.startswith(">") or _attribution(text):
             continue
         # Mail clients wrap a long attribution over two lines.
         if (
             _ATTRIBUTION_START.match(text)
             and index < len(lines)
-            and _ATTRIBUTION.match(f"{text} {lines[index].strip()}")
+            and _attribution(f"{text} {lines[index].strip()}")
         ):
             index += 1
             continue

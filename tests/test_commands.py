@@ -228,3 +228,59 @@ def test_any_bytes_parse_without_error(raw: bytes) -> None:
     mail_commands(message)
     automatic(message)
     sender_of(message)
+
+
+# -- megabytes of adversarial input: the output is asserted; bench/ has the times ----------
+
+MB = 1_000_000
+
+
+@pytest.mark.parametrize(
+    ("subject", "expected"),
+    [
+        ("re" + " " * MB, []),  # was quadratic: minutes
+        ("Re:" + " " * MB + "list", []),  # cut at MAX_SUBJECT: no whole command line
+        ("Re: " * 100_000 + "list", []),
+        ("Re: " * 400 + "list", [("list", "")]),
+        ("re\t\u3000 " * 300 + "x", []),  # CJK ideographic space
+        ("Re:   Fwd [3]  :  AW: help", [("help", "")]),
+        ("  RE :list", [("list", "")]),
+        ("confirm " * 200_000, []),
+        ("x" * MB + " confirm a.b", []),  # the code stands beyond the cap
+        ("Re: please confirm abc.DEF-_2 " + "\u202e" * MB, [("confirm", "abc.DEF-_2")]),
+        ("unsubscribe\x00", []),
+        ("unsubscribe abc.def", [("cancel", "abc.def")]),
+        ("cancel my meeting", []),
+    ],
+)
+def test_subjects_of_megabytes(subject: str, expected: list[tuple[str, str]]) -> None:
+    assert verbs(subject_commands(subject)) == expected
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ("list\n" * MB, [("list", "")] * 200),  # only the first lines can hold commands
+        ("On " + "wrote " * 200_000 + "\nlist", []),  # one long line ends the commands
+        ("On " * 300 + "wrote\nlist", []),  # short enough to read, but not an attribution
+        ("On " * 100 + "wrote:\nlist", [("list", "")]),
+        ("Le 17 nov. 2025, A a écrit :\n> cancel\nlist\n", [("list", "")]),
+        ("list\n" + "x" * MB, [("list", "")]),
+        ("\n" * MB + "list", []),
+        ("-" * MB + "\nlist", []),
+        ("list\n" + "-" * MB, [("list", "")]),
+        ("help\n\u0645\u0631\u062d\u0628\u0627 王小明\nlist", [("help", "")]),
+        ("list\x00\nhelp", []),
+        ("\u200f" * MB, []),
+    ],
+)
+def test_bodies_of_megabytes(body: str, expected: list[tuple[str, str]]) -> None:
+    assert verbs(body_commands(body)) == expected
+
+
+def test_a_mail_of_megabytes_holds_only_its_first_commands() -> None:
+    message = EmailMessage()
+    message["From"] = "reader@example.org"
+    message["Subject"] = "re" + " " * 300_000
+    message.set_content("list\n" * 300_000 + "王小明 " * 100_000)
+    assert verbs(mail_commands(parse(message.as_bytes()))) == [("list", "")] * 200
