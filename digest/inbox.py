@@ -55,7 +55,7 @@ from digest.errors import (
     ConfigError,
     DigestError,
 )
-from digest.imap import Mailbox
+from digest.imap import MAX_HEADER, Mailbox, truncated
 from digest.mail import POLICY, Envelope, Outcome, Sender, header_safe, sender_address
 from digest.store import Store
 from digest.subscriptions import Change, remove_keywords, subscribe, unsubscribe, watched
@@ -207,6 +207,13 @@ class _Step:
                 uid,
                 size,
                 self.settings.max_size,
+            )
+            self._leave(uid, "oversize")
+            return
+        if truncated(header):
+            # Its headers alone are too long to read: only MAX_HEADER bytes were downloaded.
+            log.warning(
+                "mail %d skipped unread: its headers are larger than %d bytes", uid, MAX_HEADER
             )
             self._leave(uid, "oversize")
             return

@@ -27,7 +27,7 @@ from click.testing import CliRunner
 from digest.cli import main
 from digest.config import Config, load_config
 from digest.errors import BusyError
-from digest.imap import InboxError
+from digest.imap import MAX_HEADER, InboxError, Mailbox
 from digest.inbox import InboxReport, _inbox_lock, apply_confirmation, process_inbox
 from digest.store import Store
 from digest.tokens import TokenError, make_token
@@ -497,6 +497,31 @@ def test_a_huge_mail_is_skipped_unread(world: World, caplog: pytest.LogCaptureFi
     assert [r.message for r in caplog.records if r.levelname == "WARNING"] == [
         f"mail {uids[0]} ({size} bytes) skipped unread: "
         "larger than [inbox] max_size (1000000 bytes)"
+    ]
+
+
+def junk_headers(size: int, sender: str = "reader@example.org") -> bytes:
+    """A mail whose header block is `size` bytes of junk lines, its From and Subject last."""
+    line = b"X-Junk: " + b"j" * 988 + b"\r\n"
+    return (
+        line * (size // len(line)) + f"From: {sender}\r\nSubject: cancel\r\n\r\ncancel\r\n".encode()
+    )
+
+
+def test_huge_headers_are_read_only_up_to_the_cap(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    world.write("max_size = 8000000\n")
+    uids = world.send(junk_headers(5_000_000), junk_headers(MAX_HEADER - 2000))
+    with Mailbox(world.config().inbox) as box:  # type: ignore[arg-type]
+        read = {uid: header for uid, _size, header in box.headers(uids)}
+    assert len(read[uids[0]]) == MAX_HEADER, "5 MB of headers, 64 KB downloaded"
+    assert read[uids[1]].endswith(b"Subject: cancel\r\n\r\n"), "whole headers under the cap"
+    report = world.check()
+    assert (report.oversize, report.acted) == (1, 1)
+    assert world.imap.flags()[uids[0]] == {DONE}, "left unread for a person to look at"
+    assert f"mail {uids[0]} skipped unread: its headers are larger than 65536 bytes" in [
+        r.message for r in caplog.records
     ]
 
 
