@@ -12,6 +12,9 @@ ends them and prose is never read as commands. Quoted lines (`>`) and "On … wr
 attributions are skipped, so commands may stand above or below a quote; nothing after a
 signature delimiter (`-- `) or an "Original Message" marker is read. A mail whose Subject
 and first line of text are not commands is not a command mail, and gets no reply.
+
+`unsubscribe <code>` is the Subject of a digest's own mailto unsubscribe: the code,
+signed for the reader (tokens.make_mail_code), is the proof that lets it act at once.
 """
 
 from __future__ import annotations
@@ -95,8 +98,19 @@ class Confirmation:
     """A requested change waiting for the sender to confirm it."""
 
     token: str
-    keywords: tuple[str, ...]
+    keywords: tuple[str, ...]  # to add
     expires: datetime
+    removes: tuple[str, ...] = ()  # keywords to stop watching
+    cancel: bool = False  # unsubscribe
+
+    def what(self) -> str:
+        """What confirming does, as a phrase: "removing A and adding B"."""
+        parts = ["unsubscribing"] if self.cancel else []
+        if self.removes:
+            parts.append(f"removing {', '.join(self.removes)}")
+        if self.keywords:
+            parts.append(f"adding {', '.join(self.keywords)}")
+        return " and ".join(parts)
 
 
 def parse_line(line: str) -> Command | None:
@@ -261,6 +275,15 @@ def automatic(message: EmailMessage, own: Collection[str] = ()) -> str | None:
     return None
 
 
+def mailbox_key(email: str) -> str:
+    """One key for every spelling of a mailbox: `Local+tag@Domain` -> `local@domain`."""
+    local, _, domain = email.rpartition("@")
+    return f"{local.partition('+')[0]}@{domain}".casefold()
+
+
+ECHO_LENGTH = 200  # characters of a subscriber's command line quoted in a reply
+
+
 def help_text(address: str) -> str:
     """The commands, as the `help` reply explains them."""
     return f"""Write to {address}
@@ -270,12 +293,25 @@ with one command per line at the top of the message (or one in the Subject):
   add <keyword>           watch a keyword, e.g. add Person Re-ID
   del <keyword>           stop watching a keyword
   list                    show the keywords you watch
-  cancel                  unsubscribe at once (unsubscribe works too)
+  cancel                  unsubscribe (unsubscribe works too)
   help                    this text
 
-Subscribing and adding keywords take effect when you reply to the confirmation
-we send to your address; del and cancel take effect at once. The commands end at
+Every change takes effect when you reply to the confirmation we send to your
+address; the unsubscribe link in a digest works at once. The commands end at
 the first line that is not a command, such as a greeting."""
+
+
+def _confirm_lines(confirmation: Confirmation, what: str) -> list[str]:
+    return [
+        "",
+        f"To confirm {what}, reply to this mail",
+        "(keep its Subject), or send a mail whose first line is:",
+        "",
+        f"confirm {confirmation.token}",
+        "",
+        f"This request expires on {confirmation.expires:%Y-%m-%d %H:%M} UTC. If you did not",
+        "ask for it, ignore this mail: nothing changes.",
+    ]
 
 
 def reply_text(
@@ -288,10 +324,17 @@ def reply_text(
     not_done: int = 0,
     limit: int = 0,
 ) -> str:
-    """The one reply to a command mail: what each command did, and what is watched now."""
+    """The one reply to a subscriber's command mail: what each command did, what is watched.
+
+    Only for an address that is subscribed: it quotes the commands (each cut to
+    ECHO_LENGTH), and anyone can put any text in a mail From someone else.
+    """
     lines = ["Your commands:", ""]
     for command, outcome in results:
-        lines += [f"> {command.line}", f"  {outcome}", ""]
+        line = command.line
+        if len(line) > ECHO_LENGTH:
+            line = line[:ECHO_LENGTH] + "…"
+        lines += [f"> {line}", f"  {outcome}", ""]
     if not_done:
         lines += [
             f"{not_done} more commands were not carried out: {limit} commands a day from",
@@ -303,20 +346,48 @@ def reply_text(
     else:
         lines += ["You watch:", *(f"  - {name}" for name in watched)]
     if confirmation is not None:
-        lines += [
-            "",
-            f"To confirm adding {', '.join(confirmation.keywords)}, reply to this mail",
-            "(keep its Subject), or send a mail whose first line is:",
-            "",
-            f"confirm {confirmation.token}",
-            "",
-            f"This request expires on {confirmation.expires:%Y-%m-%d %H:%M} UTC. If you did not",
-            "ask for it, ignore this mail: nothing changes.",
-        ]
+        lines += _confirm_lines(confirmation, confirmation.what())
     if show_help:
         lines += ["", help_text(address)]
     lines += ["", "-- ", f'Send "help" to {address} for the commands.']
     return "\n".join(lines) + "\n"
+
+
+def stranger_text(
+    results: list[tuple[Command, str]],
+    *,
+    address: str,
+    confirmation: Confirmation | None = None,
+    show_help: bool = False,
+) -> str:
+    """The reply to an address that is not subscribed: fixed text, none of the mail's words.
+
+    Anyone can send a mail From any address; quoting it would let them send their text
+    (a phishing link, say) to anyone from our domain. Each command is named by its verb
+    and what became of it, both our words.
+    """
+    lines = [f"This address is not subscribed to the arXiv digest of {address}.", ""]
+    lines += ["Your commands:", ""]
+    for command, outcome in results:
+        lines.append(f"  {command.verb}: {_ours(outcome)}")
+    if confirmation is not None:
+        count = len(confirmation.keywords)
+        lines += _confirm_lines(
+            confirmation,
+            f"subscribing it, watching {count} keyword{'s' if count != 1 else ''}",
+        )
+    else:
+        lines += ["", "Nothing was changed."]
+    if show_help:
+        lines += ["", help_text(address)]
+    lines += ["", "-- ", f'Send "help" to {address} for the commands.']
+    return "\n".join(lines) + "\n"
+
+
+def _ours(outcome: str) -> str:
+    # Every outcome is our text; a confirmed change names the keywords it added, which
+    # came from a mail, so a stranger's reply only says it was done.
+    return "confirmed" if outcome.startswith("confirmed") else outcome
 
 
 def limit_text(limit: int, address: str) -> str:
