@@ -281,7 +281,8 @@ def mailbox_key(email: str) -> str:
     return f"{local.partition('+')[0]}@{domain}".casefold()
 
 
-ECHO_LENGTH = 200  # characters of a subscriber's command line quoted in a reply
+ECHO_LENGTH = 200
+HELD = "waits for the administrator's approval"  # the end of a held subscription's outcome  # characters of a subscriber's command line quoted in a reply
 
 
 def help_text(address: str) -> str:
@@ -376,8 +377,6 @@ def stranger_text(
             confirmation,
             f"subscribing it, watching {count} keyword{'s' if count != 1 else ''}",
         )
-    else:
-        lines += ["", "Nothing was changed."]
     if show_help:
         lines += ["", help_text(address)]
     lines += ["", "-- ", f'Send "help" to {address} for the commands.']
@@ -387,7 +386,9 @@ def stranger_text(
 def _ours(outcome: str) -> str:
     # Every outcome is our text; a confirmed change names the keywords it added, which
     # came from a mail, so a stranger's reply only says it was done.
-    return "confirmed" if outcome.startswith("confirmed") else outcome
+    if outcome.startswith("confirmed") and not outcome.endswith(HELD):
+        return "confirmed"
+    return outcome
 
 
 def limit_text(limit: int, address: str) -> str:

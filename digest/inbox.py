@@ -38,6 +38,7 @@ from email.utils import format_datetime
 from pathlib import Path
 
 from digest.commands import (
+    HELD,
     Command,
     Confirmation,
     automatic,
@@ -665,7 +666,7 @@ def apply_confirmation(
     hold = None
     if adds and limits.approve and (cancel or watched(load_config(config_path), email) is None):
         hold = (name, adds)
-        messages.append(f"{email} waits for the administrator's approval")
+        messages.append(f"{email} {HELD}")
         change = Change(email, False, (), messages[-1], False)
     elif adds:
         change = subscribe(config_path, email, adds, name)

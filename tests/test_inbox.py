@@ -367,6 +367,142 @@ def test_nobody_can_subscribe_someone_else(world: World) -> None:
     assert world.watching()["attacker@example.net"] == ["Spam Topics"]
 
 
+def test_a_forged_cancel_asks_the_real_reader_and_changes_nothing(world: World) -> None:
+    before = world.text()
+    world.send(
+        mail("reader@example.org", "cancel", headers={"Reply-To": "attacker@example.net"}),
+        mail("reader@example.org", "", "del Person Re-ID\ndel Virtual Try-On"),
+        # A code, but made for another address: no proof for this one.
+        mail("reader@example.org", unsubscribe("student@example.org")),
+        mail("reader@example.org", "unsubscribe abc.def"),
+    )
+    report = world.check()
+    assert report.acted == 4
+    assert world.text() == before
+    replies = world.replies()
+    assert {r["To"] for r in replies} == {"reader@example.org"}, "never the Reply-To"
+    assert all("waits for your confirmation (see below)" in body(r) for r in replies)
+    assert all(str(r["Subject"]).startswith("confirm ") for r in replies)
+    # The reader's own code, from the mailto in their digest: at once, no confirmation.
+    world.send(mail("READER@example.org", unsubscribe("reader@example.org")))
+    world.check()
+    assert "reader@example.org" not in world.watching()
+    assert "unsubscribed reader@example.org" in body(world.replies()[-1]).lower()
+
+
+def test_a_proven_cancel_goes_through_every_limit(world: World) -> None:
+    world.write(inbox="max_commands_per_day = 2\nmax_replies_per_hour = 3\n")
+    world.send(*(mail("student@example.org", "list") for _ in range(4)))
+    world.send(mail("student@example.org", unsubscribe("student@example.org")))
+    report = world.check()
+    assert "student@example.org" not in world.watching()
+    assert report.replies == 3, "two answers, one notice of the limit, then the hourly cap"
+    assert report.acted == 4 and report.limited == 1
+
+
+def test_strangers_get_fixed_text_and_subscribers_a_capped_quote(world: World) -> None:
+    phish = "https://examp1e.org/login?verify=now"
+    world.send(
+        mail("stranger@example.net", f"Re: help {phish}", f"add {phish}\nlist\nhelp"),
+        mail("stranger2@example.net", f"list {phish}", f"subscribe {phish}\nconfirm a.{phish}"),
+        mail("reader@example.org", f"Re: list {'x' * 500}", "list\ndel " + "y" * 199),
+    )
+    world.check()
+    for address in ("stranger@example.net", "stranger2@example.net"):
+        reply = only_reply(world, address)
+        raw = reply.as_string()
+        assert "examp1e" not in raw and "verify" not in raw, raw
+        assert reply["Subject"] in ("Re: your commands",) or reply["Subject"].startswith("confirm ")
+    text = body(only_reply(world, "stranger@example.net"))
+    assert "  add: waits for your confirmation (see below)\n  list: your keywords" in text
+    # The owner of a subscription sees their own lines, each cut to 200 characters.
+    text = body(only_reply(world, "reader@example.org"))
+    assert f"> del {'y' * 196}…\n  not done: you do not watch it\n" in text
+    assert len(str(only_reply(world, "reader@example.org")["Subject"])) < 160
+
+
+def test_the_daily_limit_counts_a_mailbox_once_whatever_its_tag(world: World) -> None:
+    world.write(inbox="max_commands_per_day = 5\n")
+    spellings = [f"flood+{i}@example.org" for i in range(20)] + [
+        "FLOOD@Example.org",
+        "Flood+x@EXAMPLE.ORG",
+    ]
+    world.send(*(mail(a, "list") for a in spellings))
+    report = world.check()
+    assert (report.acted, report.limited, report.replies) == (6, 16, 6)
+    assert sum("5 commands today, the limit" in body(r) for r in world.replies()) == 1
+
+
+def test_global_caps_hold_over_many_addresses(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    world.write(inbox="max_keywords_per_day = 25\nmax_subscribers_per_day = 3\n")
+    for i in range(5):
+        lines = "\n".join(f"add Topic {i} {k}" for k in range(10))
+        world.send(mail(f"throwaway{i}@example.net", "", lines))
+    world.check()
+    codes = {r["To"]: code(r) for r in world.replies()}
+    assert len(codes) == 5
+    world.smtp.reset()
+    uids = world.send(*(mail(a, f"Re: confirm {c}") for a, c in codes.items()))
+    report = world.check()
+    # Two confirmations fit (20 keywords); the third would pass 25: it and the rest wait.
+    added = [a for a in codes if a in world.watching()]
+    assert len(added) == 2
+    assert (report.acted, report.waiting) == (2, 3)
+    assert "[inbox] cap reached: 25 keywords added by mail today" in caplog.text
+    flags = world.imap.flags()
+    assert sum(DONE not in flags[u] for u in uids) == 3, "left for a later check"
+    # The next day they go through, as far as the caps allow.
+    report = world.check(NOW + timedelta(days=1))
+    assert (report.acted, report.waiting) == (2, 1)
+    assert len([a for a in codes if a in world.watching()]) == 4
+
+
+def test_the_hourly_reply_cap_leaves_mails_for_later(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    world.write(inbox="max_replies_per_hour = 3\n")
+    uids = world.send(*(mail(f"r{i}@example.net", "help") for i in range(5)))
+    report = world.check()
+    assert (report.replies, report.waiting) == (3, 2)
+    assert "[inbox] cap reached: 3 replies in the last hour" in caplog.text
+    assert [DONE in world.imap.flags()[u] for u in uids] == [True] * 3 + [False] * 2
+    assert world.check(NOW + timedelta(minutes=30)).replies == 0
+    assert world.check(NOW + timedelta(minutes=61)).replies == 2
+
+
+def test_approve_holds_new_subscribers_for_the_administrator(world: World) -> None:
+    world.write(inbox="approve = true\n")
+    world.send(mail("ann@example.org", "", "subscribe Ann\nadd Diffusion Models"))
+    world.send(mail("reader@example.org", "", "add GANs"))
+    world.check()
+    for reply in world.replies():
+        world.send(mail(reply["To"], f"Re: {reply['Subject']}"))
+    world.check()
+    # A reader's new keyword needs no approval; a new reader does.
+    assert world.watching() == {
+        "reader@example.org": ["Person Re-ID", "Virtual Try-On", "GANs"],
+        "student@example.org": ["Virtual Try-On"],
+    }
+    assert "waits for the administrator's approval" in body(world.replies("ann@example.org")[1])
+    runner = CliRunner()
+    listed = runner.invoke(main, ["pending"], env=world.env)
+    assert listed.exit_code == 0, listed.output
+    assert "ann@example.org" in listed.output and "Diffusion Models" in listed.output
+    unknown = runner.invoke(main, ["approve", "nobody@example.org"], env=world.env)
+    assert unknown.exit_code == 2
+    assert unknown.stderr.strip().count("\n") == 0 and "Traceback" not in unknown.output
+    done = runner.invoke(main, ["approve", "Ann@example.org"], env=world.env)
+    assert done.exit_code == 0, done.output
+    assert world.watching()["ann@example.org"] == ["Diffusion Models"]
+    assert "Ann" in world.text()
+    assert runner.invoke(main, ["pending"], env=world.env).output.strip() == (
+        "No subscriptions wait for approval."
+    )
+    assert runner.invoke(main, ["reject", "ann@example.org"], env=world.env).exit_code == 2
+
+
 def tampered(token: str, **changes: str) -> str:
     """The token with its payload rewritten and the old signature kept."""
     payload, _, signature = token.partition(".")
