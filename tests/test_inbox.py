@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -388,6 +389,34 @@ def test_a_forged_cancel_asks_the_real_reader_and_changes_nothing(world: World) 
     world.check()
     assert "reader@example.org" not in world.watching()
     assert "unsubscribed reader@example.org" in body(world.replies()[-1]).lower()
+
+
+def test_the_mailto_unsubscribe_in_a_digest_acts_at_once(world: World) -> None:
+    run_digest(world.config(), NOW)
+    digest = next(r.message for r in world.smtp.messages if r.rcpt_tos == ["reader@example.org"])
+    header = str(digest["List-Unsubscribe"])
+    match = re.fullmatch(r"<mailto:commands@example\.org\?subject=unsubscribe%20([\w.-]+)>", header)
+    assert match, header
+    assert len(match.group(1)) < 30, "short enough to read in a mail client"
+    assert f"mailto:commands@example.org?subject=unsubscribe%20{match.group(1)}" in body(digest)
+    world.smtp.reset()
+    # The reader's mail client sends it, months later, From another spelling of the address.
+    world.send(mail("Reader@Example.org", f"unsubscribe {match.group(1)}"))
+    world.check(NOW + timedelta(days=150))
+    assert "reader@example.org" not in world.watching()
+    # The student's code works only for the student.
+    code_for_student = unsubscribe("student@example.org")
+    world.send(mail("reader@example.org", code_for_student))
+    world.send(mail("other@example.org", code_for_student))
+    world.check(NOW + timedelta(days=150))
+    assert "student@example.org" in world.watching()
+
+
+def test_without_a_secret_the_mailto_stays_plain(world: World) -> None:
+    world.env.pop("DIGEST_SECRET")
+    run_digest(world.config(), NOW)
+    digest = world.smtp.messages[0].message
+    assert digest["List-Unsubscribe"] == "<mailto:digest@example.org?subject=unsubscribe>"
 
 
 def test_a_proven_cancel_goes_through_every_limit(world: World) -> None:
