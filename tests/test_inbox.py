@@ -881,6 +881,26 @@ def test_unknown_inbox_keys_name_the_line(world: World) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("max_replies_per_hour = 0", "'max_replies_per_hour' must be"),
+        ("max_subscribers_per_day = -1", "'max_subscribers_per_day' must be"),
+        ("max_keywords_per_day = 10", "'max_keywords_per_day' (10) must be at least max_keywords"),
+        ('approve = "yes"', "'approve' must be true or false"),
+    ],
+)
+def test_the_caps_are_checked_like_the_other_inbox_settings(
+    world: World, setting: str, message: str
+) -> None:
+    world.write(inbox=setting + "\n")
+    result = CliRunner().invoke(main, ["check"], env=world.env)
+    assert result.exit_code == 2
+    line = world.text().splitlines().index(setting) + 1
+    assert result.stderr.startswith(f"Error: {world.path}:{line}: [inbox] "), result.stderr
+    assert message in result.stderr and result.stderr.count("\n") == 1
+
+
 def test_apply_confirmation_for_links(world: World, tmp_path: Path) -> None:
     value = json.dumps({"add": ["Diffusion Models"], "name": "Ann"})
     token = make_token(SECRET.encode(), "confirm", "ann@example.org", issued=NOW, value=value)
