@@ -162,8 +162,7 @@ def inbox_warnings(config: Config) -> list[str]:
         warnings.append(
             "no signing secret (DIGEST_SECRET, DIGEST_SECRET_FILE or the systemd credential "
             "digest-secret): subscribe, add, del and cancel by mail are refused until the "
-            "administrator "
-            "sets one, e.g. to the output of `openssl rand -hex 32`"
+            "administrator sets one, e.g. to the output of `openssl rand -hex 32`"
         )
     return warnings
 
