@@ -241,6 +241,7 @@ class _Step:
         try:
             head = _PARSER.parsebytes(header, headersonly=True)
             machine, email = automatic(head, {self.own, self.address}), sender_of(head)
+            subject = str(head.get("Subject", ""))
         except Exception as e:  # any defect in any header: log it, never stop the loop
             log.warning("mail %d skipped: its headers cannot be read (%s)", uid, e)
             self._leave(uid, "malformed")
@@ -256,7 +257,7 @@ class _Step:
         mailbox = mailbox_key(email)
         count, told = self.store.commands_today(mailbox, self.day)
         # The one mail no limit holds back: a reader's unsubscribe with its code.
-        proven = self._proven_cancel(str(head.get("Subject", "")), email)
+        proven = self._proven_cancel(subject, email)
         if told and count >= self.settings.max_commands_per_day and not proven:
             # Not even downloaded: a flood from one address costs a header fetch per mail.
             log.info("mail %d from %s ignored: over the daily command limit", uid, email)

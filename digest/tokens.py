@@ -128,7 +128,8 @@ def check_mail_code(
 ) -> bool:
     """Whether `code` was made for `email` (any case) by make_mail_code, and is not too old."""
     day, _, signature = code.strip().partition(".")
-    if not (0 < len(day) <= 4 and day.isascii() and day.isalnum()):
+    # compare_digest refuses non-ASCII text; int(day, 36) of 5+ digits is past year 9999.
+    if not (0 < len(day) <= 4 and day.isascii() and day.isalnum() and signature.isascii()):
         return False
     if not hmac.compare_digest(signature, _mail_signature(secret, email, day)):
         return False
