@@ -15,6 +15,13 @@ so at worst a duplicate a mail client can tell) and the mail flagged. Dying afte
 and before recording acts again, which changes nothing more: removing a keyword that is
 gone, unsubscribing someone who left and confirming keywords already watched are no-ops
 (only that reply may then say "nothing changed").
+
+A From header proves nothing, so every change waits for a confirmation code sent to the
+address, except the digest's own mailto unsubscribe, whose Subject carries a code signed
+for that reader. An address that is not subscribed gets fixed text only. Limits count a
+mailbox once whatever its +tag; caps over all senders (replies per hour, subscribers and
+keywords added per day) leave the mails over them unflagged, for a later check: nothing
+is lost, and a reader's unsubscribe with its code goes through every limit.
 """
 
 from __future__ import annotations
