@@ -469,7 +469,13 @@ class _Step:
             asked: dict[str, object] = {"add": list(take.values()), "name": request.name}
             asked |= {"del": list(gone.values()), "cancel": cancel}
             value = json.dumps(asked, separators=(",", ":"))
-            token = make_token(secret, "confirm", email, issued=self.now, value=value)
+            # The code holds no address and no words of the mail (base64 would still carry
+            # a stranger's text): what it asks for is stored under its nonce.
+            token = make_token(secret, "confirm", "", issued=self.now)
+            nonce = check_token(
+                secret, token, "confirm", now=self.now, max_age=timedelta(hours=1)
+            ).nonce
+            self.store.save_request(nonce, email, value, self.now)
             names = {keyword_key(k): k for k in current or ()}
             confirmation = Confirmation(
                 token,
@@ -642,8 +648,14 @@ def apply_confirmation(
     )
     if store.token_used(found.nonce):
         raise TokenError("this link was used already; nothing changed")
+    email, value = found.email, found.value
+    if not email:  # a code sent by mail: what it asks for is in the database
+        stored = store.request(found.nonce)
+        if stored is None:
+            raise TokenError("this link is not valid (it is unknown here)")
+        email, value = stored
     try:
-        request = json.loads(found.value)
+        request = json.loads(value)
         adds = [str(k) for k in request["add"]]
         dels = [str(k) for k in request.get("del", [])]
         cancel = request.get("cancel") is True
@@ -651,7 +663,6 @@ def apply_confirmation(
         name = name if isinstance(name, str) else None
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise TokenError("this link is not valid") from e
-    email = found.email
     current = None if cancel else watched(config, email)
     have = {keyword_key(k) for k in current or ()} - {keyword_key(k) for k in dels}
     added = {keyword_key(k) for k in adds} - have

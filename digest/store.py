@@ -217,6 +217,14 @@ def m007_inbox_caps(db: sqlite_utils.Database) -> None:
         ) WITHOUT ROWID;
         -- Replies of the last hour, over all senders: [inbox] max_replies_per_hour.
         CREATE INDEX inbox_mails_by_received ON inbox_mails (received);
+        -- What a confirmation code sent by mail asks for, by the code's nonce: kept here,
+        -- not in the code, so a stranger's words never travel in our replies, even encoded.
+        CREATE TABLE confirm_requests (
+            nonce TEXT PRIMARY KEY,
+            email TEXT NOT NULL,
+            value TEXT NOT NULL,            -- JSON: add, name, del, cancel
+            created TEXT NOT NULL
+        ) WITHOUT ROWID;
         -- Confirmed new subscriptions waiting for the administrator ([inbox] approve).
         CREATE TABLE held_subscriptions (
             key TEXT PRIMARY KEY,           -- the address, case-folded
@@ -861,6 +869,21 @@ class Store:
                     [email.casefold(), email, hold[0], json.dumps(list(hold[1])), _iso(now)],
                 )
 
+    def save_request(self, nonce: str, email: str, value: str, now: datetime) -> None:
+        """What the confirmation code with this nonce asks for."""
+        with self.db.atomic():
+            self.db.execute(
+                "INSERT OR REPLACE INTO confirm_requests (nonce, email, value, created) "
+                "VALUES (?, ?, ?, ?)",
+                [nonce, email, value, _iso(now)],
+            )
+
+    def request(self, nonce: str) -> tuple[str, str] | None:
+        """(email, value) a confirmation code asks for; None when unknown or pruned."""
+        rows = self.db.query("SELECT email, value FROM confirm_requests WHERE nonce = ?", [nonce])
+        row = next(rows, None)
+        return (str(row["email"]), str(row["value"])) if row else None
+
     def held(self) -> list[tuple[str, str | None, list[str], str]]:
         """Subscriptions waiting for approval: (email, name, keywords, requested), oldest first."""
         return [
@@ -910,6 +933,7 @@ class Store:
             )
             self.db.execute("DELETE FROM inbox_counts WHERE day < ?", [_iso(before)[:10]])
             self.db.execute("DELETE FROM inbox_additions WHERE day < ?", [_iso(before)[:10]])
+            self.db.execute("DELETE FROM confirm_requests WHERE created < ?", [_iso(before)])
 
 
 def _reading(path: Path) -> sqlite3.Connection:

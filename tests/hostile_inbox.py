@@ -8,7 +8,10 @@ replies that carry a stranger's text, mails sent past a limit, and bytes read pa
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -125,6 +128,18 @@ def _text(message: EmailMessage) -> str:
     return str(part.get_content()) if part is not None else ""
 
 
+def _decoded(message: EmailMessage) -> str:
+    """A reply as text, with any base64url run in it (a code) decoded as well."""
+    text = message.as_string()
+    runs = re.findall(r"[A-Za-z0-9_-]{16,}", text)
+    for run in runs:
+        try:
+            text += base64.urlsafe_b64decode(run + "=" * (-len(run) % 4)).decode("utf-8", "replace")
+        except (binascii.Error, ValueError):
+            continue
+    return text
+
+
 def _changed(before: dict[str, tuple[str, ...]], after: dict[str, tuple[str, ...]]) -> int:
     """Readers whose subscription is not what it was."""
     return sum(after.get(email) != keywords for email, keywords in before.items())
@@ -207,13 +222,13 @@ def phishing_stranger(room: Mailroom) -> Row:
     room.check()
     replies = room.replies()
     carrying = sum(
-        any(word in r.as_string() for word in ("examp1e", "verify", "Visit")) for r in replies
+        any(word in _decoded(r) for word in ("examp1e", "verify", "Visit")) for r in replies
     )
     return Row(
         "a stranger makes us mail their text (a phishing URL)",
         "three mails from addresses that are not subscribed, the URL in Subject and commands",
         f"{len(replies)} replies of fixed text: the verbs and our outcomes, a fixed Subject; "
-        f"{carrying} carry any of their words",
+        f"{carrying} carry any of their words, even base64-encoded in a code",
         carrying,
     )
 

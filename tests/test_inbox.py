@@ -444,6 +444,10 @@ def test_strangers_get_fixed_text_and_subscribers_a_capped_quote(world: World) -
         assert reply["Subject"] in ("Re: your commands",) or reply["Subject"].startswith("confirm ")
     text = body(only_reply(world, "stranger@example.net"))
     assert "  add: waits for your confirmation (see below)\n  list: your keywords" in text
+    # Not even base64-encoded in the code: what it asks for stays in the database.
+    payload = code(only_reply(world, "stranger@example.net")).partition(".")[0]
+    decoded = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)).decode()
+    assert "examp1e" not in decoded and "stranger" not in decoded
     # The owner of a subscription sees their own lines, each cut to 200 characters.
     text = body(only_reply(world, "reader@example.org"))
     assert f"> del {'y' * 196}…\n  not done: you do not watch it\n" in text
