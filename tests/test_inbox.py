@@ -534,6 +534,19 @@ def test_approve_holds_new_subscribers_for_the_administrator(world: World) -> No
         "No subscriptions wait for approval."
     )
     assert runner.invoke(main, ["reject", "ann@example.org"], env=world.env).exit_code == 2
+    # As a user runs it: one line, exit 2, for an address nobody holds.
+    proc = subprocess.run(
+        [sys.executable, "-m", "digest", "approve", "nobody@example.org"],
+        env={**os.environ, **world.env},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr == (
+        "Error: nobody@example.org: no subscription waits for approval; see `digest pending`\n"
+    )
 
 
 def tampered(token: str, **changes: str) -> str:
