@@ -534,6 +534,18 @@ def test_approve_holds_new_subscribers_for_the_administrator(world: World) -> No
         "No subscriptions wait for approval."
     )
     assert runner.invoke(main, ["reject", "ann@example.org"], env=world.env).exit_code == 2
+    world.send(mail("bob@example.org", "", "add GANs"))
+    world.check()
+    world.send(mail("bob@example.org", f"Re: {world.replies('bob@example.org')[0]['Subject']}"))
+    world.check()
+    assert "bob@example.org" in runner.invoke(main, ["pending"], env=world.env).output
+    dropped = runner.invoke(main, ["reject", "BOB@example.org"], env=world.env)
+    assert (dropped.exit_code, dropped.output) == (
+        0,
+        "BOB@example.org: dropped; it was not subscribed\n",
+    )
+    assert "bob@example.org" not in world.watching()
+    assert "No subscriptions" in runner.invoke(main, ["pending"], env=world.env).output
     # As a user runs it: one line, exit 2, for an address nobody holds.
     proc = subprocess.run(
         [sys.executable, "-m", "digest", "approve", "nobody@example.org"],
