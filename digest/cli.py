@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import os
+import sqlite3
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,7 +23,7 @@ from digest.files import replace_file
 from digest.logs import log_to_stderr
 from digest.progress import Progress
 from digest.run import Preview, Run, open_store, write_preview
-from digest.store import Store
+from digest.store import Store, state_error
 from digest.subscribers import Subscribers
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -509,6 +511,61 @@ def subscribers_command(subscribers: Path | None, db: Path | None) -> None:
     for s in config.subscribers:
         keywords = ", ".join(config.keyword_names(s.keywords))
         click.echo(f"{s.email:<{email_width}}  {s.name or '-':<{name_width}}  {keywords}")
+
+
+@contextlib.contextmanager
+def _held(config: Config) -> Iterator[Store]:
+    """The database, for the held subscriptions; an SQLite failure is exit 6, in one line."""
+    store = Store.open(config.db_path)
+    try:
+        yield store
+    except sqlite3.DatabaseError as e:
+        raise state_error(config.db_path, e) from e
+    finally:
+        store.close()
+
+
+@main.command()
+@config_options
+@handle_errors
+def pending(subscribers: Path | None, db: Path | None) -> None:
+    """List the subscriptions by mail waiting for approval ([inbox] approve = true)."""
+    config = load(subscribers, db)
+    with _held(config) as store:
+        held = store.held()
+    if not held:
+        click.echo("No subscriptions wait for approval.")
+        return
+    for email, name, keywords, requested in held:
+        click.echo(f"{email}  {name or '-'}  {', '.join(keywords)}  (confirmed {requested})")
+
+
+@main.command()
+@config_options
+@click.argument("email")
+@handle_errors
+def approve(subscribers: Path | None, db: Path | None, email: str) -> None:
+    """Subscribe a held address, as it asked; `digest pending` lists them."""
+    from digest.inbox import approve as approve_held
+
+    config = load(subscribers, db)
+    with _held(config) as store:
+        change = approve_held(config.path, store, email)
+    click.echo(f"subscribed {change.email}: {', '.join(change.keywords)}")
+
+
+@main.command()
+@config_options
+@click.argument("email")
+@handle_errors
+def reject(subscribers: Path | None, db: Path | None, email: str) -> None:
+    """Drop a held subscription without telling the address."""
+    from digest.inbox import reject as reject_held
+
+    config = load(subscribers, db)
+    with _held(config) as store:
+        reject_held(store, email)
+    click.echo(f"{email}: dropped; it was not subscribed")
 
 
 if __name__ == "__main__":

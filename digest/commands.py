@@ -12,6 +12,9 @@ ends them and prose is never read as commands. Quoted lines (`>`) and "On … wr
 attributions are skipped, so commands may stand above or below a quote; nothing after a
 signature delimiter (`-- `) or an "Original Message" marker is read. A mail whose Subject
 and first line of text are not commands is not a command mail, and gets no reply.
+
+`unsubscribe <code>` is the Subject of a digest's own mailto unsubscribe: the code,
+signed for the reader (tokens.make_mail_code), is the proof that lets it act at once.
 """
 
 from __future__ import annotations
@@ -42,20 +45,37 @@ BARE = frozenset({"list", "cancel", "help"})
 MAX_NAME_LENGTH = 100
 TOKEN = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 
+# Only so much of a mail can hold commands: a command line is short, and the commands
+# stand at the top of the body. Everything is cut to these sizes before any parsing.
+MAX_SUBJECT = 2000  # characters of the Subject
+MAX_BODY = 16_000  # characters of the body
+MAX_BODY_LINES = 200
+MAX_LINE = 1000  # a longer line is neither a command nor an attribution
+
+# One Re:/Fwd: prefix, matched again and again from where the last ended, on a Subject
+# whose whitespace is already collapsed to single spaces. Every repeat in it is bounded
+# (` ?`, `\d{1,9}`), so one attempt reads at most ~20 characters and the loop over the
+# prefixes is linear. (The old single regex put `\s*` beside an optional group beside
+# `\s*`, whose ways to split a run of spaces made `re` + 300 KB of spaces take minutes.)
 _REPLY_PREFIX = re.compile(
-    r"^\s*(?:(?:re|fwd?|aw|sv|vs|wg|tr|antw|rif)\s*(?:\[\d+\])?\s*:\s*)+", re.IGNORECASE
+    r"(?:re|fwd?|aw|sv|vs|wg|tr|antw|rif) ?(?:\[\d{1,9}\] ?)?: ?", re.IGNORECASE
 )
+# Linear: `\s+` and the code's character class cannot overlap, and the code's two runs are
+# split by the one `.` neither can match, so each "confirm" costs at most its own code.
 _CONFIRM_ANYWHERE = re.compile(rf"\bconfirm\s+({TOKEN.pattern})", re.IGNORECASE)
 _QUOTES = {'"': '"', "'": "'", "“": "”", "«": "»"}
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-# "On Mon, 17 Nov 2025, A <a@example.org> wrote:", "Am … schrieb A:" and a few more languages.
-_ATTRIBUTION = re.compile(
-    r"^(on|am|le|el|il|op|em|den)\b.*\b(wrote|schrieb|écrit|escribió|scritto|schreef|"
-    r"escreveu|skrev)\b.*:$",
-    re.IGNORECASE,
+# "On Mon, 17 Nov 2025, A <a@example.org> wrote:", "Am … schrieb A:" and a few more
+# languages: a start word, a verb later on, a colon at the end. Two regexes of fixed
+# alternatives and no unbounded repeat, one anchored and one searched once, so both are
+# linear; one regex with `.*` on both sides of the verb was quadratic on a line of verbs.
+_ATTRIBUTION_START = re.compile(r"(?:on|am|le|el|il|op|em|den)\b", re.IGNORECASE)
+_ATTRIBUTION_VERB = re.compile(
+    r"\b(?:wrote|schrieb|écrit|escribió|scritto|schreef|escreveu|skrev)\b", re.IGNORECASE
 )
-_ATTRIBUTION_START = re.compile(r"^(on|am|le|el|il|op|em|den)\b", re.IGNORECASE)
-# Where the quoted original of a reply or a forward begins.
+# Where the quoted original of a reply or a forward begins. Linear on a capped line: it is
+# anchored, and the repeats beside each other (`-{2,}`, `\s*`, a literal) match disjoint
+# characters, so each can end in one place only.
 _QUOTE_START = re.compile(
     r"^(-{2,}\s*(original message|forwarded message)\s*-{2,}|_{10,})$", re.IGNORECASE
 )
@@ -78,18 +98,34 @@ class Confirmation:
     """A requested change waiting for the sender to confirm it."""
 
     token: str
-    keywords: tuple[str, ...]
+    keywords: tuple[str, ...]  # to add
     expires: datetime
+    removes: tuple[str, ...] = ()  # keywords to stop watching
+    cancel: bool = False  # unsubscribe
+
+    def what(self) -> str:
+        """What confirming does, as a phrase: "removing A and adding B"."""
+        parts = ["unsubscribing"] if self.cancel else []
+        if self.removes:
+            parts.append(f"removing {', '.join(self.removes)}")
+        if self.keywords:
+            parts.append(f"adding {', '.join(self.keywords)}")
+        return " and ".join(parts)
 
 
 def parse_line(line: str) -> Command | None:
     """The command on a line of text, or None when the line is not one."""
+    if len(line) > MAX_LINE:
+        return None
     text = " ".join(line.split())
     word, _, rest = text.partition(" ")
     verb = VERBS.get(word.casefold())
     if verb is None:
         return None
     argument = _unquote(rest)
+    if verb == "cancel" and TOKEN.fullmatch(argument):
+        # The Subject of the digest's own mailto: "unsubscribe <code signed for the reader>".
+        return Command(verb, argument, text)
     if verb in BARE:
         return Command(verb, "", text) if not argument else None
     if verb == "subscribe":
@@ -113,34 +149,64 @@ def _unquote(text: str) -> str:
     return text
 
 
+def strip_reply_prefixes(subject: str) -> str:
+    """A Subject without its Re:/Fwd: prefixes, its whitespace collapsed."""
+    text = " ".join(subject.split())
+    end = 0
+    while found := _REPLY_PREFIX.match(text, end):
+        end = found.end()
+    return text[end:]
+
+
 def subject_commands(subject: str) -> list[Command]:
     """The command a Subject holds: all of it after Re:/Fwd:, or a `confirm <code>` in it."""
-    command = parse_line(_REPLY_PREFIX.sub("", subject))
+    head = subject[:MAX_SUBJECT]
+    # A Subject cut short cannot hold a whole command line (they are far shorter).
+    command = parse_line(strip_reply_prefixes(head)) if head == subject else None
     if command is not None:
         return [command]
     # A reply to a confirmation request keeps the code in its Subject, whatever surrounds it.
-    found = _CONFIRM_ANYWHERE.search(subject)
+    found = _CONFIRM_ANYWHERE.search(head)
     return [Command("confirm", found.group(1), found.group(0))] if found else []
+
+
+def _attribution(text: str) -> bool:
+    start = _ATTRIBUTION_START.match(text)
+    return (
+        start is not None
+        and text.endswith(":")
+        and _ATTRIBUTION_VERB.search(text, start.end()) is not None
+    )
+
+
+def _head(body: str) -> list[str]:
+    """The lines of a body that may hold commands: its first lines, whole lines only."""
+    head = body[:MAX_BODY]
+    if len(body) > MAX_BODY:
+        head = head[: head.rfind("\n") + 1]
+    return head.splitlines()[:MAX_BODY_LINES]
 
 
 def body_commands(body: str) -> list[Command]:
     """The commands at the top of a body, up to the first line that is not one."""
     commands: list[Command] = []
-    lines = body.splitlines()
+    lines = _head(body)
     index = 0
     while index < len(lines):
         raw = lines[index]
         index += 1
         text = raw.strip()
+        if len(text) > MAX_LINE:
+            break  # neither a command nor an attribution: prose, or worse
         if raw.rstrip() == "--" or _QUOTE_START.match(text):
             break  # a signature, or the original below a reply or forward
-        if not text or text.startswith(">") or _ATTRIBUTION.match(text):
+        if not text or text.startswith(">") or _attribution(text):
             continue
         # Mail clients wrap a long attribution over two lines.
         if (
             _ATTRIBUTION_START.match(text)
             and index < len(lines)
-            and _ATTRIBUTION.match(f"{text} {lines[index].strip()}")
+            and _attribution(f"{text} {lines[index].strip()}")
         ):
             index += 1
             continue
@@ -209,6 +275,16 @@ def automatic(message: EmailMessage, own: Collection[str] = ()) -> str | None:
     return None
 
 
+def mailbox_key(email: str) -> str:
+    """One key for every spelling of a mailbox: `Local+tag@Domain` -> `local@domain`."""
+    local, _, domain = email.rpartition("@")
+    return f"{local.partition('+')[0]}@{domain}".casefold()
+
+
+ECHO_LENGTH = 200
+HELD = "waits for the administrator's approval"  # the end of a held subscription's outcome  # characters of a subscriber's command line quoted in a reply
+
+
 def help_text(address: str) -> str:
     """The commands, as the `help` reply explains them."""
     return f"""Write to {address}
@@ -218,12 +294,25 @@ with one command per line at the top of the message (or one in the Subject):
   add <keyword>           watch a keyword, e.g. add Person Re-ID
   del <keyword>           stop watching a keyword
   list                    show the keywords you watch
-  cancel                  unsubscribe at once (unsubscribe works too)
+  cancel                  unsubscribe (unsubscribe works too)
   help                    this text
 
-Subscribing and adding keywords take effect when you reply to the confirmation
-we send to your address; del and cancel take effect at once. The commands end at
+Every change takes effect when you reply to the confirmation we send to your
+address; the unsubscribe link in a digest works at once. The commands end at
 the first line that is not a command, such as a greeting."""
+
+
+def _confirm_lines(confirmation: Confirmation, what: str) -> list[str]:
+    return [
+        "",
+        f"To confirm {what}, reply to this mail",
+        "(keep its Subject), or send a mail whose first line is:",
+        "",
+        f"confirm {confirmation.token}",
+        "",
+        f"This request expires on {confirmation.expires:%Y-%m-%d %H:%M} UTC. If you did not",
+        "ask for it, ignore this mail: nothing changes.",
+    ]
 
 
 def reply_text(
@@ -236,10 +325,17 @@ def reply_text(
     not_done: int = 0,
     limit: int = 0,
 ) -> str:
-    """The one reply to a command mail: what each command did, and what is watched now."""
+    """The one reply to a subscriber's command mail: what each command did, what is watched.
+
+    Only for an address that is subscribed: it quotes the commands (each cut to
+    ECHO_LENGTH), and anyone can put any text in a mail From someone else.
+    """
     lines = ["Your commands:", ""]
     for command, outcome in results:
-        lines += [f"> {command.line}", f"  {outcome}", ""]
+        line = command.line
+        if len(line) > ECHO_LENGTH:
+            line = line[:ECHO_LENGTH] + "…"
+        lines += [f"> {line}", f"  {outcome}", ""]
     if not_done:
         lines += [
             f"{not_done} more commands were not carried out: {limit} commands a day from",
@@ -251,20 +347,48 @@ def reply_text(
     else:
         lines += ["You watch:", *(f"  - {name}" for name in watched)]
     if confirmation is not None:
-        lines += [
-            "",
-            f"To confirm adding {', '.join(confirmation.keywords)}, reply to this mail",
-            "(keep its Subject), or send a mail whose first line is:",
-            "",
-            f"confirm {confirmation.token}",
-            "",
-            f"This request expires on {confirmation.expires:%Y-%m-%d %H:%M} UTC. If you did not",
-            "ask for it, ignore this mail: nothing changes.",
-        ]
+        lines += _confirm_lines(confirmation, confirmation.what())
     if show_help:
         lines += ["", help_text(address)]
     lines += ["", "-- ", f'Send "help" to {address} for the commands.']
     return "\n".join(lines) + "\n"
+
+
+def stranger_text(
+    results: list[tuple[Command, str]],
+    *,
+    address: str,
+    confirmation: Confirmation | None = None,
+    show_help: bool = False,
+) -> str:
+    """The reply to an address that is not subscribed: fixed text, none of the mail's words.
+
+    Anyone can send a mail From any address; quoting it would let them send their text
+    (a phishing link, say) to anyone from our domain. Each command is named by its verb
+    and what became of it, both our words.
+    """
+    lines = [f"This address is not subscribed to the arXiv digest of {address}.", ""]
+    lines += ["Your commands:", ""]
+    for command, outcome in results:
+        lines.append(f"  {command.verb}: {_ours(outcome)}")
+    if confirmation is not None:
+        count = len(confirmation.keywords)
+        lines += _confirm_lines(
+            confirmation,
+            f"subscribing it, watching {count} keyword{'s' if count != 1 else ''}",
+        )
+    if show_help:
+        lines += ["", help_text(address)]
+    lines += ["", "-- ", f'Send "help" to {address} for the commands.']
+    return "\n".join(lines) + "\n"
+
+
+def _ours(outcome: str) -> str:
+    # Every outcome is our text; a confirmed change names the keywords it added, which
+    # came from a mail, so a stranger's reply only says it was done.
+    if outcome.startswith("confirmed") and not outcome.endswith(HELD):
+        return "confirmed"
+    return outcome
 
 
 def limit_text(limit: int, address: str) -> str:

@@ -119,6 +119,11 @@ class InboxSettings:
     max_size: int = 1_000_000  # bytes; larger mails are skipped without downloading them
     confirm_hours: int = 48
     cafile: str | None = None  # DIGEST_INBOX_CAFILE: CA certificates for the IMAP server
+    # Caps over all senders, so many throwaway addresses cannot do what one may not.
+    max_replies_per_hour: int = 100
+    max_subscribers_per_day: int = 20  # new subscribers by mail (confirmed)
+    max_keywords_per_day: int = 100  # keywords added by mail (confirmed)
+    approve: bool = False  # confirmed new subscribers wait for `digest approve`
 
 
 @dataclass(frozen=True)
@@ -625,6 +630,10 @@ def _inbox_settings(r: _Reader, env: Mapping[str, str]) -> InboxSettings:
             "max_commands_per_day",
             "max_size",
             "confirm_hours",
+            "max_replies_per_hour",
+            "max_subscribers_per_day",
+            "max_keywords_per_day",
+            "approve",
         )
     )
     security = r.string("security", "tls") or "tls"
@@ -633,6 +642,14 @@ def _inbox_settings(r: _Reader, env: Mapping[str, str]) -> InboxSettings:
     address = r.string("address")
     if address is not None and (reason := validate_email(address)):
         raise r.fail("address", f"'address' {reason}")
+    max_keywords = r.integer("max_keywords", 20, 1, 1000)
+    per_day = r.integer("max_keywords_per_day", 100, 1, 1_000_000)
+    if per_day < max_keywords:
+        raise r.fail(
+            "max_keywords_per_day",
+            f"'max_keywords_per_day' ({per_day}) must be at least max_keywords "
+            f"({max_keywords}), or one reader's confirmation could never fit",
+        )
     return InboxSettings(
         host=r.string("host", "localhost") or "localhost",
         port=r.integer("port", IMAP_PORTS[security], 1, 65535),
@@ -643,11 +660,15 @@ def _inbox_settings(r: _Reader, env: Mapping[str, str]) -> InboxSettings:
         interval=r.number("interval", 300.0, 10.0, 86400.0),
         timeout=r.number("timeout", 30.0, 1.0, 600.0),
         address=address,
-        max_keywords=r.integer("max_keywords", 20, 1, 1000),
+        max_keywords=max_keywords,
         max_commands_per_day=r.integer("max_commands_per_day", 20, 1, 10000),
         max_size=r.integer("max_size", 1_000_000, 10_000, 100_000_000),
         confirm_hours=r.integer("confirm_hours", 48, 1, 720),
         cafile=env.get("DIGEST_INBOX_CAFILE") or None,
+        max_replies_per_hour=r.integer("max_replies_per_hour", 100, 1, 1_000_000),
+        max_subscribers_per_day=r.integer("max_subscribers_per_day", 20, 1, 1_000_000),
+        max_keywords_per_day=per_day,
+        approve=r.boolean("approve", False),
     )
 
 

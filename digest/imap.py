@@ -17,6 +17,10 @@ from digest.errors import EXIT_INBOX, DigestError
 
 DONE = "$DigestDone"
 FETCH_CHUNK = 100
+# Bytes of a mail's header block read to decide about it. Real headers, with their
+# Received, DKIM and ARC lines, are a few KB; a mail whose headers do not fit is left
+# alone, and no more of it than this is ever downloaded (an IMAP partial fetch).
+MAX_HEADER = 65_536
 
 
 class InboxError(DigestError):
@@ -102,9 +106,13 @@ class Mailbox:
         return sorted(int(uid) for uid in (data[0] or b"").split())
 
     def headers(self, uids: list[int]) -> Iterator[tuple[int, int, bytes]]:
-        """(uid, size, header bytes) for each mail, without downloading the bodies."""
+        """(uid, size, header bytes) for each mail, without downloading the bodies.
+
+        At most MAX_HEADER bytes of each header block: see `truncated`.
+        """
+        fetch = f"(RFC822.SIZE BODY.PEEK[HEADER]<0.{MAX_HEADER}>)"
         for chunk in _chunks(uids):
-            data = self._uid("fetch", "FETCH", chunk, "(RFC822.SIZE BODY.PEEK[HEADER])")
+            data = self._uid("fetch", "FETCH", chunk, fetch)
             for meta, literal in _items(data):
                 uid, size = re.search(rb"UID (\d+)", meta), re.search(rb"RFC822\.SIZE (\d+)", meta)
                 if uid and size:
@@ -131,6 +139,11 @@ class Mailbox:
             conn.logout()
         except (imaplib.IMAP4.error, OSError):
             conn.shutdown()
+
+
+def truncated(header: bytes) -> bool:
+    """Whether a header block from `headers` was cut at MAX_HEADER (it ends in a blank line)."""
+    return len(header) >= MAX_HEADER and not header.endswith(b"\r\n\r\n")
 
 
 def _chunks(uids: list[int]) -> Iterator[str]:

@@ -15,6 +15,13 @@ so at worst a duplicate a mail client can tell) and the mail flagged. Dying afte
 and before recording acts again, which changes nothing more: removing a keyword that is
 gone, unsubscribing someone who left and confirming keywords already watched are no-ops
 (only that reply may then say "nothing changed").
+
+A From header proves nothing, so every change waits for a confirmation code sent to the
+address, except the digest's own mailto unsubscribe, whose Subject carries a code signed
+for that reader. An address that is not subscribed gets fixed text only. Limits count a
+mailbox once whatever its +tag; caps over all senders (replies per hour, subscribers and
+keywords added per day) leave the mails over them unflagged, for a later check: nothing
+is lost, and a reader's unsubscribe with its code goes through every limit.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ import os
 import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -38,13 +45,17 @@ from email.utils import format_datetime
 from pathlib import Path
 
 from digest.commands import (
+    HELD,
     Command,
     Confirmation,
     automatic,
     limit_text,
     mail_commands,
+    mailbox_key,
     reply_text,
     sender_of,
+    stranger_text,
+    subject_commands,
 )
 from digest.config import Config, InboxSettings, keyword_key, load_config
 from digest.errors import (
@@ -55,11 +66,18 @@ from digest.errors import (
     ConfigError,
     DigestError,
 )
-from digest.imap import Mailbox
+from digest.imap import MAX_HEADER, Mailbox, truncated
 from digest.mail import POLICY, Envelope, Outcome, Sender, header_safe, sender_address
 from digest.store import Store
 from digest.subscriptions import Change, remove_keywords, subscribe, unsubscribe, watched
-from digest.tokens import TokenError, check_token, load_secret, make_token
+from digest.tokens import (
+    MAIL_CODE_DAYS,
+    TokenError,
+    check_mail_code,
+    check_token,
+    load_secret,
+    make_token,
+)
 
 log = logging.getLogger("digest.inbox")
 
@@ -72,6 +90,10 @@ class CommandError(DigestError):
     """A confirmed change that cannot be made as asked (it would break a limit)."""
 
     exit_code = EXIT_USAGE
+
+
+class CapError(CommandError):
+    """A confirmed change that would pass a cap over all senders for today ([inbox])."""
 
 
 NO_PASSWORD = (
@@ -96,6 +118,7 @@ class InboxReport:
     oversize: int = 0
     malformed: int = 0
     limited: int = 0  # over the daily limit, already told: no reply
+    waiting: int = 0  # left for a later check: a cap over all senders was reached
     replies: int = 0
     undelivered: list[tuple[str, str]] = field(default_factory=list)
     lines: list[str] = field(default_factory=list)
@@ -113,6 +136,7 @@ class InboxReport:
             (self.oversize, "too large (skipped unread)"),
             (self.malformed, "malformed"),
             (self.limited, "over the daily limit"),
+            (self.waiting, "waiting for a later check (global limits)"),
         ]
         detail = ", ".join(f"{n} {what}" for n, what in kinds if n)
         mails = f"{self.mails} new mails" + (f" ({detail})" if detail else "")
@@ -144,8 +168,8 @@ def inbox_warnings(config: Config) -> list[str]:
     if config.secret is None:
         warnings.append(
             "no signing secret (DIGEST_SECRET, DIGEST_SECRET_FILE or the systemd credential "
-            "digest-secret): subscribe and add by mail are refused until the administrator "
-            "sets one, e.g. to the output of `openssl rand -hex 32`"
+            "digest-secret): subscribe, add, del and cancel by mail are refused until the "
+            "administrator sets one, e.g. to the output of `openssl rand -hex 32`"
         )
     return warnings
 
@@ -191,6 +215,10 @@ class _Step:
         self.address = settings.address or self.own
         self.awaiting: dict[str, list[int]] = {}  # mails recorded, by key: flag once replied
         self.leave: list[int] = []  # mails not acted on: flagged done, left unread
+        self.replied: int | None = None  # replies in the last hour, read when first needed
+        self.capped: set[str] = set()  # caps over all senders reached, logged once each
+        web = config.web
+        self.code_age = timedelta(days=web.link_days if web else MAIL_CODE_DAYS)
 
     def read(self, box: Mailbox, stop: Callable[[], bool]) -> None:
         uids = box.unprocessed()
@@ -210,9 +238,17 @@ class _Step:
             )
             self._leave(uid, "oversize")
             return
+        if truncated(header):
+            # Its headers alone are too long to read: only MAX_HEADER bytes were downloaded.
+            log.warning(
+                "mail %d skipped unread: its headers are larger than %d bytes", uid, MAX_HEADER
+            )
+            self._leave(uid, "oversize")
+            return
         try:
             head = _PARSER.parsebytes(header, headersonly=True)
             machine, email = automatic(head, {self.own, self.address}), sender_of(head)
+            subject = str(head.get("Subject", ""))
         except Exception as e:  # any defect in any header: log it, never stop the loop
             log.warning("mail %d skipped: its headers cannot be read (%s)", uid, e)
             self._leave(uid, "malformed")
@@ -225,11 +261,17 @@ class _Step:
             log.info("mail %d ignored: no single valid address in From", uid)
             self._leave(uid, "ignored")
             return
-        count, told = self.store.commands_today(email, self.day)
-        if told and count >= self.settings.max_commands_per_day:
+        mailbox = mailbox_key(email)
+        count, told = self.store.commands_today(mailbox, self.day)
+        # The one mail no limit holds back: a reader's unsubscribe with its code.
+        proven = self._proven_cancel(subject, email)
+        if told and count >= self.settings.max_commands_per_day and not proven:
             # Not even downloaded: a flood from one address costs a header fetch per mail.
             log.info("mail %d from %s ignored: over the daily command limit", uid, email)
             self._leave(uid, "limited")
+            return
+        if self._replies_left() <= 0 and not proven:
+            self._wait(uid, f"{self.settings.max_replies_per_hour} replies in the last hour")
             return
         raw = box.fetch(uid)
         key = hashlib.sha256(raw).hexdigest()
@@ -247,7 +289,37 @@ class _Step:
             log.info("mail %d from %s has no commands: no reply", uid, email)
             self._leave(uid, "ignored")
             return
-        self._act(uid, key, email, message, commands, count)
+        try:
+            self._act(uid, key, email, mailbox, message, commands, count, proven)
+        except _Wait as e:
+            self._wait(uid, str(e))
+
+    def _proven_cancel(self, subject: str, email: str) -> bool:
+        """Whether a Subject is `unsubscribe <code>` with a code made for this address."""
+        found = subject_commands(subject)
+        return bool(found) and found[0].verb == "cancel" and self._code_valid(found[0], email)
+
+    def _code_valid(self, command: Command, email: str) -> bool:
+        secret = self.config.secret
+        return (
+            secret is not None
+            and bool(command.argument)
+            and check_mail_code(
+                secret, command.argument, email, now=self.now, max_age=self.code_age
+            )
+        )
+
+    def _replies_left(self) -> int:
+        if self.replied is None:
+            self.replied = self.store.replies_since(self.now - timedelta(hours=1))
+        return self.settings.max_replies_per_hour - self.replied
+
+    def _wait(self, uid: int, why: str) -> None:
+        """Leave a mail unflagged: the next check reads it again, when the cap allows."""
+        self.report.waiting += 1
+        if why not in self.capped:
+            self.capped.add(why)
+            log.warning("[inbox] cap reached: %s; the mails left wait for a later check", why)
 
     def _leave(self, uid: int, kind: str) -> None:
         setattr(self.report, kind, getattr(self.report, kind) + 1)
@@ -258,35 +330,53 @@ class _Step:
         uid: int,
         key: str,
         email: str,
+        mailbox: str,
         message: EmailMessage,
         commands: list[Command],
         count: int,
+        proven: bool,
     ) -> None:
         limit = self.settings.max_commands_per_day
-        allowed = commands[: max(0, limit - count)]
+        # A proven unsubscribe (the Subject, so the first command) goes through any limit.
+        allowed = commands[: max(int(proven), limit - count)]
         not_done = len(commands) - len(allowed)
-        subject = _reply_subject(str(message.get("Subject", "")))
         if not allowed:
-            text, summary = limit_text(limit, self.address), "over the daily limit"
+            before = current = None
+            text, summary, subject = limit_text(limit, self.address), "over the daily limit", ""
         else:
-            results, current, confirmation = self._execute(email, allowed)
-            text = reply_text(
-                results,
-                current,
-                address=self.address,
-                confirmation=confirmation,
-                show_help=any(c.verb == "help" and not c.error for c in allowed),
-                not_done=not_done,
-                limit=limit,
-            )
+            before, results, current, confirmation = self._execute(email, allowed)
+            show_help = any(c.verb == "help" and not c.error for c in allowed)
+            if before is None and current is None:
+                text = stranger_text(
+                    results, address=self.address, confirmation=confirmation, show_help=show_help
+                )
+            else:
+                text = reply_text(
+                    results,
+                    current,
+                    address=self.address,
+                    confirmation=confirmation,
+                    show_help=show_help,
+                    not_done=not_done,
+                    limit=limit,
+                )
             summary = "; ".join(f"{c.line[:60]}: {outcome}" for c, outcome in results)
-            if confirmation is not None:
-                subject = f"confirm {confirmation.token}"
-        reply = self._reply(email, message, subject, text, key)
+            subject = f"confirm {confirmation.token}" if confirmation is not None else ""
+        if not subject:
+            # A stranger's Subject is theirs: never sent back to them (see stranger_text).
+            echo = before is not None or (allowed and current is not None)
+            subject = _reply_subject(str(message.get("Subject", "")) if echo else "")
+        reply = None
+        if self._replies_left() > 0:
+            reply = self._reply(email, message, subject, text, key)
+            self.replied = (self.replied or 0) + 1
+        else:
+            log.warning("mail %d from %s acted on without a reply: the hourly cap", uid, email)
         self.store.record_command_mail(
             key,
             email,
             self.day,
+            mailbox=mailbox,
             commands=len(allowed),
             refused=not_done > 0,
             summary=summary,
@@ -300,29 +390,37 @@ class _Step:
 
     def _execute(
         self, email: str, commands: list[Command]
-    ) -> tuple[list[tuple[Command, str]], tuple[str, ...] | None, Confirmation | None]:
-        """Removals now, additions on confirmation: (results, keywords watched now, request)."""
+    ) -> tuple[
+        tuple[str, ...] | None,
+        list[tuple[Command, str]],
+        tuple[str, ...] | None,
+        Confirmation | None,
+    ]:
+        """Changes wait for a confirmation, but for a proven unsubscribe and confirmations:
+        (keywords watched before, results, keywords watched now, request)."""
         path = self.config.path
+        before = watched(load_config(path), email)
         results: list[tuple[Command, str]] = []
-        adds: list[str] = []
-        name: str | None = None
+        request = _Request()
         for command in commands:
-            outcome = ""  # subscribe and add are decided below, once all lines are read
+            outcome = ""  # all but these are decided below, once all lines are read
             if command.error:
                 outcome = f"not done: {command.error}"
             elif command.verb == "subscribe":
-                name = command.argument or name
+                request.name = command.argument or request.name
             elif command.verb == "add":
-                adds.append(command.argument)
+                request.adds.append(command.argument)
             elif command.verb == "del":
                 gone = keyword_key(command.argument)
-                adds = [k for k in adds if keyword_key(k) != gone]
+                request.adds = [k for k in request.adds if keyword_key(k) != gone]
                 _undo(results, ("add",), gone)
-                outcome = remove_keywords(path, email, [command.argument]).message
+                request.dels.append(command.argument)
             elif command.verb == "cancel":
-                adds, name = [], None
-                _undo(results, ("subscribe", "add"))
-                outcome = unsubscribe(path, email).message
+                request = _Request(cancel=True)
+                _undo(results, ("subscribe", "add", "del", "cancel"))
+                if self._code_valid(command, email):
+                    request.cancel = False
+                    outcome = unsubscribe(path, email).message
             elif command.verb == "list":
                 outcome = "your keywords are listed below"
             elif command.verb == "help":
@@ -332,14 +430,16 @@ class _Step:
             results.append((command, outcome))
         # Read again: the commands above (or someone else meanwhile) may have changed it.
         current = watched(load_config(path), email)
-        decided, confirmation = self._ask(email, results, adds, name, current)
-        return decided, current, confirmation
+        decided, confirmation = self._ask(email, results, request, current)
+        return before, decided, current, confirmation
 
     def _confirm(self, token: str) -> str:
         try:
             change = apply_confirmation(
                 self.config.path, self.store, token, self.now, secret=self.config.secret
             )
+        except CapError as e:
+            raise _Wait(str(e)) from e
         except DigestError as e:
             # tokens.py speaks of links (its first use); here the code came by mail.
             return "not done: " + str(e).replace("link", "confirmation code")
@@ -349,25 +449,41 @@ class _Step:
         self,
         email: str,
         results: list[tuple[Command, str]],
-        adds: list[str],
-        name: str | None,
+        request: _Request,
         current: tuple[str, ...] | None,
     ) -> tuple[list[tuple[Command, str]], Confirmation | None]:
-        """Decide the subscribe/add lines: a confirmation request for what is new and fits."""
+        """Decide the lines left open: one confirmation request for what would change."""
         have = {keyword_key(k) for k in current or ()}
         new: dict[str, str] = {}
-        for keyword in adds:
-            if keyword_key(keyword) not in have:
+        for keyword in request.adds:
+            if keyword_key(keyword) not in have or request.cancel:
                 new.setdefault(keyword_key(keyword), " ".join(keyword.split()))
-        room = max(0, self.settings.max_keywords - len(have))
+        room = max(0, self.settings.max_keywords - (0 if request.cancel else len(have)))
         take = dict(list(new.items())[:room])
+        gone = {keyword_key(k): k for k in request.dels if keyword_key(k) in have}
+        cancel = request.cancel and current is not None
         secret = self.config.secret
         confirmation = None
-        if take and secret is not None:
+        if (take or gone or cancel) and secret is not None:
             expires = self.now + timedelta(hours=self.settings.confirm_hours)
-            value = json.dumps({"add": list(take.values()), "name": name}, separators=(",", ":"))
-            token = make_token(secret, "confirm", email, issued=self.now, value=value)
-            confirmation = Confirmation(token, tuple(take.values()), expires.astimezone(UTC))
+            asked: dict[str, object] = {"add": list(take.values()), "name": request.name}
+            asked |= {"del": list(gone.values()), "cancel": cancel}
+            value = json.dumps(asked, separators=(",", ":"))
+            # The code holds no address and no words of the mail (base64 would still carry
+            # a stranger's text): what it asks for is stored under its nonce.
+            token = make_token(secret, "confirm", "", issued=self.now)
+            nonce = check_token(
+                secret, token, "confirm", now=self.now, max_age=timedelta(hours=1)
+            ).nonce
+            self.store.save_request(nonce, email, value, self.now)
+            names = {keyword_key(k): k for k in current or ()}
+            confirmation = Confirmation(
+                token,
+                tuple(take.values()),
+                expires.astimezone(UTC),
+                removes=tuple(names.get(k, v) for k, v in gone.items()),
+                cancel=cancel,
+            )
         decided = []
         for command, outcome in results:
             if not outcome and command.verb == "subscribe":
@@ -376,7 +492,7 @@ class _Step:
                 key = keyword_key(command.argument)
                 if secret is None:
                     outcome = f"not done: {NO_SECRET}"
-                elif key in have:
+                elif key in have and not request.cancel:
                     outcome = "you watch it already"
                 elif key in take:
                     outcome = "waits for your confirmation (see below)"
@@ -385,6 +501,15 @@ class _Step:
                         f"not done: {self.settings.max_keywords} keywords is the limit; "
                         "del some first"
                     )
+            elif not outcome and command.verb in ("del", "cancel"):
+                if secret is None:
+                    outcome = f"not done: {NO_SECRET}"
+                elif current is None:
+                    outcome = "not done: you are not subscribed"
+                elif command.verb == "del" and keyword_key(command.argument) not in gone:
+                    outcome = "not done: you do not watch it"
+                else:
+                    outcome = "waits for your confirmation (see below)"
             decided.append((command, outcome))
         return decided, confirmation
 
@@ -458,6 +583,20 @@ class _Step:
             box.flag(self.leave, seen=False)
 
 
+@dataclass
+class _Request:
+    """What a mail's subscribe, add, del and cancel lines ask for, in their order."""
+
+    adds: list[str] = field(default_factory=list)
+    dels: list[str] = field(default_factory=list)
+    name: str | None = None
+    cancel: bool = False  # unsubscribe first (a later add subscribes again)
+
+
+class _Wait(Exception):
+    """A mail that must wait for a later check: a cap over all senders is reached."""
+
+
 def _undo(results: list[tuple[Command, str]], verbs: tuple[str, ...], key: str = "") -> None:
     """A later del or cancel in the same mail takes back an add or subscribe not yet asked."""
     for index, (command, outcome) in enumerate(results):
@@ -478,7 +617,7 @@ def _subscribe_outcome(asked: bool, current: tuple[str, ...] | None, secret: boo
 
 
 def _reply_subject(subject: str) -> str:
-    subject = " ".join(subject.split())
+    subject = " ".join(subject[:1000].split())
     if not subject:
         return "Re: your commands"
     if len(subject) > 150:
@@ -492,10 +631,12 @@ def _reply_subject(subject: str) -> str:
 def apply_confirmation(
     config_path: Path, store: Store, token: str, now: datetime, *, secret: bytes | None = None
 ) -> Change:
-    """Carry out a confirmed subscribe/add, from a reply or a link; each code works once.
+    """Carry out a confirmed change, from a reply or a link; each code works once.
 
     Check, act, then record the code as used: a crash in between leaves it usable, and
-    using it again changes nothing, since adding watched keywords is a no-op.
+    using it again changes nothing, since removing what is gone and adding watched
+    keywords are no-ops. Additions count against the [inbox] caps over all senders
+    (CapError: try again tomorrow); with [inbox] approve, a new subscriber is held.
     """
     secret = secret if secret is not None else load_secret(os.environ)
     if secret is None:
@@ -507,20 +648,98 @@ def apply_confirmation(
     )
     if store.token_used(found.nonce):
         raise TokenError("this link was used already; nothing changed")
+    email, value = found.email, found.value
+    if not email:  # a code sent by mail: what it asks for is in the database
+        stored = store.request(found.nonce)
+        if stored is None:
+            raise TokenError("this link is not valid (it is unknown here)")
+        email, value = stored
     try:
-        request = json.loads(found.value)
+        request = json.loads(value)
         adds = [str(k) for k in request["add"]]
+        dels = [str(k) for k in request.get("del", [])]
+        cancel = request.get("cancel") is True
         name = request.get("name")
+        name = name if isinstance(name, str) else None
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise TokenError("this link is not valid") from e
-    current = watched(config, found.email) or ()
-    have = {keyword_key(k) for k in current}
-    total = len(have | {keyword_key(k) for k in adds})
-    if total > limits.max_keywords:
+    current = None if cancel else watched(config, email)
+    have = {keyword_key(k) for k in current or ()} - {keyword_key(k) for k in dels}
+    added = {keyword_key(k) for k in adds} - have
+    if len(have | added) > limits.max_keywords:
         raise CommandError(
-            f"{found.email} would watch {total} keywords, and {limits.max_keywords} is the "
-            "limit; del some first"
+            f"{email} would watch {len(have | added)} keywords, and {limits.max_keywords} "
+            "is the limit; del some first"
         )
-    change = subscribe(config_path, found.email, adds, name if isinstance(name, str) else None)
-    store.use_token(found.nonce, "confirm", found.email, now)
+    new_subscriber = bool(adds) and current is None
+    day = now.astimezone(UTC).date().isoformat()
+    _check_caps(store, limits, day, int(new_subscriber), len(added))
+    messages = []
+    change = None
+    if cancel:
+        change = unsubscribe(config_path, email)
+        messages.append(change.message)
+    if dels and not cancel:
+        change = remove_keywords(config_path, email, dels)
+        messages.append(change.message)
+    hold = None
+    if adds and limits.approve and (cancel or watched(load_config(config_path), email) is None):
+        hold = (name, adds)
+        messages.append(f"{email} {HELD}")
+        change = Change(email, False, (), messages[-1], False)
+    elif adds:
+        change = subscribe(config_path, email, adds, name)
+        messages.append(change.message)
+    store.confirmed(
+        found.nonce,
+        email,
+        day,
+        subscribers=int(new_subscriber),
+        keywords=len(added),
+        now=now,
+        hold=hold,
+    )
+    if change is None:
+        return Change(email, False, (), "nothing to change", current is not None)
+    return replace(change, message="; ".join(messages))
+
+
+def _check_caps(
+    store: Store, limits: InboxSettings, day: str, subscribers: int, keywords: int
+) -> None:
+    """CapError when a confirmation would pass today's caps over all senders."""
+    had_subscribers, had_keywords = store.additions(day)
+    if subscribers and had_subscribers + subscribers > limits.max_subscribers_per_day:
+        why = f"{limits.max_subscribers_per_day} new subscribers by mail today"
+    elif keywords and had_keywords + keywords > limits.max_keywords_per_day:
+        why = f"{limits.max_keywords_per_day} keywords added by mail today"
+    else:
+        return
+    log.warning("[inbox] cap reached: %s", why)
+    raise CapError(f"{why} is the limit ([inbox]); try again tomorrow")
+
+
+# -- approval ([inbox] approve) -----------------------------------------------------
+
+
+def approve(config_path: Path, store: Store, email: str) -> Change:
+    """Add a held subscription to subscribers.toml, then take it off the list."""
+    held = {e.casefold(): (e, name, keywords) for e, name, keywords, _at in store.held()}
+    if email.casefold() not in held:
+        raise UnknownAddress(f"{email}: no subscription waits for approval; see `digest pending`")
+    address, name, keywords = held[email.casefold()]
+    change = subscribe(config_path, address, keywords, name)
+    store.release(address)
     return change
+
+
+def reject(store: Store, email: str) -> None:
+    """Drop a held subscription."""
+    if store.release(email) is None:
+        raise UnknownAddress(f"{email}: no subscription waits for approval; see `digest pending`")
+
+
+class UnknownAddress(DigestError):
+    """No held subscription for that address."""
+
+    exit_code = EXIT_USAGE

@@ -45,6 +45,7 @@ from digest.progress import Progress
 from digest.render import UNSUBSCRIBE_PLACEHOLDER, Rendered, Renderer, Section, personalize
 from digest.store import Contents, Outgoing, Plan, Store, state_error
 from digest.subscribers import Subscriber, Subscribers
+from digest.tokens import make_mail_code
 from digest.web import unsubscribe_url
 
 log = logging.getLogger("digest.run")
@@ -680,16 +681,30 @@ class Run:
     @functools.cached_property
     def _mailto_link(self) -> str:
         # Asked for every message: parsing the sender each time took 1 s per 100,000.
-        return f"mailto:{sender_address(self.config.digest.sender)}?subject=unsubscribe"
+        # With a signing secret, the command mailbox answers it (README: Subscribing by
+        # email); without one it cannot tell a reader from a forger, and a person does.
+        address = sender_address(self.config.digest.sender)
+        inbox = self.config.inbox
+        if inbox is not None and inbox.address and self.config.secret is not None:
+            address = inbox.address
+        return f"mailto:{address}?subject=unsubscribe"
 
     def _mailto(self) -> str:
         return self._mailto_link
 
     def _unsubscribe(self, address: str) -> str:
-        """The reader's own signed link with [web], else the command mailbox."""
-        if self.config.web is None or self.config.secret is None:
+        """The reader's own signed link with [web], else a mailto with the reader's code.
+
+        The code is what lets `digest inbox` unsubscribe at once: a plain "unsubscribe"
+        mail could come from anyone, so it is answered with a confirmation request.
+        """
+        secret = self.config.secret
+        if secret is None:
             return self._mailto()
-        return unsubscribe_url(self.config.web.base_url, self.config.secret, address, self.now)
+        if self.config.web is None:
+            code = make_mail_code(secret, address, issued=self.now)
+            return f"{self._mailto_link}%20{code}"
+        return unsubscribe_url(self.config.web.base_url, secret, address, self.now)
 
 
 def _cpus() -> int:

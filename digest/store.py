@@ -204,6 +204,39 @@ def m006_pending_by_email(db: sqlite_utils.Database) -> None:
     )
 
 
+@migrations()
+def m007_inbox_caps(db: sqlite_utils.Database) -> None:
+    db.executescript(
+        """
+        -- What confirmations by mail added per UTC day, over all senders:
+        -- [inbox] max_subscribers_per_day and max_keywords_per_day.
+        CREATE TABLE inbox_additions (
+            day TEXT PRIMARY KEY,
+            subscribers INTEGER NOT NULL DEFAULT 0,
+            keywords INTEGER NOT NULL DEFAULT 0
+        ) WITHOUT ROWID;
+        -- Replies of the last hour, over all senders: [inbox] max_replies_per_hour.
+        CREATE INDEX inbox_mails_by_received ON inbox_mails (received);
+        -- What a confirmation code sent by mail asks for, by the code's nonce: kept here,
+        -- not in the code, so a stranger's words never travel in our replies, even encoded.
+        CREATE TABLE confirm_requests (
+            nonce TEXT PRIMARY KEY,
+            email TEXT NOT NULL,
+            value TEXT NOT NULL,            -- JSON: add, name, del, cancel
+            created TEXT NOT NULL
+        ) WITHOUT ROWID;
+        -- Confirmed new subscriptions waiting for the administrator ([inbox] approve).
+        CREATE TABLE held_subscriptions (
+            key TEXT PRIMARY KEY,           -- the address, case-folded
+            email TEXT NOT NULL,            -- as confirmed
+            name TEXT,
+            keywords TEXT NOT NULL,         -- JSON list, as asked
+            requested TEXT NOT NULL
+        ) WITHOUT ROWID;
+        """
+    )
+
+
 @dataclass(frozen=True)
 class Plan:
     """What one digest contains: for each keyword, the matches after `since` up to `top`.
@@ -745,12 +778,15 @@ class Store:
         row = next(self.db.query("SELECT status FROM inbox_mails WHERE key = ?", [key]), None)
         return str(row["status"]) if row else None
 
-    def commands_today(self, email: str, day: str) -> tuple[int, bool]:
-        """Commands carried out for an address on a day, and whether it was told of the limit."""
+    def commands_today(self, mailbox: str, day: str) -> tuple[int, bool]:
+        """Commands carried out for a mailbox on a day, and whether it was told of the limit.
+
+        `mailbox` is commands.mailbox_key of the sender: one count for all its +tags.
+        """
         row = next(
             self.db.query(
                 "SELECT commands, refused FROM inbox_counts WHERE email = ? AND day = ?",
-                [email.casefold(), day],
+                [mailbox, day],
             ),
             None,
         )
@@ -762,6 +798,7 @@ class Store:
         email: str,
         day: str,
         *,
+        mailbox: str,
         commands: int,
         refused: bool,
         summary: str,
@@ -779,8 +816,92 @@ class Store:
                 "INSERT INTO inbox_counts (email, day, commands, refused) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (email, day) DO UPDATE SET commands = commands + excluded.commands, "
                 "refused = max(refused, excluded.refused)",
-                [email.casefold(), day, commands, int(refused)],
+                [mailbox, day, commands, int(refused)],
             )
+
+    def replies_since(self, since: datetime) -> int:
+        """Replies made (sent or not) to command mails acted on since `since`."""
+        rows = self.db.query(
+            "SELECT count(*) AS n FROM inbox_mails WHERE received >= ? AND reply IS NOT NULL",
+            [_iso(since)],
+        )
+        return int(next(rows)["n"])
+
+    def additions(self, day: str) -> tuple[int, int]:
+        """(subscribers, keywords) confirmations by mail added on a UTC day."""
+        row = next(
+            self.db.query("SELECT subscribers, keywords FROM inbox_additions WHERE day = ?", [day]),
+            None,
+        )
+        return (int(row["subscribers"]), int(row["keywords"])) if row else (0, 0)
+
+    def confirmed(
+        self,
+        nonce: str,
+        email: str,
+        day: str,
+        *,
+        subscribers: int,
+        keywords: int,
+        now: datetime,
+        hold: tuple[str | None, Sequence[str]] | None = None,
+    ) -> None:
+        """A confirmation code used: its nonce, the day's additions and any subscription
+        held for approval (name, keywords), in one transaction."""
+        with self.db.atomic():
+            self.db.execute(
+                "INSERT INTO used_tokens (nonce, purpose, email, used_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (nonce) DO NOTHING",
+                [nonce, "confirm", email, _iso(now)],
+            )
+            self.db.execute(
+                "INSERT INTO inbox_additions (day, subscribers, keywords) VALUES (?, ?, ?) "
+                "ON CONFLICT (day) DO UPDATE SET subscribers = subscribers + "
+                "excluded.subscribers, keywords = keywords + excluded.keywords",
+                [day, subscribers, keywords],
+            )
+            if hold is not None:
+                self.db.execute(
+                    "INSERT INTO held_subscriptions (key, email, name, keywords, requested) "
+                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET email = "
+                    "excluded.email, name = excluded.name, keywords = excluded.keywords, "
+                    "requested = excluded.requested",
+                    [email.casefold(), email, hold[0], json.dumps(list(hold[1])), _iso(now)],
+                )
+
+    def save_request(self, nonce: str, email: str, value: str, now: datetime) -> None:
+        """What the confirmation code with this nonce asks for."""
+        with self.db.atomic():
+            self.db.execute(
+                "INSERT OR REPLACE INTO confirm_requests (nonce, email, value, created) "
+                "VALUES (?, ?, ?, ?)",
+                [nonce, email, value, _iso(now)],
+            )
+
+    def request(self, nonce: str) -> tuple[str, str] | None:
+        """(email, value) a confirmation code asks for; None when unknown or pruned."""
+        rows = self.db.query("SELECT email, value FROM confirm_requests WHERE nonce = ?", [nonce])
+        row = next(rows, None)
+        return (str(row["email"]), str(row["value"])) if row else None
+
+    def held(self) -> list[tuple[str, str | None, list[str], str]]:
+        """Subscriptions waiting for approval: (email, name, keywords, requested), oldest first."""
+        return [
+            (row["email"], row["name"], json.loads(row["keywords"]), row["requested"])
+            for row in self.db.query("SELECT * FROM held_subscriptions ORDER BY requested, key")
+        ]
+
+    def release(self, email: str) -> tuple[str, str | None, list[str]] | None:
+        """Take a held subscription off the list: (email, name, keywords), None if none."""
+        with self.db.atomic():
+            row = next(
+                self.db.query("SELECT * FROM held_subscriptions WHERE key = ?", [email.casefold()]),
+                None,
+            )
+            if row is None:
+                return None
+            self.db.execute("DELETE FROM held_subscriptions WHERE key = ?", [email.casefold()])
+        return row["email"], row["name"], json.loads(row["keywords"])
 
     def pending_replies(self) -> list[tuple[int, str, str, bytes]]:
         """Replies not yet accepted by the SMTP server: (id, key, recipient, bytes)."""
@@ -811,6 +932,8 @@ class Store:
                 "DELETE FROM inbox_mails WHERE status != 'pending' AND received < ?", [_iso(before)]
             )
             self.db.execute("DELETE FROM inbox_counts WHERE day < ?", [_iso(before)[:10]])
+            self.db.execute("DELETE FROM inbox_additions WHERE day < ?", [_iso(before)[:10]])
+            self.db.execute("DELETE FROM confirm_requests WHERE created < ?", [_iso(before)])
 
 
 def _reading(path: Path) -> sqlite3.Connection:

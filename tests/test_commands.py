@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from email.message import EmailMessage
 from email.parser import BytesParser
 from email.policy import default
@@ -17,6 +18,8 @@ from digest.commands import (
     mail_commands,
     parse_line,
     sender_of,
+    stranger_text,
+    strip_reply_prefixes,
     subject_commands,
     text_body,
 )
@@ -228,3 +231,87 @@ def test_any_bytes_parse_without_error(raw: bytes) -> None:
     mail_commands(message)
     automatic(message)
     sender_of(message)
+
+
+# -- megabytes of adversarial input: the output is asserted; bench/ has the times ----------
+
+MB = 1_000_000
+
+
+@pytest.mark.parametrize(
+    ("subject", "expected"),
+    [
+        ("re" + " " * MB, []),  # was quadratic: minutes
+        ("Re:" + " " * MB + "list", []),  # cut at MAX_SUBJECT: no whole command line
+        ("Re: " * 100_000 + "list", []),
+        ("Re: " * 400 + "list", [("list", "")]),
+        ("re\t\u3000 " * 300 + "x", []),  # CJK ideographic space
+        ("Re:   Fwd [3]  :  AW: help", [("help", "")]),
+        ("  RE :list", [("list", "")]),
+        ("confirm " * 200_000, []),
+        ("x" * MB + " confirm a.b", []),  # the code stands beyond the cap
+        ("Re: please confirm abc.DEF-_2 " + "\u202e" * MB, [("confirm", "abc.DEF-_2")]),
+        ("unsubscribe\x00", []),
+        ("unsubscribe abc.def", [("cancel", "abc.def")]),
+        ("cancel my meeting", []),
+    ],
+)
+def test_subjects_of_megabytes(subject: str, expected: list[tuple[str, str]]) -> None:
+    assert verbs(subject_commands(subject)) == expected
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ("list\n" * MB, [("list", "")] * 200),  # only the first lines can hold commands
+        ("On " + "wrote " * 200_000 + "\nlist", []),  # one long line ends the commands
+        ("On " * 300 + "wrote\nlist", []),  # short enough to read, but not an attribution
+        ("On " * 100 + "wrote:\nlist", [("list", "")]),
+        ("Le 17 nov. 2025, A a écrit :\n> cancel\nlist\n", [("list", "")]),
+        ("list\n" + "x" * MB, [("list", "")]),
+        ("\n" * MB + "list", []),
+        ("-" * MB + "\nlist", []),
+        ("list\n" + "-" * MB, [("list", "")]),
+        ("help\n\u0645\u0631\u062d\u0628\u0627 王小明\nlist", [("help", "")]),
+        ("list\x00\nhelp", []),
+        ("\u200f" * MB, []),
+    ],
+)
+def test_bodies_of_megabytes(body: str, expected: list[tuple[str, str]]) -> None:
+    assert verbs(body_commands(body)) == expected
+
+
+def test_a_mail_of_megabytes_holds_only_its_first_commands() -> None:
+    message = EmailMessage()
+    message["From"] = "reader@example.org"
+    message["Subject"] = "re" + " " * 300_000
+    message.set_content("list\n" * 300_000 + "王小明 " * 100_000)
+    assert verbs(mail_commands(parse(message.as_bytes()))) == [("list", "")] * 200
+
+
+PIECES = [*"re: \t\r\n>-_.:[]0123456789", "Re:", "Fwd:", "list", "help", "add ", "confirm "]
+PIECES += ["On ", " wrote:", "王小明", "Zoë", "\u202e", "\u200f", "\x00", "e\u0301", "🙂", "\u3000"]
+# What people send, in pieces: prefixes, verbs, CJK, RTL and bidi controls, NUL, emoji.
+PEOPLE = st.lists(st.sampled_from(PIECES), max_size=200).map("".join)
+
+
+@given(PEOPLE, PEOPLE)
+def test_a_strangers_reply_holds_none_of_their_words(subject: str, body: str) -> None:
+    commands = subject_commands(subject) + body_commands(body)
+    results = [(c, f"not done: {c.error}" if c.error else "done") for c in commands]
+    text = stranger_text(results, address="commands@example.org", show_help=True)
+    ours = stranger_text([], address="commands@example.org", show_help=True)
+    # Only the verbs and our outcomes are added to the fixed text, one line each.
+    added = [line for line in text.splitlines() if line not in ours.splitlines()]
+    assert len(added) == len(commands)
+    for line, command in zip(added, commands, strict=True):
+        assert line.startswith(f"  {command.verb}: ")
+        assert command.argument not in line or command.argument in ("", "done")
+
+
+@given(PEOPLE)
+def test_reply_prefixes_strip_like_the_old_regex_on_short_subjects(subject: str) -> None:
+    old = re.compile(
+        r"^\s*(?:(?:re|fwd?|aw|sv|vs|wg|tr|antw|rif)\s*(?:\[\d+\])?\s*:\s*)+", re.IGNORECASE
+    )
+    assert strip_reply_prefixes(subject) == " ".join(old.sub("", subject).split())

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -27,10 +28,10 @@ from click.testing import CliRunner
 from digest.cli import main
 from digest.config import Config, load_config
 from digest.errors import BusyError
-from digest.imap import InboxError
+from digest.imap import MAX_HEADER, InboxError, Mailbox
 from digest.inbox import InboxReport, _inbox_lock, apply_confirmation, process_inbox
 from digest.store import Store
-from digest.tokens import TokenError, make_token
+from digest.tokens import TokenError, make_mail_code, make_token
 from tests.conftest import config_text, run_digest
 from tests.fakes.imap_server import ImapServer, dovecot
 from tests.fakes.smtp_server import SMTPServer
@@ -160,6 +161,11 @@ def code(reply: EmailMessage) -> str:
     return subject.removeprefix("confirm ")
 
 
+def unsubscribe(email: str, when: datetime = NOW) -> str:
+    """The Subject of the mailto unsubscribe in `email`'s digests."""
+    return f"unsubscribe {make_mail_code(SECRET.encode(), email, issued=when)}"
+
+
 def only_reply(world: World, to: str) -> EmailMessage:
     replies = world.replies(to)
     assert len(replies) == 1, [str(r.message["Subject"]) for r in world.smtp.messages]
@@ -186,8 +192,11 @@ def test_subscribe_confirm_by_reply_and_the_file_keeps_its_comments(world: World
     assert request["Reply-To"] == "commands@example.org"
     assert request["In-Reply-To"] is not None
     text = body(request)
-    assert "> add Diffusion Models\n  waits for your confirmation (see below)" in text
-    assert "You are not subscribed." in text
+    # Not subscribed: none of the mail's words come back, only the verbs and our text.
+    assert "  add: waits for your confirmation (see below)\n" in text
+    assert "Diffusion" not in text and "Ann" not in text and "Subscription" not in text
+    assert "This address is not subscribed" in text
+    assert "To confirm subscribing it, watching 2 keywords, reply" in text
     assert f"confirm {code(request)}" in text
     assert "This request expires on 2025-11-19 07:00 UTC." in text
 
@@ -228,11 +237,12 @@ def test_add_del_list_help_cancel(world: World) -> None:
     world.send(mail("reader@example.org", "", "add Diffusion Models\ndel Virtual Try-On\nlist"))
     world.check()
     reply = only_reply(world, "reader@example.org")
-    assert world.watching()["reader@example.org"] == ["Person Re-ID"], "del is at once"
+    assert world.watching()["reader@example.org"] == ["Person Re-ID", "Virtual Try-On"]
     text = body(reply)
-    assert "> del Virtual Try-On\n  removed Virtual Try-On" in text
+    assert "> del Virtual Try-On\n  waits for your confirmation (see below)" in text
     assert "> list\n  your keywords are listed below" in text
-    assert "You watch:\n  - Person Re-ID\n" in text
+    assert "You watch:\n  - Person Re-ID\n  - Virtual Try-On\n" in text
+    assert "To confirm removing Virtual Try-On and adding Diffusion Models, reply" in text
     world.send(mail("reader@example.org", f"Re: {reply['Subject']}", ""))
     world.check()
     assert world.watching()["reader@example.org"] == ["Person Re-ID", "Diffusion Models"]
@@ -247,6 +257,14 @@ def test_add_del_list_help_cancel(world: World) -> None:
     world.smtp.reset()
     world.send(mail("reader@example.org", "Re: unsubscribe"))
     world.check()
+    assert "reader@example.org" in world.watching(), "a plain unsubscribe asks first"
+    reply = only_reply(world, "reader@example.org")
+    assert "> Re: unsubscribe" not in body(reply)
+    assert "> unsubscribe\n  waits for your confirmation (see below)" in body(reply)
+    assert "To confirm unsubscribing, reply to this mail" in body(reply)
+    world.smtp.reset()
+    world.send(mail("reader@example.org", f"Re: {reply['Subject']}"))
+    world.check()
     assert "reader@example.org" not in world.watching()
     text = body(only_reply(world, "reader@example.org"))
     assert "unsubscribed reader@example.org" in text and "You are not subscribed." in text
@@ -259,8 +277,8 @@ def test_a_later_line_takes_back_an_earlier_one(world: World) -> None:
     world.check()
     reply = only_reply(world, "ann@example.org")
     text = body(reply)
-    assert "> add Image Editing\n  taken back by a line below" in text
-    assert "To confirm adding Diffusion Models, reply to this mail" in text
+    assert "  add: taken back by a line below\n" in text
+    assert "To confirm subscribing it, watching 1 keyword, reply to this mail" in text
     world.send(mail("ann@example.org", "", f"confirm {code(reply)}"))
     world.check()
     assert world.watching()["ann@example.org"] == ["Diffusion Models"]
@@ -268,6 +286,9 @@ def test_a_later_line_takes_back_an_earlier_one(world: World) -> None:
 
 def test_deleting_the_last_keyword_unsubscribes(world: World) -> None:
     world.send(mail("student@example.org", "", "DEL virtual try-on"))
+    world.check()
+    world.send(mail("student@example.org", "", f"confirm {code(world.replies()[0])}"))
+    world.smtp.reset()
     world.check()
     assert "student@example.org" not in world.watching()
     assert "is unsubscribed" in body(only_reply(world, "student@example.org"))
@@ -278,7 +299,7 @@ def test_commands_in_the_subject_and_the_body_in_any_case(world: World) -> None:
     world.check()
     text = body(only_reply(world, "reader@example.org"))
     assert text.index("> LIST") < text.index("> Del person re-id") < text.index("> HELP")
-    assert world.watching()["reader@example.org"] == ["Virtual Try-On"]
+    assert "To confirm removing Person Re-ID, reply" in text, "named as the file has it"
 
 
 def test_quoted_text_and_signatures_are_ignored(world: World) -> None:
@@ -303,7 +324,7 @@ def test_quoted_text_and_signatures_are_ignored(world: World) -> None:
         "student@example.org": ["Virtual Try-On"],
     }
     texts = [body(reply) for reply in world.replies("student@example.org")]
-    assert any("none of those keywords were watched" in text for text in texts)
+    assert any("> del nothing watched\n  not done: you do not watch it" in t for t in texts)
 
 
 def test_mails_that_are_not_commands_get_no_reply_and_stay_unread(world: World) -> None:
@@ -345,6 +366,199 @@ def test_nobody_can_subscribe_someone_else(world: World) -> None:
     world.check()
     assert "victim@example.org" not in world.watching()
     assert world.watching()["attacker@example.net"] == ["Spam Topics"]
+
+
+def test_a_forged_cancel_asks_the_real_reader_and_changes_nothing(world: World) -> None:
+    before = world.text()
+    world.send(
+        mail("reader@example.org", "cancel", headers={"Reply-To": "attacker@example.net"}),
+        mail("reader@example.org", "", "del Person Re-ID\ndel Virtual Try-On"),
+        # A code, but made for another address: no proof for this one.
+        mail("reader@example.org", unsubscribe("student@example.org")),
+        mail("reader@example.org", "unsubscribe abc.def"),
+    )
+    report = world.check()
+    assert report.acted == 4
+    assert world.text() == before
+    replies = world.replies()
+    assert {r["To"] for r in replies} == {"reader@example.org"}, "never the Reply-To"
+    assert all("waits for your confirmation (see below)" in body(r) for r in replies)
+    assert all(str(r["Subject"]).startswith("confirm ") for r in replies)
+    # The reader's own code, from the mailto in their digest: at once, no confirmation.
+    world.send(mail("READER@example.org", unsubscribe("reader@example.org")))
+    world.check()
+    assert "reader@example.org" not in world.watching()
+    assert "unsubscribed reader@example.org" in body(world.replies()[-1]).lower()
+
+
+def test_the_mailto_unsubscribe_in_a_digest_acts_at_once(world: World) -> None:
+    run_digest(world.config(), NOW)
+    digest = next(r.message for r in world.smtp.messages if r.rcpt_tos == ["reader@example.org"])
+    header = str(digest["List-Unsubscribe"])
+    match = re.fullmatch(r"<mailto:commands@example\.org\?subject=unsubscribe%20([\w.-]+)>", header)
+    assert match, header
+    assert len(match.group(1)) < 30, "short enough to read in a mail client"
+    assert f"mailto:commands@example.org?subject=unsubscribe%20{match.group(1)}" in body(digest)
+    world.smtp.reset()
+    # The reader's mail client sends it, months later, From another spelling of the address.
+    world.send(mail("Reader@Example.org", f"unsubscribe {match.group(1)}"))
+    world.check(NOW + timedelta(days=150))
+    assert "reader@example.org" not in world.watching()
+    # The student's code works only for the student.
+    code_for_student = unsubscribe("student@example.org")
+    world.send(mail("reader@example.org", code_for_student))
+    world.send(mail("other@example.org", code_for_student))
+    world.check(NOW + timedelta(days=150))
+    assert "student@example.org" in world.watching()
+
+
+def test_without_a_secret_the_mailto_stays_plain(world: World) -> None:
+    world.env.pop("DIGEST_SECRET")
+    run_digest(world.config(), NOW)
+    digest = world.smtp.messages[0].message
+    assert digest["List-Unsubscribe"] == "<mailto:digest@example.org?subject=unsubscribe>"
+
+
+def test_a_proven_cancel_goes_through_every_limit(world: World) -> None:
+    world.write(inbox="max_commands_per_day = 2\nmax_replies_per_hour = 3\n")
+    world.send(*(mail("student@example.org", "list") for _ in range(4)))
+    world.send(mail("student@example.org", unsubscribe("student@example.org")))
+    report = world.check()
+    assert "student@example.org" not in world.watching()
+    assert report.replies == 3, "two answers, one notice of the limit, then the hourly cap"
+    assert report.acted == 4 and report.limited == 1
+
+
+def test_strangers_get_fixed_text_and_subscribers_a_capped_quote(world: World) -> None:
+    phish = "https://examp1e.org/login?verify=now"
+    world.send(
+        mail("stranger@example.net", f"Re: help {phish}", f"add {phish}\nlist\nhelp"),
+        mail("stranger2@example.net", f"list {phish}", f"subscribe {phish}\nconfirm a.{phish}"),
+        mail("reader@example.org", f"Re: list {'x' * 500}", "list\ndel " + "y" * 199),
+    )
+    world.check()
+    for address in ("stranger@example.net", "stranger2@example.net"):
+        reply = only_reply(world, address)
+        raw = reply.as_string()
+        assert "examp1e" not in raw and "verify" not in raw, raw
+        assert reply["Subject"] in ("Re: your commands",) or reply["Subject"].startswith("confirm ")
+    text = body(only_reply(world, "stranger@example.net"))
+    assert "  add: waits for your confirmation (see below)\n  list: your keywords" in text
+    # Not even base64-encoded in the code: what it asks for stays in the database.
+    payload = code(only_reply(world, "stranger@example.net")).partition(".")[0]
+    decoded = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)).decode()
+    assert "examp1e" not in decoded and "stranger" not in decoded
+    # The owner of a subscription sees their own lines, each cut to 200 characters.
+    text = body(only_reply(world, "reader@example.org"))
+    assert f"> del {'y' * 196}…\n  not done: you do not watch it\n" in text
+    assert len(str(only_reply(world, "reader@example.org")["Subject"])) < 160
+
+
+def test_the_daily_limit_counts_a_mailbox_once_whatever_its_tag(world: World) -> None:
+    world.write(inbox="max_commands_per_day = 5\n")
+    spellings = [f"flood+{i}@example.org" for i in range(20)] + [
+        "FLOOD@Example.org",
+        "Flood+x@EXAMPLE.ORG",
+    ]
+    world.send(*(mail(a, "list") for a in spellings))
+    report = world.check()
+    assert (report.acted, report.limited, report.replies) == (6, 16, 6)
+    assert sum("5 commands today, the limit" in body(r) for r in world.replies()) == 1
+
+
+def test_global_caps_hold_over_many_addresses(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    world.write(inbox="max_keywords_per_day = 25\nmax_subscribers_per_day = 3\n")
+    for i in range(5):
+        lines = "\n".join(f"add Topic {i} {k}" for k in range(10))
+        world.send(mail(f"throwaway{i}@example.net", "", lines))
+    world.check()
+    codes = {r["To"]: code(r) for r in world.replies()}
+    assert len(codes) == 5
+    world.smtp.reset()
+    uids = world.send(*(mail(a, f"Re: confirm {c}") for a, c in codes.items()))
+    report = world.check()
+    # Two confirmations fit (20 keywords); the third would pass 25: it and the rest wait.
+    added = [a for a in codes if a in world.watching()]
+    assert len(added) == 2
+    assert (report.acted, report.waiting) == (2, 3)
+    assert "[inbox] cap reached: 25 keywords added by mail today" in caplog.text
+    flags = world.imap.flags()
+    assert sum(DONE not in flags[u] for u in uids) == 3, "left for a later check"
+    # The next day they go through, as far as the caps allow.
+    report = world.check(NOW + timedelta(days=1))
+    assert (report.acted, report.waiting) == (2, 1)
+    assert len([a for a in codes if a in world.watching()]) == 4
+
+
+def test_the_hourly_reply_cap_leaves_mails_for_later(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    world.write(inbox="max_replies_per_hour = 3\n")
+    uids = world.send(*(mail(f"r{i}@example.net", "help") for i in range(5)))
+    report = world.check()
+    assert (report.replies, report.waiting) == (3, 2)
+    assert "[inbox] cap reached: 3 replies in the last hour" in caplog.text
+    assert [DONE in world.imap.flags()[u] for u in uids] == [True] * 3 + [False] * 2
+    assert world.check(NOW + timedelta(minutes=30)).replies == 0
+    assert world.check(NOW + timedelta(minutes=61)).replies == 2
+
+
+def test_approve_holds_new_subscribers_for_the_administrator(world: World) -> None:
+    world.write(inbox="approve = true\n")
+    world.send(mail("ann@example.org", "", "subscribe Ann\nadd Diffusion Models"))
+    world.send(mail("reader@example.org", "", "add GANs"))
+    world.check()
+    for reply in world.replies():
+        world.send(mail(reply["To"], f"Re: {reply['Subject']}"))
+    world.check()
+    # A reader's new keyword needs no approval; a new reader does.
+    assert world.watching() == {
+        "reader@example.org": ["Person Re-ID", "Virtual Try-On", "GANs"],
+        "student@example.org": ["Virtual Try-On"],
+    }
+    assert "waits for the administrator's approval" in body(world.replies("ann@example.org")[1])
+    runner = CliRunner()
+    listed = runner.invoke(main, ["pending"], env=world.env)
+    assert listed.exit_code == 0, listed.output
+    assert "ann@example.org" in listed.output and "Diffusion Models" in listed.output
+    unknown = runner.invoke(main, ["approve", "nobody@example.org"], env=world.env)
+    assert unknown.exit_code == 2
+    assert unknown.stderr.strip().count("\n") == 0 and "Traceback" not in unknown.output
+    done = runner.invoke(main, ["approve", "Ann@example.org"], env=world.env)
+    assert done.exit_code == 0, done.output
+    assert world.watching()["ann@example.org"] == ["Diffusion Models"]
+    assert "Ann" in world.text()
+    assert runner.invoke(main, ["pending"], env=world.env).output.strip() == (
+        "No subscriptions wait for approval."
+    )
+    assert runner.invoke(main, ["reject", "ann@example.org"], env=world.env).exit_code == 2
+    world.send(mail("bob@example.org", "", "add GANs"))
+    world.check()
+    world.send(mail("bob@example.org", f"Re: {world.replies('bob@example.org')[0]['Subject']}"))
+    world.check()
+    assert "bob@example.org" in runner.invoke(main, ["pending"], env=world.env).output
+    dropped = runner.invoke(main, ["reject", "BOB@example.org"], env=world.env)
+    assert (dropped.exit_code, dropped.output) == (
+        0,
+        "BOB@example.org: dropped; it was not subscribed\n",
+    )
+    assert "bob@example.org" not in world.watching()
+    assert "No subscriptions" in runner.invoke(main, ["pending"], env=world.env).output
+    # As a user runs it: one line, exit 2, for an address nobody holds.
+    proc = subprocess.run(
+        [sys.executable, "-m", "digest", "approve", "nobody@example.org"],
+        env={**os.environ, **world.env},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr == (
+        "Error: nobody@example.org: no subscription waits for approval; see `digest pending`\n"
+    )
 
 
 def tampered(token: str, **changes: str) -> str:
@@ -394,7 +608,8 @@ def test_a_bad_confirmation_changes_nothing(
     world.send(mail("ann@example.org", "", f"confirm {make(code(world.replies()[0]))}"))
     world.check(when)
     assert world.text() == before
-    assert reason in body(world.replies()[1])
+    text = body(world.replies()[1])
+    assert "  confirm: not done: this confirmation code " in text and reason in text
 
 
 def test_a_confirmation_works_once(world: World) -> None:
@@ -405,6 +620,8 @@ def test_a_confirmation_works_once(world: World) -> None:
     world.check()
     # Ann drops a keyword; replaying the old confirmation must not bring it back.
     world.send(mail("ann@example.org", "", "del Person Re-ID"))
+    world.check()
+    world.send(mail("ann@example.org", "", f"confirm {code(world.replies()[-1])}"))
     world.check()
     world.send(mail("ann@example.org", "", confirm + "\n"))
     world.check()
@@ -461,7 +678,8 @@ def test_a_thousand_commands_in_one_mail(world: World) -> None:
     world.check()
     text = body(only_reply(world, "reader@example.org"))
     # 20 commands a day; of those, 18 keywords fit beside the 2 watched (20 at most).
-    assert "980 more commands were not carried out" in text
+    # Only the first 200 lines of a body are read for commands.
+    assert "180 more commands were not carried out" in text
     assert text.count("waits for your confirmation") == 18
     assert text.count("20 keywords is the limit; del some first") == 2
     world.send(mail("reader@example.org", "", f"confirm {code(world.replies()[0])}"))
@@ -497,6 +715,31 @@ def test_a_huge_mail_is_skipped_unread(world: World, caplog: pytest.LogCaptureFi
     assert [r.message for r in caplog.records if r.levelname == "WARNING"] == [
         f"mail {uids[0]} ({size} bytes) skipped unread: "
         "larger than [inbox] max_size (1000000 bytes)"
+    ]
+
+
+def junk_headers(size: int, sender: str = "reader@example.org") -> bytes:
+    """A mail whose header block is `size` bytes of junk lines, its From and Subject last."""
+    line = b"X-Junk: " + b"j" * 988 + b"\r\n"
+    return (
+        line * (size // len(line)) + f"From: {sender}\r\nSubject: cancel\r\n\r\ncancel\r\n".encode()
+    )
+
+
+def test_huge_headers_are_read_only_up_to_the_cap(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    world.write("max_size = 8000000\n")
+    uids = world.send(junk_headers(5_000_000), junk_headers(MAX_HEADER - 2000))
+    with Mailbox(world.config().inbox) as box:  # type: ignore[arg-type]
+        read = {uid: header for uid, _size, header in box.headers(uids)}
+    assert len(read[uids[0]]) == MAX_HEADER, "5 MB of headers, 64 KB downloaded"
+    assert read[uids[1]].endswith(b"Subject: cancel\r\n\r\n"), "whole headers under the cap"
+    report = world.check()
+    assert (report.oversize, report.acted) == (1, 1)
+    assert world.imap.flags()[uids[0]] == {DONE}, "left unread for a person to look at"
+    assert f"mail {uids[0]} skipped unread: its headers are larger than 65536 bytes" in [
+        r.message for r in caplog.records
     ]
 
 
@@ -537,7 +780,10 @@ def test_without_a_secret_subscribing_by_mail_is_refused(world: World) -> None:
     assert "not done: subscribing by mail is switched off until the administrator" in text
     assert "DIGEST_SECRET" in text
     assert "ann@example.org" not in world.watching()
-    assert world.watching()["reader@example.org"] == ["Virtual Try-On"], "del still works"
+    # Nothing can prove a del comes from the reader: refused too, with the same reason.
+    assert world.watching()["reader@example.org"] == ["Person Re-ID", "Virtual Try-On"]
+    text = body(only_reply(world, "reader@example.org"))
+    assert "> del Person Re-ID\n  not done: subscribing by mail is switched off" in text
     check = CliRunner().invoke(main, ["check"], env=world.env)
     assert check.exit_code == 0
     assert "Warning: no signing secret (DIGEST_SECRET" in check.stderr
@@ -547,25 +793,25 @@ def test_without_a_secret_subscribing_by_mail_is_refused(world: World) -> None:
 
 
 def test_replies_wait_when_smtp_is_down_and_nothing_is_done_twice(world: World) -> None:
-    world.send(mail("reader@example.org", "", "del Person Re-ID\nadd Diffusion Models"))
+    world.send(mail("reader@example.org", unsubscribe("reader@example.org"), "add Diffusion"))
     world.smtp.stop()  # the mail server is down during the check
     report = world.check()
     assert report.replies == 0 and len(report.undelivered) == 1
-    assert world.watching()["reader@example.org"] == ["Virtual Try-On"]
+    assert "reader@example.org" not in world.watching()
     assert all(DONE not in f for f in world.imap.flags().values()), "flagged once replied"
 
     world.smtp.start()  # back, on the same port
     report = world.check(NOW + timedelta(minutes=5))
     assert (report.mails, report.acted, report.replies) == (1, 0, 1)
     reply = only_reply(world, "reader@example.org")
-    # The reply written at the first check, not a new one: the same code, "removed" once.
-    assert "> del Person Re-ID\n  removed Person Re-ID" in body(reply)
+    # The reply written at the first check, not a new one: the same code, "unsubscribed".
+    assert "\n  unsubscribed reader@example.org\n" in body(reply)
     assert all(f == {SEEN, DONE} for f in world.imap.flags().values())
     assert world.check(NOW + timedelta(minutes=10)).mails == 0
 
 
 def test_a_killed_check_is_finished_by_the_next_without_acting_twice(world: World) -> None:
-    world.send(mail("reader@example.org", "", "del Person Re-ID"))
+    world.send(mail("reader@example.org", unsubscribe("reader@example.org", datetime.now(UTC))))
     # The server takes the reply but never acknowledges it: the check is killed meanwhile.
     world.smtp.accept_then_delay(None)
     proc = subprocess.Popen(
@@ -581,15 +827,15 @@ def test_a_killed_check_is_finished_by_the_next_without_acting_twice(world: Worl
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
     world.smtp.release()
-    assert world.watching()["reader@example.org"] == ["Virtual Try-On"]
+    assert "reader@example.org" not in world.watching()
     assert all(DONE not in f for f in world.imap.flags().values())
 
     result = CliRunner().invoke(main, ["inbox"], env=world.env)
     assert result.exit_code == 0, result.output
     first, second = world.smtp.messages
     assert first.data == second.data, "the stored reply again, with the same Message-ID"
-    assert "removed Person Re-ID" in body(second.message)
-    assert world.watching()["reader@example.org"] == ["Virtual Try-On"]
+    assert "unsubscribed reader@example.org" in body(second.message)
+    assert "reader@example.org" not in world.watching()
     assert all(f == {SEEN, DONE} for f in world.imap.flags().values())
 
 
@@ -664,6 +910,26 @@ def test_unknown_inbox_keys_name_the_line(world: World) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("max_replies_per_hour = 0", "'max_replies_per_hour' must be"),
+        ("max_subscribers_per_day = -1", "'max_subscribers_per_day' must be"),
+        ("max_keywords_per_day = 10", "'max_keywords_per_day' (10) must be at least max_keywords"),
+        ('approve = "yes"', "'approve' must be true or false"),
+    ],
+)
+def test_the_caps_are_checked_like_the_other_inbox_settings(
+    world: World, setting: str, message: str
+) -> None:
+    world.write(inbox=setting + "\n")
+    result = CliRunner().invoke(main, ["check"], env=world.env)
+    assert result.exit_code == 2
+    line = world.text().splitlines().index(setting) + 1
+    assert result.stderr.startswith(f"Error: {world.path}:{line}: [inbox] "), result.stderr
+    assert message in result.stderr and result.stderr.count("\n") == 1
+
+
 def test_apply_confirmation_for_links(world: World, tmp_path: Path) -> None:
     value = json.dumps({"add": ["Diffusion Models"], "name": "Ann"})
     token = make_token(SECRET.encode(), "confirm", "ann@example.org", issued=NOW, value=value)
@@ -693,7 +959,7 @@ def test_the_daemon_checks_the_inbox_and_picks_up_changes(world: World) -> None:
     # Yesterday's digest went out, so the daemon only checks the inbox.
     run_digest(world.config(), datetime.now(UTC) - timedelta(days=1))
     world.smtp.reset()
-    world.send(mail("student@example.org", "cancel"))
+    world.send(mail("student@example.org", unsubscribe("student@example.org", datetime.now(UTC))))
     # A watchdog wakes the loop every 0.1 s, so changes are seen at once. No NOTIFY_SOCKET:
     # pings nobody reads would fill its queue and block the daemon, as systemd never would.
     daemon = DaemonProcess({**world.env, "WATCHDOG_USEC": "200000"})
