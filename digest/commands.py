@@ -281,8 +281,8 @@ def mailbox_key(email: str) -> str:
     return f"{local.partition('+')[0]}@{domain}".casefold()
 
 
-ECHO_LENGTH = 200
-HELD = "waits for the administrator's approval"  # the end of a held subscription's outcome  # characters of a subscriber's command line quoted in a reply
+ECHO_LENGTH = 200  # characters of a subscriber's command line quoted in a reply
+HELD = "waits for the administrator's approval"  # the end of a held subscription's outcome
 
 
 def help_text(address: str) -> str:
