@@ -24,12 +24,26 @@ from digest.web import LIMITS, Unsubscriber, WebServer, unsubscribe_url
 from tests.conftest import SUBSCRIBERS
 from tests.fakes.smtp_server import SMTPServer
 from tests.test_daemon import DaemonProcess, roomy_zone, sent_yesterday, write_subscribers
-from tests.webclient import HOST, closed_by_server, idle, open_fds, request, status, until
+from tests.webclient import (
+    HOST,
+    closed_by_server,
+    idle,
+    open_fds,
+    request,
+    room_for_descriptors,
+    status,
+    until,
+)
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "subscribers.toml"
 SECRET = b"0123456789abcdef0123456789abcdef"
 NOW = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
 READER = "reader@example.org"
+
+
+@pytest.fixture(autouse=True)
+def room() -> None:
+    room_for_descriptors(4000)
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import resource
 import socket
 import time
 from collections.abc import Callable
@@ -73,6 +74,18 @@ def closed_by_server(sock: socket.socket) -> bool:
         return True
     finally:
         sock.setblocking(True)
+
+
+def room_for_descriptors(count: int) -> None:
+    """Raise this process's soft descriptor limit to `count` (as far as the hard one allows).
+
+    A test holding hundreds of connections holds both of their ends; 1024, a common
+    default, is too few.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = count if hard == resource.RLIM_INFINITY else min(count, hard)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
 
 
 def open_fds() -> int:
