@@ -16,6 +16,7 @@ from __future__ import annotations
 import html
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -239,6 +240,34 @@ class _Server(TcpWSGIServer):
                 channel.will_close = True
 
 
+class _OncePerMinute(logging.Filter):
+    """Lets each distinct message through once a minute: strangers must not fill the journal.
+
+    A flood hovering at the connection cap would otherwise log "reached the connection
+    limit" and "listening again" on every turn of the loop.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.clock, self.last = clock, dict[str, float]()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        now, key = self.clock(), str(record.msg)
+        if now - self.last.get(key, -60.0) < 60.0:
+            return False
+        self.last[key] = now
+        return True
+
+
+def _quiet_waitress() -> None:
+    # "Task queue depth is N" is logged for every request that waits for a worker, which
+    # any client can cause at will; a queue is normal under load, and bounded by LIMITS.
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+    server_log = logging.getLogger("waitress")
+    if not any(isinstance(f, _OncePerMinute) for f in server_log.filters):
+        server_log.addFilter(_OncePerMinute())
+
+
 class WebServer:
     """The endpoint, served by waitress on a background thread; start() and stop()."""
 
@@ -257,7 +286,10 @@ class WebServer:
             asyncore_use_poll=True,
             ident="digest",
             expose_tracebacks=False,
+            # A client that resets its connection is routine, not a traceback in the journal.
+            log_socket_errors=False,
         )
+        _quiet_waitress()
         self.sockets: _SocketMap = {}
         self.dispatcher = ThreadedTaskDispatcher()
         self.dispatcher.set_thread_count(limits.threads)

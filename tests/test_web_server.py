@@ -8,11 +8,14 @@ with a deadline and assert what happened, never how long it took.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
+import struct
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -154,6 +157,37 @@ def test_a_request_sent_a_byte_at_a_time_is_cut_off(app: Unsubscriber) -> None:
         assert unsubscribes(server.port, READER) == (200, 200)
     finally:
         server.stop()
+
+
+def test_resets_and_floods_log_no_traceback_and_little_else(
+    app: Unsubscriber, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    limits = replace(LIMITS, connections=20, idle_seconds=1, sweep_seconds=1)
+    server = WebServer(app, HOST, 0, limits).start()
+    try:
+        for _ in range(50):  # reset by the client halfway through a request
+            sock = socket.create_connection((HOST, server.port), timeout=10)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.sendall(b"POST /unsubscribe?t=a.b HTTP/1.1\r\nContent-Length: 100\r\n\r\nx")
+            sock.close()
+        # Over the cap, then below it, several times; and requests that queue for a worker.
+        for _ in range(3):
+            clients = idle(server.port, 40)
+            assert until(lambda cs=clients: all(closed_by_server(c) for c in cs), deadline=30)
+            for client in clients:
+                client.close()
+        link = unsubscribe_url("", SECRET, READER, NOW)
+        with ThreadPoolExecutor(16) as pool:
+            answers = list(pool.map(lambda _: status(server.port, request("GET", link)), range(64)))
+        assert answers == [200] * 64
+    finally:
+        server.stop()
+    assert [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR] == []
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        "total open connections reached the connection limit, no longer accepting new connections"
+    ], "once a minute at most"
 
 
 def test_descriptors_numbered_past_1023_are_served(app: Unsubscriber, listing: Path) -> None:
