@@ -185,9 +185,11 @@ def test_resets_and_floods_log_no_traceback_and_little_else(
         server.stop()
     assert [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR] == []
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert warnings == [
+    # Once a minute at most (this process may have logged it in an earlier test).
+    assert set(warnings) <= {
         "total open connections reached the connection limit, no longer accepting new connections"
-    ], "once a minute at most"
+    }
+    assert len(warnings) <= 1
 
 
 def test_descriptors_numbered_past_1023_are_served(app: Unsubscriber, listing: Path) -> None:
