@@ -111,12 +111,12 @@ def measure(name: str, web_path: str | None, seconds: float, idle: int) -> list[
         target = web.unsubscribe_url("", SECRET, "reader@example.org", datetime.now(UTC))
         for phase in ("alone", f"{idle} idle connections"):
             if held == [] and phase != "alone":
+                base = proc_figures(child.pid)[0]
                 for i in range(idle):
                     sock = socket.create_connection((HOST, port), timeout=10)
                     if i % 2 == 0:
                         sock.sendall(b"GET /unsubscribe?t=")
                     held.append(sock)
-                base = proc_figures(child.pid)[0]
                 deadline = time.monotonic() + 10
                 while proc_figures(child.pid)[0] < base + idle - 5 and time.monotonic() < deadline:
                     time.sleep(0.05)

@@ -13,6 +13,8 @@ import os
 import signal
 import socket
 import struct
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -266,3 +268,18 @@ def test_digest_run_serves_the_endpoint_and_stops_with_connections_open(
     assert "Traceback" not in "\n".join(daemon.lines)
     with pytest.raises(OSError):
         socket.create_connection((HOST, port), timeout=5).close()
+
+
+def test_the_web_benchmark_runs() -> None:
+    bench = Path(__file__).resolve().parents[1] / "bench" / "web.py"
+    result = subprocess.run(
+        [sys.executable, str(bench), "--seconds", "0.2", "--idle", "20"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| waitress")]
+    assert len(rows) == 2 and "| 20 idle connections |" in rows[1]
+    assert "Traceback" not in result.stderr
