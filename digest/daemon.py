@@ -462,6 +462,11 @@ def start_web(config: Config) -> WebServer | None:
             f"{config.path}: [web] cannot listen on {config.web.host}:{config.web.port} "
             f"({e.strerror}); change 'listen' or stop what uses the port"
         ) from e
+    except ValueError as e:  # waitress found no address for the host
+        raise ConfigError(
+            f"{config.path}: [web] cannot listen on {config.web.host}:{config.web.port} "
+            "(no such address here); change 'listen' to an address of this machine"
+        ) from e
     log.info(
         "unsubscribe links served on %s:%d for %s",
         config.web.host,

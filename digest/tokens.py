@@ -21,6 +21,13 @@ from pathlib import Path
 from digest.errors import ConfigError, DigestError
 
 MIN_SECRET_BYTES = 16
+# The longest token accepted, checked before any decoding: an unsubscribe link's is a
+# few hundred characters; a confirmation's carries up to [inbox] max_keywords keywords,
+# 20 of 200 characters by default, which JSON and base64 grow to at most ~65 KB.
+MAX_TOKEN_CHARS = 512 * 1024
+# Clocks disagree a little between the machines that make and check a link; a token
+# issued later than this after `now` was not made by a sane clock of ours.
+CLOCK_SKEW = timedelta(minutes=5)
 
 
 class TokenError(DigestError):
@@ -88,7 +95,12 @@ def check_token(
     secret: bytes, token: str, purpose: str, *, now: datetime, max_age: timedelta
 ) -> Token:
     """The token's contents if it is genuine, for `purpose`, and younger than max_age."""
-    payload, _, signature = token.strip().partition(".")
+    if len(token) > MAX_TOKEN_CHARS:
+        raise TokenError("this link is not valid (it is far too long)")
+    token = token.strip()
+    if not token.isascii():
+        raise TokenError("this link is not valid (it has characters no link of ours has)")
+    payload, _, signature = token.partition(".")
     if not payload or not signature:
         raise TokenError("this link is incomplete; copy the whole link from the mail")
     if not hmac.compare_digest(signature, _sign(secret, payload)):
@@ -96,10 +108,13 @@ def check_token(
     try:
         kind, email, value, issued_ts, nonce = json.loads(_unb64(payload))
         issued = datetime.fromtimestamp(int(issued_ts), UTC)
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, OverflowError, OSError, RecursionError) as e:
+        # Only this server signs, so this is a bug of ours or a secret that leaked.
         raise TokenError("this link is not valid") from e
     if kind != purpose:
         raise TokenError("this link is for something else")
+    if issued - now > CLOCK_SKEW:
+        raise TokenError("this link is not valid (it is dated in the future)")
     if now - issued > max_age:
         raise TokenError("this link has expired; use the link in a newer mail")
     return Token(kind, str(email), str(value), issued, str(nonce))

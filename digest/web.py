@@ -4,6 +4,11 @@ GET shows a page with a confirm button (mail scanners follow links; only a POST 
 POST unsubscribes and answers with a page, never a redirect, as RFC 8058 one-click
 unsubscribe asks: mail providers POST `List-Unsubscribe=One-Click` to the same URL.
 Links carry a token signed per subscriber (digest.tokens); each acts once.
+
+The HTTP layer is waitress, a maintained pure-Python WSGI server: one thread reads every
+connection (poll, no thread per connection), a few worker threads run the application,
+and LIMITS below bound connections, threads, bytes and idle time. The systemd units'
+LimitNOFILE=, TasksMax= and MemoryMax= are sized from LIMITS (tests/test_systemd_units.py).
 """
 
 from __future__ import annotations
@@ -11,12 +16,20 @@ from __future__ import annotations
 import html
 import logging
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http import HTTPStatus
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 from urllib.parse import parse_qs, quote, urlsplit
+
+from waitress import trigger, wasyncore
+from waitress.adjustments import Adjustments
+from waitress.channel import HTTPChannel
+from waitress.server import TcpWSGIServer
+from waitress.task import ThreadedTaskDispatcher
 
 from digest.errors import DigestError
 from digest.store import Store
@@ -25,8 +38,47 @@ from digest.tokens import TokenError, check_token, make_token
 
 log = logging.getLogger(__name__)
 
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+    from waitress.wasyncore import _SocketMap
+
 PURPOSE = "unsubscribe"
-MAX_BODY = 4096
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the endpoint may hold at once; the systemd units are sized from these."""
+
+    # Open client connections. An idle one costs a file descriptor and a few KB, no
+    # thread, so hundreds of idle or half-sent requests leave room for readers; past
+    # the cap, new connections wait in the kernel's backlog until the timeout frees one.
+    connections: int = 1000
+    # Threads running the application: an unsubscribe rewrites subscribers.toml under
+    # its lock, so more would only wait for each other.
+    threads: int = 4
+    # Seconds a connection may stay idle, or sit on a half-sent request.
+    idle_seconds: int = 30
+    # Seconds a connection may take to send one whole request, however slowly it drips.
+    request_seconds: int = 60
+    # How often, in seconds, the server looks for connections to close.
+    sweep_seconds: int = 5
+    # Request line plus headers, and body: a link is a few hundred bytes, a one-click
+    # POST body 26. Larger requests get 431 or 413 before anything reads them.
+    header_bytes: int = 16 * 1024
+    body_bytes: int = 4096
+    backlog: int = 1024
+
+    def file_descriptors(self) -> int:
+        """The most descriptors the server holds: connections, listener, wake-up pipe."""
+        return self.connections + 3
+
+    def memory_bytes(self) -> int:
+        """The most request bytes the server buffers at once (all connections full)."""
+        return self.connections * (self.header_bytes + self.body_bytes)
+
+
+LIMITS = Limits()
+MAX_BODY = LIMITS.body_bytes
 _HEADERS = {
     "Content-Type": "text/html; charset=utf-8",
     "Cache-Control": "no-store",
@@ -84,9 +136,15 @@ class Unsubscriber:
     ) -> None:
         self.config_path, self.db_path, self.secret = config_path, db_path, secret
         self.max_age, self.clock = timedelta(days=link_days), clock
+        # One unsubscribe at a time: the used-check, the change and the record of use
+        # must not interleave, or two POSTs of one link could both act.
+        self.acting = threading.Lock()
 
     def handle(self, method: str, target: str) -> Page:
-        url = urlsplit(target)
+        try:
+            url = urlsplit(target)
+        except ValueError:  # a malformed authority such as //[
+            return Page(400, "Bad request", "That address is not valid.")
         if url.path != "/unsubscribe":
             return Page(404, "Not found", "There is nothing here.")
         token = parse_qs(url.query).get("t", [""])[0]
@@ -96,88 +154,173 @@ class Unsubscriber:
             )
         except TokenError as e:
             return Page(400, "This link does not work", f"{e}.")
-        if method == "GET":
+        if method != "POST":
             return Page(
                 200,
                 "Unsubscribe from the arXiv digest?",
                 f"{checked.email} will get no more digests.",
                 button=target,
             )
-        store = Store.open(self.db_path)
-        try:
-            if not store.use_token(checked.nonce, PURPOSE, checked.email, self.clock()):
-                return Page(410, "This link was already used", "Nothing changed.")
-            change = unsubscribe(self.config_path, checked.email)
-        finally:
-            store.close()
+        with self.acting:
+            store = Store.open(self.db_path)
+            try:
+                if store.token_used(checked.nonce):
+                    return Page(410, "This link was already used", "Nothing changed.")
+                # Act first, then record the link as used: a failed change (an unwritable
+                # list) leaves the link working for a retry. Unsubscribing twice changes
+                # nothing, so a crash between the two cannot harm the reader either.
+                change = unsubscribe(self.config_path, checked.email)
+                store.use_token(checked.nonce, PURPOSE, checked.email, self.clock())
+            finally:
+                store.close()
         log.info("unsubscribe link: %s", change.message)
         if not change.changed:
             return Page(200, "You are not subscribed", f"{checked.email} gets no digests.")
         return Page(200, "You are unsubscribed", f"{checked.email} will get no more digests.")
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    server_version = "digest"
-    sys_version = ""
+_METHODS = ("GET", "HEAD", "POST")
+_UNAVAILABLE = Page(503, "Please try again later", "The subscriber list could not be changed.")
+_BROKEN = Page(500, "Something went wrong", "Nothing changed; please try again later.")
 
-    def log_message(self, format: str, *args: object) -> None:
-        log.debug("web: " + format, *args)
 
-    def do_GET(self) -> None:
-        self._answer("GET")
+class WebApp:
+    """The WSGI application: carries a request to the Unsubscriber and never raises.
 
-    def do_POST(self) -> None:
-        # The body (a form, or List-Unsubscribe=One-Click) carries nothing we need: the
-        # token is in the URL. Read what was sent so the connection stays clean.
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_BODY:
-            self._send(Page(413, "Too large", "That request is too large."))
-            return
-        self.rfile.read(length)
-        self._answer("POST")
+    waitress has already refused what is malformed or too large (400, 413, 431) and
+    read the whole body, which carries nothing we need: the token is in the URL.
+    """
 
-    def _answer(self, method: str) -> None:
+    def __init__(self, unsubscriber: Unsubscriber) -> None:
+        self.unsubscriber = unsubscriber
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        method = str(environ.get("REQUEST_METHOD", ""))
+        headers = list(_HEADERS.items())
+        if method not in _METHODS:
+            page = Page(405, "Method not allowed", "Open the link from your mail.")
+            headers.append(("Allow", ", ".join(_METHODS)))
+        else:
+            page = self._answer(method, str(environ.get("REQUEST_URI", "")))
+        body = _render(page)
+        headers.append(("Content-Length", str(len(body))))
+        start_response(f"{page.status} {HTTPStatus(page.status).phrase}", headers)
+        return [b"" if method == "HEAD" else body]
+
+    def _answer(self, method: str, target: str) -> Page:
         try:
-            page = self.server.app.handle(method, self.path)
+            return self.unsubscriber.handle(method, target)
         except DigestError as e:
             log.error("unsubscribe failed: %s", e)
-            page = Page(503, "Please try again later", "The subscriber list could not be changed.")
-        self._send(page)
-
-    def _send(self, page: Page) -> None:
-        body = _render(page)
-        self.send_response(page.status)
-        for name, value in _HEADERS.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+            return _UNAVAILABLE
+        except Exception as e:
+            # One line, no traceback: a stranger's request must not fill the journal.
+            where = e.__traceback__
+            while where is not None and where.tb_next is not None:
+                where = where.tb_next
+            at = f" at {where.tb_frame.f_code.co_filename}:{where.tb_lineno}" if where else ""
+            log.error("unsubscribe request failed: %s: %s%s", type(e).__name__, e, at)
+            return _BROKEN
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+class _Server(TcpWSGIServer):
+    """waitress's server, also closing connections that drip one request for too long."""
 
-    def __init__(self, address: tuple[str, int], app: Unsubscriber) -> None:
-        super().__init__(address, _Handler)
-        self.app = app
+    request_seconds = LIMITS.request_seconds
+
+    def maintenance(self, now: int) -> None:  # types-waitress's int: time.time() really
+        super().maintenance(now)
+        # waitress closes a connection idle for idle_seconds; one that sends a byte now
+        # and then (slowloris) is never idle, so cap the time to receive a request too.
+        cutoff = now - self.request_seconds
+        channels = cast("dict[int, HTTPChannel]", self.active_channels)  # the stub says one
+        for channel in list(channels.values()):
+            receiving = channel.request is not None and not channel.requests
+            if receiving and channel.creation_time < cutoff:
+                channel.will_close = True
+
+
+class _OncePerMinute(logging.Filter):
+    """Lets each distinct message through once a minute: strangers must not fill the journal.
+
+    A flood hovering at the connection cap would otherwise log "reached the connection
+    limit" and "listening again" on every turn of the loop.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.clock, self.last = clock, dict[str, float]()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        now, key = self.clock(), str(record.msg)
+        if now - self.last.get(key, -60.0) < 60.0:
+            return False
+        self.last[key] = now
+        return True
+
+
+def _quiet_waitress() -> None:
+    # "Task queue depth is N" is logged for every request that waits for a worker, which
+    # any client can cause at will; a queue is normal under load, and bounded by LIMITS.
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+    server_log = logging.getLogger("waitress")
+    if not any(isinstance(f, _OncePerMinute) for f in server_log.filters):
+        server_log.addFilter(_OncePerMinute())
 
 
 class WebServer:
-    """The endpoint on a background thread; start() and stop()."""
+    """The endpoint, served by waitress on a background thread; start() and stop()."""
 
-    def __init__(self, app: Unsubscriber, host: str, port: int) -> None:
-        self.server = _Server((host, port), app)
-        self.thread = threading.Thread(target=self.server.serve_forever, name="web", daemon=True)
+    def __init__(self, app: Unsubscriber, host: str, port: int, limits: Limits = LIMITS) -> None:
+        adjustments = Adjustments(
+            host=host,
+            port=port,
+            threads=limits.threads,
+            connection_limit=limits.connections,
+            channel_timeout=limits.idle_seconds,
+            cleanup_interval=limits.sweep_seconds,
+            max_request_header_size=limits.header_bytes,
+            max_request_body_size=limits.body_bytes,
+            backlog=limits.backlog,
+            # poll(), not select(): select fails on descriptors numbered past 1023.
+            asyncore_use_poll=True,
+            ident="digest",
+            expose_tracebacks=False,
+            # A client that resets its connection is routine, not a traceback in the journal.
+            log_socket_errors=False,
+        )
+        _quiet_waitress()
+        self.sockets: _SocketMap = {}
+        self.dispatcher = ThreadedTaskDispatcher()
+        self.dispatcher.set_thread_count(limits.threads)
+        try:
+            self.server = _Server(
+                WebApp(app), map=self.sockets, dispatcher=self.dispatcher, adj=adjustments
+            )
+        except BaseException:
+            self.dispatcher.shutdown(timeout=1)
+            raise
+        self.server.request_seconds = limits.request_seconds
+        self.thread = threading.Thread(target=self.server.run, name="web", daemon=True)
 
     @property
     def port(self) -> int:
-        return int(self.server.server_address[1])
+        return int(self.server.getsockname()[1])
 
     def start(self) -> WebServer:
         self.thread.start()
         return self
 
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    def stop(self, timeout: int = 5) -> None:
+        """Finish the requests in hand (up to `timeout` s), then close every connection."""
+        self.dispatcher.shutdown(timeout=timeout)
+        if not self.thread.is_alive():
+            self._close_all()
+            return
+        # The loop thread owns the sockets: it closes them all, and stops once none is left.
+        wake = cast("trigger.trigger", self.server.trigger)  # the stub says int
+        wake.pull_trigger(self._close_all)
+        self.thread.join(timeout)
+
+    def _close_all(self, _: None = None) -> None:  # the stub's thunk takes an argument
+        wasyncore.close_all(self.sockets)

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from digest.web import LIMITS
+
 UNITS = Path(__file__).resolve().parents[1] / "systemd"
 COMMITTED_BINARY = "/usr/local/bin/digest"
 MAX_EXPOSURE = 2.0
@@ -91,3 +93,37 @@ def test_exposure_is_low(units: Path, name: str) -> None:
     match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", result.stdout)
     assert match, result.stdout
     assert float(match.group(1)) <= MAX_EXPOSURE, result.stdout
+
+
+# What the units must hold besides the web endpoint (digest/web.py LIMITS), per process:
+# [smtp] connections and processes go up to 64 each (config.py), each sending process
+# has a pipe pair; SQLite keeps three files per open database; locks, IMAP, arXiv, the
+# journal and the interpreter's own take a few dozen.
+SMTP_MAX = 64
+OTHER_FDS = SMTP_MAX + 2 * SMTP_MAX + 3 * 8 + 64
+OTHER_TASKS = 8 + SMTP_MAX * 4  # main, inbox, run, pool threads; per sending process ~4
+PROCESS_BYTES = 64 * 1024 * 1024  # a sending process or the main one (bench/README.md)
+SIZES = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+def setting(text: str, key: str) -> tuple[str, str]:
+    """The value of `key=` in a unit and the comment lines just above it."""
+    match = re.search(rf"((?:^#.*\n)+)^{key}=(.+)$", text, re.MULTILINE)
+    assert match, f"{key}= is missing, or has no comment saying why"
+    return match.group(2), match.group(1)
+
+
+@pytest.mark.parametrize("name", ["digest.service", "digest-send.service"])
+def test_resource_limits_fit_the_web_endpoints_limits(name: str) -> None:
+    text = (UNITS / name).read_text(encoding="utf-8")
+    files, _ = setting(text, "LimitNOFILE")
+    tasks, _ = setting(text, "TasksMax")
+    memory, _ = setting(text, "MemoryMax")
+
+    assert int(files) >= LIMITS.file_descriptors() + OTHER_FDS
+    assert int(tasks) >= 2 + LIMITS.threads + OTHER_TASKS
+    size = int(memory[:-1]) * SIZES[memory[-1]]
+    # The endpoint full of requests, twice over for the objects around the bytes, plus
+    # the main process, the pool's helper and 12 sending processes.
+    assert size >= 2 * LIMITS.memory_bytes() + 14 * PROCESS_BYTES
+    assert f"{LIMITS.connections} connections" in text, "the comment names the cap it fits"

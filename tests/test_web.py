@@ -1,23 +1,34 @@
-"""Unsubscribe links: a real browser clicks through; forged, altered, replayed, expired links fail."""
+"""Unsubscribe links: a real browser clicks through; forged, altered, replayed, expired links fail.
+
+Malformed requests of every shape get a 4xx and leave the server answering; a failed
+unsubscribe leaves its link usable for a retry, and one link acts once.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import socket
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from digest.config import load_config
 from digest.errors import ConfigError
-from digest.tokens import make_token
+from digest.tokens import MAX_TOKEN_CHARS, TokenError, check_token, make_token
 from digest.web import Unsubscriber, WebServer, unsubscribe_url
 from tests.browser import CHROMIUM, Browser
 from tests.conftest import DAY1, WriteConfig, run_digest
 from tests.fakes.smtp_server import SMTPServer
 from tests.mailparse import text_part
+from tests.webclient import request, status
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "subscribers.toml"
 SECRET = b"0123456789abcdef0123456789abcdef"
@@ -204,3 +215,136 @@ def test_web_without_a_secret_is_a_clear_configuration_error(tmp_path: Path) -> 
     )
     with pytest.raises(ConfigError, match=r":4: \[web\] 'base_url' must be an https:// URL"):
         load_config(path, env={"DIGEST_SECRET": SECRET.decode()})
+
+
+# -- abuse: malformed requests, odd tokens, failures -------------------------------------
+
+
+@pytest.fixture
+def server(listing: Path, tmp_path: Path, clock: Clock) -> Iterator[WebServer]:
+    app = Unsubscriber(listing, tmp_path / "digest.db", SECRET, link_days=180, clock=clock)
+    web = WebServer(app, "127.0.0.1", 0).start()
+    yield web
+    web.stop()
+
+
+def request_head(method: str) -> bytes:
+    return f"{method} /unsubscribe?t=a.b HTTP/1.1\r\nHost: 127.0.0.1\r\n".encode()
+
+
+MALFORMED = {
+    "Content-Length -1": (request_head("POST") + b"Content-Length: -1\r\n\r\n", 400),
+    "Content-Length abc": (request_head("POST") + b"Content-Length: abc\r\n\r\n", 400),
+    "Content-Length non-ASCII digit": (
+        request_head("POST") + "Content-Length: ５\r\n\r\n".encode(),
+        400,
+    ),
+    "Content-Length 10 MB": (request_head("POST") + b"Content-Length: 10485760\r\n\r\n", 413),
+    "chunked body over the cap": (
+        request_head("POST") + b"Transfer-Encoding: chunked\r\n\r\n" + b"1000\r\n" + b"x" * 8192,
+        413,
+    ),
+    "garbage chunk size": (
+        request_head("POST") + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n",
+        400,
+    ),
+    "a method we do not take": (request("DELETE", "/unsubscribe?t=a.b"), 405),
+    "a method name of bytes": (b"G\xc3\x89T / HTTP/1.1\r\n\r\n", 400),
+    "NUL in the request line": (b"GET\x00 / HTTP/1.1\r\n\r\n", 400),
+    "no HTTP version": (b"GARBAGE\r\n\r\n", 400),
+    "10,000 headers": (b"GET / HTTP/1.1\r\n" + b"X-A: b\r\n" * 10_000 + b"\r\n", 431),
+    "a 1 MB URL": (b"GET /unsubscribe?t=" + b"a" * (1 << 20) + b" HTTP/1.1\r\n\r\n", 431),
+    "non-UTF-8 percent escapes": (request("GET", "/unsubscribe?t=%ff%fe.%c3%28"), 400),
+    "raw non-ASCII token": (request("POST", "/unsubscribe?t=王小明.é\u202e"), 400),
+    "a broken authority": (request("GET", "//[/unsubscribe"), 400),
+}
+
+
+@pytest.mark.parametrize("name", MALFORMED)
+def test_malformed_requests_get_a_4xx_and_the_server_goes_on(
+    name: str, server: WebServer, listing: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    before = listing.read_bytes()
+    data, expected = MALFORMED[name]
+
+    assert status(server.port, data) == expected
+    # The next reader is served as usual, and nothing was logged as a failure.
+    link = unsubscribe_url(f"http://127.0.0.1:{server.port}", SECRET, "reader@example.org", NOW)
+    assert fetch(link)[0] == 200
+    assert listing.read_bytes() == before
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info] == []
+
+
+def test_head_is_a_get_without_a_body(server: WebServer) -> None:
+    link = unsubscribe_url("", SECRET, "reader@example.org", NOW)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(request("HEAD", link))
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ") and body == b""
+    assert b"Content-Security-Policy: default-src 'none'" in head
+
+
+def test_a_link_dated_in_the_future_is_refused(site: str, listing: Path) -> None:
+    before = listing.read_bytes()
+    ahead = make_token(SECRET, "unsubscribe", "reader@example.org", issued=NOW + timedelta(hours=1))
+    status_, body, _ = fetch(f"{site}/unsubscribe?t={ahead}", b"")
+    assert status_ == 400 and "dated in the future" in body
+    assert listing.read_bytes() == before
+
+    # A clock a few minutes fast where the link was made is fine.
+    skewed = make_token(
+        SECRET, "unsubscribe", "reader@example.org", issued=NOW + timedelta(minutes=4)
+    )
+    assert fetch(f"{site}/unsubscribe?t={skewed}", b"")[0] == 200
+
+
+def test_a_megabyte_token_is_one_clear_error() -> None:
+    genuine = make_token(SECRET, "unsubscribe", "reader@example.org", issued=NOW)
+    for token in ("a" * MAX_TOKEN_CHARS + "." + "b", genuine + "=" * (1 << 20)):
+        with pytest.raises(TokenError, match="far too long"):
+            check_token(SECRET, token, "unsubscribe", now=NOW, max_age=timedelta(days=1))
+
+
+@given(st.text(max_size=300) | st.binary(max_size=300).map(lambda b: b.decode("latin-1")))
+def test_any_text_as_a_token_is_a_token_error_or_nothing(text: str) -> None:
+    genuine = make_token(SECRET, "unsubscribe", "reader@example.org", issued=NOW)
+    payload, _, signature = genuine.partition(".")
+    for token in (text, f"{payload}{text}.{signature}", f"{text}.{signature}", f"{payload}.{text}"):
+        with contextlib.suppress(TokenError):
+            check_token(SECRET, token, "unsubscribe", now=NOW, max_age=timedelta(days=1))
+
+
+def test_an_unsubscribe_that_failed_can_be_retried(
+    site: str, listing: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    link = unsubscribe_url(site, SECRET, "reader@example.org", NOW)
+    # The list cannot be changed (even for root): its lock file's name is taken by a folder.
+    blocker = listing.with_name(listing.name + ".lock")
+    blocker.mkdir()
+
+    status_, body, _ = fetch(link, b"List-Unsubscribe=One-Click")
+    assert status_ == 503 and "Please try again later" in body
+    assert "reader@example.org" in subscribed(listing)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == [
+        f"unsubscribe failed: {blocker}: cannot create the lock for changing the subscriber "
+        f"list (Is a directory); the folder {listing.parent} must be writable"
+    ]
+
+    blocker.rmdir()
+    status_, body, _ = fetch(link, b"List-Unsubscribe=One-Click")
+    assert status_ == 200 and "You are unsubscribed" in body
+    assert "reader@example.org" not in subscribed(listing)
+    assert fetch(link, b"List-Unsubscribe=One-Click")[0] == 410, "and it still acts once"
+
+
+def test_the_same_link_posted_at_once_acts_once(site: str, listing: Path) -> None:
+    link = unsubscribe_url(site, SECRET, "reader@example.org", NOW)
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: fetch(link, b"")[:2], range(8)))
+
+    assert sorted(code for code, _ in answers) == [200] + [410] * 7
+    assert sum("You are unsubscribed" in body for _, body in answers) == 1
+    assert "reader@example.org" not in subscribed(listing)

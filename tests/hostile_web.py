@@ -1,0 +1,342 @@
+"""Hostile HTTP clients against the unsubscribe endpoint (digest.web on waitress), on loopback.
+
+Each attack runs against a real server in a temporary folder with the example
+subscribers.toml; then a real reader opens their link and presses the button. A reader
+is harmed when their unsubscribe was not answered or did not take effect, or when
+anyone else was unsubscribed: both read from the subscriber list afterwards.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import socket
+import tempfile
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from digest.config import load_config
+from digest.tokens import make_token
+from digest.web import LIMITS, Limits, Unsubscriber, WebServer, unsubscribe_url
+from tests.hostile import Row
+from tests.webclient import (
+    HOST,
+    closed_by_server,
+    idle,
+    open_fds,
+    request,
+    room_for_descriptors,
+    status,
+    until,
+)
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "subscribers.toml"
+SECRET = b"hostile-web-secret-0123456789abcdef"
+NOW = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
+READER = "reader@example.org"
+MB = 1 << 20
+
+
+@dataclass
+class Site:
+    """A running endpoint and the subscriber list it changes."""
+
+    server: WebServer
+    listing: Path
+    everyone: frozenset[str]
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    def subscribed(self) -> set[str]:
+        config = load_config(self.listing, env={"DIGEST_SECRET": SECRET.decode()})
+        return {s.email for s in config.subscribers}
+
+    def reader_unsubscribes(self, email: str = READER) -> tuple[int | None, int | None]:
+        """A reader opens their link and presses the button: both statuses."""
+        link = unsubscribe_url("", SECRET, email, NOW)
+        return status(self.port, request("GET", link)), status(
+            self.port, request("POST", link, b"List-Unsubscribe=One-Click")
+        )
+
+    def harmed(self, leaving: set[str], answers: dict[str, tuple[int | None, int | None]]) -> int:
+        """Readers in `leaving` not answered or still subscribed, plus anyone else gone."""
+        left = self.subscribed()
+        failed = {e for e in leaving if answers.get(e) != (200, 200) or e in left}
+        wrongly = self.everyone - left - leaving
+        return len(failed) + len(wrongly)
+
+
+@contextmanager
+def site(limits: Limits = LIMITS) -> Iterator[Site]:
+    folder = Path(tempfile.mkdtemp(prefix="digest-hostile-web-"))
+    try:
+        listing = folder / "subscribers.toml"
+        shutil.copyfile(EXAMPLE, listing)
+        app = Unsubscriber(listing, folder / "digest.db", SECRET, 180, clock=lambda: NOW)
+        server = WebServer(app, HOST, 0, limits).start()
+        try:
+            place = Site(server, listing, frozenset())
+            place.everyone = frozenset(place.subscribed())
+            yield place
+        finally:
+            server.stop()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def codes(found: list[int | None]) -> str:
+    return ", ".join("no answer" if c is None else str(c) for c in found)
+
+
+def idle_connections() -> Row:
+    with site() as place:
+        before = open_fds()
+        clients = idle(place.port, 500)
+        try:
+            until(lambda: open_fds() - before - len(clients) >= 500, deadline=20)
+            held = open_fds() - before - len(clients)
+            answers = {READER: place.reader_unsubscribes()}
+            harmed = place.harmed({READER}, answers)
+        finally:
+            for client in clients:
+                client.close()
+    return Row(
+        "500 idle connections",
+        "500 sockets connect, half send a partial request line, none finishes; then a reader "
+        "opens their link and confirms",
+        f"the reader was answered ({codes(list(answers[READER]))}) and unsubscribed while the "
+        f"server held {held} idle connections, one thread reading them all",
+        harmed,
+    )
+
+
+def past_the_cap() -> Row:
+    limits = replace(LIMITS, idle_seconds=1, sweep_seconds=1)
+    with site(limits) as place:
+        before = open_fds()
+        clients = idle(place.port, 1200)
+        most = 0
+
+        def held() -> int:
+            nonlocal most
+            most = max(most, open_fds() - before - len(clients))
+            return most
+
+        try:
+            # Let it fill up (the idle timeout may close the first before the last came).
+            until(lambda: held() >= limits.connections - 3, deadline=10)
+            # The reader's connections wait in the backlog behind the flood's last 200,
+            # until the idle timeout frees places.
+            answers = {READER: place.reader_unsubscribes()}
+            closed = until(
+                lambda: held() >= 0 and all(closed_by_server(c) for c in clients), deadline=40
+            )
+            bounded = most <= limits.file_descriptors()
+            harmed = place.harmed({READER}, answers) + (0 if closed and bounded else 1)
+        finally:
+            for client in clients:
+                client.close()
+    return Row(
+        "1,200 idle connections, past the cap",
+        f"1,200 sockets connect and stay silent or half-send (the cap is {limits.connections}); "
+        "the idle timeout is set to 1 s",
+        f"the server held at most {most} descriptors for them, the rest waited in the kernel's "
+        f"backlog; it closed {'every one' if closed else 'NOT every one'} after the idle "
+        f"timeout; the reader waited in the backlog and was answered "
+        f"({codes(list(answers[READER]))})",
+        harmed,
+    )
+
+
+def _head(extra: bytes) -> bytes:
+    return b"POST /unsubscribe?t=a.b HTTP/1.1\r\nHost: 127.0.0.1\r\n" + extra
+
+
+class Failures(logging.Handler):
+    """Log records at ERROR or with a traceback, from any logger, while installed."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno >= logging.ERROR or record.exc_info:
+            self.records.append(record)
+
+
+@contextmanager
+def failures_logged() -> Iterator[Failures]:
+    handler, root = Failures(), logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        root.removeHandler(handler)
+
+
+def _row(attack: str, tried: str, sends: list[Callable[[int], int | None]]) -> Row:
+    with site() as place, failures_logged() as failures:
+        found = [send(place.port) for send in sends]
+        answers = {READER: place.reader_unsubscribes()}
+        refused = all(c is not None and 400 <= c < 500 for c in found)
+        harmed = place.harmed({READER}, answers)
+    verdict = "refused each" if refused else "NOT all refused"
+    logged = "logged nothing" if not failures.records else f"logged {len(failures.records)} errors"
+    return Row(
+        attack,
+        tried,
+        f"{verdict} ({codes(found)}), {logged}; the next reader was answered "
+        f"({codes(list(answers[READER]))})",
+        harmed,
+    )
+
+
+def bad_lengths() -> Row:
+    def sender(data: bytes, then: bytes = b"") -> Callable[[int], int | None]:
+        return lambda port: status(port, data, then=then)
+
+    return _row(
+        "broken Content-Length",
+        "Content-Length -1, abc and a non-ASCII digit; a 10 MB body, with its length and chunked",
+        [
+            sender(_head(b"Content-Length: -1\r\n\r\n")),
+            sender(_head(b"Content-Length: abc\r\n\r\n")),
+            sender(_head("Content-Length: ５\r\n\r\n".encode())),
+            sender(_head(b"Content-Length: %d\r\n\r\n" % (10 * MB)), then=b"x" * (10 * MB)),
+            sender(
+                _head(b"Transfer-Encoding: chunked\r\n\r\n%x\r\n" % (10 * MB) + b"x" * 8192),
+                then=b"x" * (10 * MB),
+            ),
+        ],
+    )
+
+
+def bad_requests() -> Row:
+    shapes = [
+        b"GARBAGE\r\n\r\n",
+        b"GET\x00 / HTTP/1.1\r\n\r\n",
+        "GÉT /unsubscribe HTTP/1.1\r\n\r\n".encode(),
+        request("DELETE", "/unsubscribe?t=a.b"),
+        request("PROPFIND", "/"),
+        b"GET / HTTP/1.1\r\n" + b"X-Flood: y\r\n" * 20_000 + b"\r\n",
+        b"GET / HTTP/1.1\r\nX-Big: " + b"z" * MB + b"\r\n\r\n",
+        b"GET /unsubscribe?t=" + b"a" * MB + b" HTTP/1.1\r\n\r\n",
+        request("GET", "/unsubscribe?t=%ff%fe%00.%c3%28"),
+        request("GET", "//[/unsubscribe"),
+    ]
+    return _row(
+        "malformed requests",
+        "request lines of garbage, NUL and non-ASCII; DELETE and PROPFIND; 20,000 headers; "
+        "a 1 MB header; a 1 MB URL; non-UTF-8 percent escapes; a broken authority",
+        [lambda port, data=data: status(port, data) for data in shapes],
+    )
+
+
+def bad_tokens() -> Row:
+    genuine = make_token(SECRET, "unsubscribe", READER, issued=NOW)
+    payload, _, signature = genuine.partition(".")
+    other = make_token(SECRET, "unsubscribe", "student@example.org", issued=NOW).partition(".")[0]
+    tokens = [
+        make_token(b"an attacker's guess at a secret!!", "unsubscribe", READER, issued=NOW),
+        f"{other}.{signature}",
+        make_token(SECRET, "unsubscribe", READER, issued=NOW + timedelta(days=30)),
+        make_token(SECRET, "confirm", READER, issued=NOW),
+        payload + "A" * 12_000 + "." + signature,
+        "王小明.é\u202e\x00",
+    ]
+    with site() as place:
+        found = [status(place.port, request("POST", f"/unsubscribe?t={t}")) for t in tokens]
+        found.append(status(place.port, b"POST /unsubscribe?t=" + b"a" * MB + b" HTTP/1.1\r\n\r\n"))
+        # Nobody asked to leave: every subscriber must still be there.
+        harmed = place.harmed(set(), {})
+    refused = all(c is not None and 400 <= c < 500 for c in found)
+    return Row(
+        "forged and odd tokens",
+        "POSTs with a token signed by another secret, one altered to another address, one "
+        "dated 30 days ahead, one for another purpose, a 12 KB one, a non-ASCII one and a "
+        "1 MB URL",
+        f"{'refused each' if refused else 'NOT all refused'} ({codes(found)}); nobody was "
+        "unsubscribed",
+        harmed,
+    )
+
+
+def failed_then_retried() -> Row:
+    with site() as place:
+        blocker = place.listing.with_name(place.listing.name + ".lock")
+        blocker.mkdir()  # the list cannot be changed, even by root
+        first = place.reader_unsubscribes()
+        blocker.rmdir()
+        answers = {READER: place.reader_unsubscribes()}
+        harmed = place.harmed({READER}, answers)
+    return Row(
+        "an unsubscribe that fails",
+        "the subscriber list cannot be changed when a reader confirms; then it can and the "
+        "reader presses the button again",
+        f"first {codes(list(first))} (try again later), the link still worked: then "
+        f"{codes(list(answers[READER]))} and unsubscribed",
+        harmed,
+    )
+
+
+def same_link_at_once() -> Row:
+    with site() as place:
+        link = unsubscribe_url("", SECRET, READER, NOW)
+        with ThreadPoolExecutor(16) as pool:
+            found = list(pool.map(lambda _: status(place.port, request("POST", link)), range(16)))
+        acted = found.count(200)
+        harmed = place.harmed({READER}, {READER: (200, 200 if acted == 1 else None)})
+    return Row(
+        "one link POSTed 16 times at once",
+        "16 concurrent POSTs of the same unsubscribe link",
+        f"{acted} acted, {found.count(410)} were told it was already used; others unchanged",
+        harmed,
+    )
+
+
+def dripping() -> Row:
+    limits = replace(LIMITS, request_seconds=1, sweep_seconds=1)
+    with site(limits) as place:
+        slow = [socket.create_connection((HOST, place.port), timeout=10) for _ in range(25)]
+        for sock in slow:
+            sock.sendall(b"GET /unsubscribe?t=")
+
+        def dripped_and_closed() -> bool:
+            for sock in slow:
+                try:
+                    sock.send(b"a")
+                except OSError:
+                    continue
+            return all(closed_by_server(s) for s in slow)
+
+        closed = until(dripped_and_closed, deadline=20)
+        answers = {READER: place.reader_unsubscribes()}
+        harmed = place.harmed({READER}, answers) + (0 if closed else 1)
+        for sock in slow:
+            sock.close()
+    return Row(
+        "requests sent a byte at a time",
+        "25 connections each send one more byte of a request line every 50 ms, never idle",
+        f"{'all cut off' if closed else 'NOT cut off'} after the per-request time limit "
+        f"(1 s here, {LIMITS.request_seconds} s by default); the reader was answered "
+        f"({codes(list(answers[READER]))})",
+        harmed,
+    )
+
+
+def attacks() -> Iterator[Row]:
+    room_for_descriptors(4000)
+    yield idle_connections()
+    yield past_the_cap()
+    yield dripping()
+    yield bad_lengths()
+    yield bad_requests()
+    yield bad_tokens()
+    yield failed_then_retried()
+    yield same_link_at_once()
