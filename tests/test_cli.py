@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from digest.cli import main
+from digest.store import Store
 from tests.conftest import WriteConfig
 from tests.fakes.smtp_server import SMTPServer
 
@@ -46,6 +50,73 @@ def test_a_damaged_database_is_named_and_never_recreated(
     assert result.exit_code == 6
     assert result.stderr.startswith(f"Error: {db}: the database file is damaged")
     assert db.read_bytes() == b"this is not a database" * 100
+
+
+def _damage_table(db: Path, table: str) -> None:
+    """A real database whose `table` has a page of garbage: it opens, and fails when read."""
+    Store.open(db).close()
+    with closing(sqlite3.connect(db)) as conn:
+        page = conn.execute("PRAGMA page_size").fetchone()[0]
+        sql = "SELECT rootpage FROM sqlite_master WHERE name = ?"
+        root = conn.execute(sql, [table]).fetchone()[0]
+    data = bytearray(db.read_bytes())
+    data[(root - 1) * page : root * page] = b"\xff" * page
+    db.write_bytes(bytes(data))
+
+
+DAMAGED = "the database file is damaged ({}); restore it from a backup or move it away to start "
+DAMAGED += "afresh (every subscriber would then get a first digest again)"
+DAMAGES: dict[str, tuple[Callable[[Path], object], str]] = {
+    "garbage bytes": (
+        lambda db: db.write_bytes(b"this is not a database" * 100),
+        DAMAGED.format("file is not a database"),
+    ),
+    "a damaged runs page": (
+        lambda db: _damage_table(db, "runs"),
+        DAMAGED.format("database disk image is malformed"),
+    ),
+    "a damaged health page": (
+        lambda db: _damage_table(db, "subscriber_health"),
+        DAMAGED.format("database disk image is malformed"),
+    ),
+    "a folder in its place": (
+        lambda db: db.mkdir(),
+        "cannot open the database for writing (unable to open database file); "
+        "check the path and permissions",
+    ),
+}
+
+
+@pytest.mark.parametrize("command", [["status"], ["reenable", "reader@example.org"]])
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_status_and_reenable_name_an_unusable_database_in_one_line(
+    write_config: WriteConfig, env: dict[str, str], command: list[str], damage: str
+) -> None:
+    write_config()
+    db = Path(env["DIGEST_DB"])
+    make, message = DAMAGES[damage]
+    make(db)
+    result = CliRunner().invoke(main, command, env=env)
+    if (command[0], damage) == ("reenable", "a damaged runs page"):
+        # reenable never reads the runs table: nobody is paused, and it says so.
+        assert result.exit_code == 2, result.output
+        return
+    assert (result.exit_code, result.stdout) == (6, "")
+    assert result.stderr == f"Error: {db}: {message}\n"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
+@pytest.mark.parametrize("command", [["status"], ["reenable", "reader@example.org"]])
+def test_status_and_reenable_name_an_unreadable_database(
+    write_config: WriteConfig, env: dict[str, str], command: list[str]
+) -> None:
+    write_config()
+    db = Path(env["DIGEST_DB"])
+    Store.open(db).close()
+    db.chmod(0)
+    result = CliRunner().invoke(main, command, env=env)
+    assert result.exit_code == 6
+    assert result.stderr.startswith(f"Error: {db}: ") and result.stderr.count("\n") == 1
 
 
 def test_smtp_down_is_one_clear_error_and_loses_nothing(
