@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-import sqlite3
 import stat
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ from digest.inbox import _inbox_lock
 from digest.store import Store
 from tests.conftest import WriteConfig
 from tests.fakes.smtp_server import SMTPServer
+from tests.hostile_parsers import damage_table
 
 COMMANDS = [name for name in main.commands]
 
@@ -54,18 +54,6 @@ def test_a_damaged_database_is_named_and_never_recreated(
     assert db.read_bytes() == b"this is not a database" * 100
 
 
-def _damage_table(db: Path, table: str) -> None:
-    """A real database whose `table` has a page of garbage: it opens, and fails when read."""
-    Store.open(db).close()
-    with closing(sqlite3.connect(db)) as conn:
-        page = conn.execute("PRAGMA page_size").fetchone()[0]
-        sql = "SELECT rootpage FROM sqlite_master WHERE name = ?"
-        root = conn.execute(sql, [table]).fetchone()[0]
-    data = bytearray(db.read_bytes())
-    data[(root - 1) * page : root * page] = b"\xff" * page
-    db.write_bytes(bytes(data))
-
-
 DAMAGED = "the database file is damaged ({}); restore it from a backup or move it away to start "
 DAMAGED += "afresh (every subscriber would then get a first digest again)"
 DAMAGES: dict[str, tuple[Callable[[Path], object], str]] = {
@@ -74,11 +62,11 @@ DAMAGES: dict[str, tuple[Callable[[Path], object], str]] = {
         DAMAGED.format("file is not a database"),
     ),
     "a damaged runs page": (
-        lambda db: _damage_table(db, "runs"),
+        lambda db: damage_table(db, "runs"),
         DAMAGED.format("database disk image is malformed"),
     ),
     "a damaged health page": (
-        lambda db: _damage_table(db, "subscriber_health"),
+        lambda db: damage_table(db, "subscriber_health"),
         DAMAGED.format("database disk image is malformed"),
     ),
     "a folder in its place": (
