@@ -28,6 +28,15 @@ USER_AGENT = f"digest/{__version__} (arXiv-to-inbox notifier; +https://pypi.org/
 _ATOM = "{http://www.w3.org/2005/Atom}"
 _OPENSEARCH = "{http://a9.com/-/spec/opensearch/1.1/}"
 MAX_RETRY_AFTER = 300.0
+# The most of one answer read into memory. A page holds at most 2,000 entries (the
+# max_per_keyword cap and arXiv's own); a real entry is 2-4 KB (an abstract is at most
+# 1,920 characters), so a full page is under 8 MB and 20 MB leaves room for long author
+# lists. A bigger answer is not arXiv's: it fails like a malformed one.
+MAX_ANSWER_BYTES = 20_000_000
+# libxml2, which the arxiv package parses with, refuses a text longer than this without
+# its huge_tree option; in its recover mode the entry would then vanish without a word.
+_LXML_TEXT_LIMIT = 10_000_000
+_CHUNK = 1 << 16
 
 
 class _BadFeed(Exception):
@@ -66,8 +75,11 @@ class _Session(requests.Session):
     def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> Any:
         kwargs["timeout"] = kwargs.get("timeout") or self.timeout
         kwargs["headers"] = {**(kwargs.get("headers") or {}), "user-agent": USER_AGENT}
+        kwargs["stream"] = True  # read below, at most MAX_ANSWER_BYTES of it
         self.count += 1
         response = super().request(str(method), url, *args, **kwargs)
+        with response:
+            response._content = _read_capped(response)
         if response.status_code in (429, 503):
             raise _Throttled(
                 response.status_code, _retry_after(response.headers.get("Retry-After"))
@@ -75,6 +87,21 @@ class _Session(requests.Session):
         if response.status_code == 200:
             _check_feed(response.content)
         return response
+
+
+def _read_capped(response: requests.Response) -> bytes:
+    """The body, decoded as requests does; _BadFeed once it passes MAX_ANSWER_BYTES."""
+    too_big = _BadFeed(f"the answer is larger than {MAX_ANSWER_BYTES // 1_000_000} MB")
+    declared = response.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > MAX_ANSWER_BYTES:
+        raise too_big  # the Content-Length is only believed when it refuses
+    body = bytearray()
+    # iter_content counts bytes after gzip is undone: a small compressed bomb is caught too.
+    for chunk in response.iter_content(_CHUNK):
+        body += chunk
+        if len(body) > MAX_ANSWER_BYTES:
+            raise too_big
+    return bytes(body)
 
 
 def _check_feed(body: bytes) -> None:
@@ -85,10 +112,14 @@ def _check_feed(body: bytes) -> None:
         raise _BadFeed(f"the answer is not valid XML ({e})") from None
     if root.tag != f"{_ATOM}feed":
         raise _BadFeed(f"the answer is not an Atom feed (root element {root.tag!r})")
+    for element in root.iter():
+        text = element.text or ""
+        if len(text) > _LXML_TEXT_LIMIT // 4 and len(text.encode()) > _LXML_TEXT_LIMIT:
+            raise _BadFeed(f"a {element.tag.rpartition('}')[2]} of over 10 MB")
     entries = root.findall(f"{_ATOM}entry")
     for entry in entries:
         if "/api/errors" in (entry.findtext(f"{_ATOM}id") or ""):
-            summary = one_line(entry.findtext(f"{_ATOM}summary"))
+            summary = capped(entry.findtext(f"{_ATOM}summary"), 300)
             raise _BadFeed(f"arXiv reported an error: {summary}")
     # arXiv sometimes answers a page with no entries while claiming results; the arxiv
     # package reads an empty first page as "nothing found", which would lose the day.
@@ -106,19 +137,32 @@ def build_query(keyword: Keyword) -> str:
     return f"({keyword.query}) AND ({categories})"
 
 
+# The most of a paper's text kept, stored and mailed. arXiv caps an abstract at 1,920
+# characters, and titles, comments and names are far shorter; longer text is not a real
+# paper's, and would only slow every later step (LaTeX, wrapping, the database) down.
+TEXT_LIMIT = 10_000
+NAME_LIMIT = 1_000
+
+
+def capped(text: str | None, limit: int = TEXT_LIMIT) -> str:
+    """One line of at most `limit` characters, an ellipsis marking a cut."""
+    line = one_line((text or "")[: 4 * limit])  # whitespace runs shrink; a little to spare
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
 def to_paper(result: arxiv.Result) -> Paper:
     arxiv_id, version = split_id(result.entry_id)
     return Paper(
         arxiv_id=arxiv_id,
         version=version,
-        title=one_line(result.title),
-        summary=one_line(result.summary),
-        authors=tuple(one_line(a.name) for a in result.authors),
+        title=capped(result.title),
+        summary=capped(result.summary),
+        authors=tuple(capped(a.name, NAME_LIMIT) for a in result.authors),
         published=result.published.astimezone(UTC),
         updated=result.updated.astimezone(UTC),
         primary_category=result.primary_category or "",
         categories=tuple(result.categories),
-        comment=one_line(result.comment) or None,
+        comment=capped(result.comment) or None,
     )
 
 

@@ -230,10 +230,16 @@ def send(
 @handle_errors
 def status(subscribers: Path | None, db: Path | None) -> None:
     """Show recent runs, digests waiting in the outbox, and paused (bouncing) subscribers."""
+    import sqlite3
+
+    from digest.store import state_error
+
     config = load(subscribers, db)
     store = Store.snapshot(config.db_path)
     try:
         runs, pending, bouncing = store.recent_runs(10), store.pending_count(), store.bouncing()
+    except sqlite3.DatabaseError as e:  # a damaged page the snapshot copied as it was
+        raise state_error(config.db_path, e) from e
     finally:
         store.close()
     click.echo(f"database: {config.db_path}")
@@ -263,11 +269,17 @@ def status(subscribers: Path | None, db: Path | None) -> None:
 @handle_errors
 def reenable(subscribers: Path | None, db: Path | None, email: str) -> None:
     """Resume mailing a subscriber paused after repeated permanent delivery failures."""
+    import sqlite3
+
+    from digest.store import state_error
+
     config = load(subscribers, db)
     store = Store.open(config.db_path)
     try:
         if not store.reenable(email.casefold()):
             raise ConfigError(f"{email} is not paused; `digest status` lists bouncing subscribers")
+    except sqlite3.DatabaseError as e:
+        raise state_error(config.db_path, e) from e
     finally:
         store.close()
     click.echo(f"{email}: re-enabled; the next run mails them what they missed")

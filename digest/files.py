@@ -11,6 +11,20 @@ from pathlib import Path
 from digest.errors import ConfigError
 
 WRITABLE = "check that the folder exists and is writable"
+# The database and the lock files hold or reveal subscribers' addresses and what they
+# read: only the service's user may read them, whatever the umask (0022 outside systemd).
+PRIVATE = 0o600
+
+
+def private_opener(path: str, flags: int) -> int:
+    """An `opener` for open(): a file it creates is readable by its owner only."""
+    return os.open(path, flags | os.O_CLOEXEC, PRIVATE)
+
+
+def create_private(path: Path) -> None:
+    """Create `path` empty and 0600 unless it exists; an existing file keeps its mode."""
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, PRIVATE))
 
 
 def replace_file(path: Path, text: str, *, what: str, advice: str = WRITABLE) -> None:

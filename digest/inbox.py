@@ -147,7 +147,7 @@ class InboxReport:
 def _inbox_lock(db_path: Path) -> Iterator[None]:
     """One reader of the mailbox at a time: `digest inbox` by hand and the daemon's check."""
     path = db_path.with_name(db_path.name + ".inbox.lock")
-    with open(path, "a") as handle:
+    with open(path, "a", opener=lambda p, flags: os.open(p, flags, 0o600)) as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

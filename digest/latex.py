@@ -103,13 +103,34 @@ SUBSCRIPTS = dict(
     zip("0123456789+-−=()aehijklmnoprstuvx", "₀₁₂₃₄₅₆₇₈₉₊₋₋₌₍₎ₐₑₕᵢⱼₖₗₘₙₒₚᵣₛₜᵤᵥₓ", strict=True)
 )
 
+_SCRIPT_CHARS = {
+    id(table): re.compile("[" + re.escape("".join(table)) + "]*")
+    for table in (SUPERSCRIPTS, SUBSCRIPTS)
+}
+_SCRIPT_TABLES = {id(table): str.maketrans(table) for table in (SUPERSCRIPTS, SUBSCRIPTS)}
+_ALPHABET_TABLES = {name: str.maketrans(letters) for name, letters in ALPHABETS.items()}
+
+# Titles and abstracts come from strangers (anyone can submit to arXiv, and the answer
+# passes through the network), so every regex below runs on untrusted text. None can
+# backtrack more than linearly: each is a single character class repeated (`[…]+`,
+# `[…]*`, ` +`), a fixed string, or a fixed prefix followed by one such class, and
+# nothing after a repeat can match what the repeat matched, so a failed attempt gives
+# up at the first character that does not fit. _URL_MARK's `\d+` is bounded by a
+# character no digit can be; the markers it looks for are stripped from the input first.
 _NAME = re.compile(r"[A-Za-z]+")
 _PLAIN = re.compile(r"[^\\{}$~`'\-^_]+")
 _URL = re.compile(r"https?://[^\s{}]+")
-_URL_MARK = re.compile("\ue000(\\d+)\ue001")  # private-use brackets: never in arXiv text
+_URL_MARK = re.compile("\ue000(\\d+)\ue001")  # private-use brackets: stripped from the input
 _CLOSING = {d: re.compile(r"(?<!\\)" + re.escape(d)) for d in ("$", "$$")}
+_BRACES = re.compile(r"[{}]")
 _SPACES = re.compile(r"  +")
 _TRIGGERS = re.compile(r"[\\{}$~`]|''|--")
+
+# Deeper nesting than this is not LaTeX a person wrote: the text is shown as it is. The
+# cap keeps the recursive reader far from Python's recursion limit (each level costs up
+# to five frames) and bounds its work: every level copies at most the whole text once,
+# so a text of n characters costs at most MAX_DEPTH * n character copies.
+MAX_DEPTH = 40
 
 
 def to_unicode(text: str) -> str:
@@ -119,16 +140,21 @@ def to_unicode(text: str) -> str:
     parser = _Parser(text)
     try:
         converted = parser.sequence(math=False)
-    except RecursionError:  # hundreds of nested braces: not worth a crash, show the text as is
+    except (_TooDeep, RecursionError):  # absurd nesting: not worth a crash, show the text as is
         return text
     return parser.restore(_SPACES.sub(" ", converted).strip())
+
+
+class _TooDeep(Exception):
+    """Nesting deeper than MAX_DEPTH."""
 
 
 def _script(text: str, table: dict[str, str], mark: str) -> str:
     if not text:
         return ""
-    if all(c in table for c in text):
-        return "".join(table[c] for c in text)
+    # The regex and translate do in C what a loop per character would do in Python.
+    if _SCRIPT_CHARS[id(table)].fullmatch(text):
+        return text.translate(_SCRIPT_TABLES[id(table)])
     return mark + text if len(text) == 1 else f"{mark}({text})"
 
 
@@ -145,8 +171,18 @@ class _Parser:
     def __init__(self, text: str) -> None:
         # URLs are set aside first: a `~` or `--` in a link is part of the address.
         self.urls: list[str] = []
+        # Markers in the input itself would be taken for ours: they mean nothing to readers.
+        text = text.replace("\ue000", "").replace("\ue001", "")
         self.s, self.i = _URL.sub(self._hide, text), 0
         self.open_quotes = 0  # `…' pairs: a ' closes one only after a ` opened it
+        self.depth = 0
+        # Where each { closes, found in one pass when first needed: looking for it again
+        # from every unclosed { made `\x{\x{\x{…` quadratic.
+        self._closes: dict[int, int] | None = None
+        # The last search for a closing $ or $$: (where it started, where it found one or -1).
+        # The reader only moves forward, so a search is reused until the reader passes what
+        # it found, and the searches together read the text once.
+        self._dollars: dict[str, tuple[int, int]] = {}
 
     def _hide(self, match: re.Match[str]) -> str:
         self.urls.append(match.group(0))
@@ -171,6 +207,17 @@ class _Parser:
         return "".join(out)
 
     def token(self, math: bool) -> str:
+        # Every recursion of the reader passes through here: { opens sequence, \frac and
+        # accents read an argument, $ opens math; all come back through token.
+        if self.depth >= MAX_DEPTH:
+            raise _TooDeep
+        self.depth += 1
+        try:
+            return self._token(math)
+        finally:
+            self.depth -= 1
+
+    def _token(self, math: bool) -> str:
         s, i = self.s, self.i
         if plain := _PLAIN.match(s, i):
             self.i = plain.end()
@@ -202,10 +249,19 @@ class _Parser:
     def math(self, dollars: str) -> str:
         """Math mode up to the closing `dollars`; a `$` that is never closed (a price) stays."""
         start = self.i + len(dollars) - 1
-        if not _CLOSING[dollars].search(self.s, start):
+        if self._closing(dollars, start) < 0:
             return dollars
         self.i = start
         return self.sequence(math=True, until=dollars)
+
+    def _closing(self, dollars: str, start: int) -> int:
+        """Where the next unescaped `dollars` at or after start is, or -1."""
+        searched, found = self._dollars.get(dollars, (-1, -1))
+        if searched < 0 or start < searched or 0 <= found < start:
+            match = _CLOSING[dollars].search(self.s, start)
+            searched, found = start, match.start() if match else -1
+            self._dollars[dollars] = (searched, found)
+        return found
 
     def dashes(self, math: bool) -> str:
         if math:
@@ -247,14 +303,13 @@ class _Parser:
         """The verbatim text of a {group} right here, or None when there is none."""
         if not self.s.startswith("{", self.i):
             return None
-        depth, j = 0, self.i
-        while j < len(self.s):
-            depth += {"{": 1, "}": -1}.get(self.s[j], 0)
-            if depth == 0:
-                text, self.i = self.s[self.i + 1 : j], j + 1
-                return text
-            j += 1
-        return None
+        if self._closes is None:
+            self._closes = _match_braces(self.s)
+        j = self._closes.get(self.i)
+        if j is None:
+            return None
+        text, self.i = self.s[self.i + 1 : j], j + 1
+        return text
 
     def command(self, math: bool) -> str:
         s, i = self.s, self.i
@@ -286,8 +341,7 @@ class _Parser:
         if name in ACCENTS:
             return _accent(self.argument(math), ACCENTS[name], name)
         if name in ALPHABETS:
-            letters = ALPHABETS[name]
-            return "".join(letters.get(c, c) for c in self.argument(math))
+            return self.argument(math).translate(_ALPHABET_TABLES[name])
         if name in ("textsuperscript", "textsubscript"):
             sup = name == "textsuperscript"
             return _script(self.argument(math), SUPERSCRIPTS if sup else SUBSCRIPTS, "^_"[not sup])
@@ -315,3 +369,16 @@ class _Parser:
 
 def _grouped(text: str) -> str:
     return text if len(text) <= 1 or text.isalnum() else f"({text})"
+
+
+def _match_braces(text: str) -> dict[int, int]:
+    """Each { that closes, mapped to its }: every brace counts, escaped or not, as TeX's
+    scanner of a verbatim argument counts them."""
+    closes: dict[int, int] = {}
+    opened: list[int] = []
+    for brace in _BRACES.finditer(text):
+        if brace.group() == "{":
+            opened.append(brace.start())
+        elif opened:
+            closes[opened.pop()] = brace.start()
+    return closes

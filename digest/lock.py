@@ -12,6 +12,7 @@ from pathlib import Path
 from types import TracebackType
 
 from digest.errors import BusyError, StateError
+from digest.files import PRIVATE
 
 
 def lock_path(db_path: Path) -> Path:
@@ -30,7 +31,7 @@ class RunLock:
     def acquire(self) -> None:
         """Take the lock; BusyError if another process holds it (unless waiting for it)."""
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, PRIVATE)
         except OSError as e:
             raise StateError(
                 f"{self.path}: cannot open the lock file ({e.strerror}); "

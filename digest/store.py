@@ -9,6 +9,7 @@ per distinct content instead of once per subscriber.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from digest.errors import StateError
+from digest.files import create_private
 from digest.paper import Paper
 from digest.subscribers import Subscriber
 
@@ -357,6 +359,10 @@ class Store:
             raise StateError(
                 f"{path}: the folder {path.parent} does not exist; create it or set DIGEST_DB"
             )
+        # Created 0600 before SQLite sees it: SQLite gives the -wal and -shm files the
+        # database's own mode. An existing database keeps its mode.
+        with contextlib.suppress(OSError):  # if it cannot be created, SQLite says why
+            create_private(path)
         try:
             conn = sqlite3.connect(str(path), timeout=30)
             store = cls(sqlite_utils.Database(conn), path)
@@ -378,6 +384,7 @@ class Store:
         may be memory too)."""
         folder = path.parent if os.access(path.parent, os.W_OK) else None
         scratch = tempfile.TemporaryDirectory(prefix=".digest-dry-run-", dir=folder)
+        create_private(Path(scratch.name) / "copy.db")
         copy = sqlite3.connect(Path(scratch.name) / "copy.db")
         copy.execute("PRAGMA synchronous = OFF")  # thrown away at the end
         if path.exists():

@@ -24,7 +24,7 @@ from tomlkit.items import AoT, Item, Table, Whitespace
 
 from digest.config import Config, keyword_key, load_config, validate_email, validate_keyword
 from digest.errors import ConfigError
-from digest.files import replace_file
+from digest.files import private_opener, replace_file
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class Change:
 def _locked(path: Path) -> Iterator[None]:
     lock = path.with_name(path.name + ".lock")
     try:
-        handle = open(lock, "a")  # noqa: SIM115 - closed below, after the lock is released
+        handle = open(lock, "a", opener=private_opener)  # noqa: SIM115 - closed below
     except OSError as e:
         raise ConfigError(
             f"{lock}: cannot create the lock for changing the subscriber list ({e.strerror}); "

@@ -39,3 +39,21 @@ def test_the_benchmark_runs_at_fifty_subscribers() -> None:
     # Both days ask arXiv exactly once per keyword of the reference data.
     assert cells[3] == "7 / 7"
     assert "diff of a day's 700 fetched papers" in done.stdout
+
+
+@pytest.mark.slow
+def test_the_hostile_input_benchmark_runs_on_small_inputs() -> None:
+    small = ["--mb", "0.001", "--old-kb", "1", "--atom-mb", "0.1,30", "--limit", "120"]
+    done = subprocess.run(
+        [sys.executable, "bench/hostile.py", *small],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| ")][1:]
+    assert len(rows) == 32 and not any("over" in row for row in rows), done.stdout
+    assert rows[-1].endswith("(keyword failed) |"), "the 30 MB answer is refused"
+    assert rows[-2].endswith("(105 papers) |"), "a small answer is read whole"

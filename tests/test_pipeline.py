@@ -10,6 +10,7 @@ from datetime import timedelta
 from email.message import EmailMessage
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from digest.cli import main
@@ -442,3 +443,69 @@ def test_the_outbox_forgets_digests_done_more_than_keep_days_ago(
     run_digest(config, DAY1 + timedelta(days=30))
     run_digest(config, DAY1 + timedelta(days=40))  # the server still down
     assert planned_on(config) == [("2025-12-17", "pending"), ("2025-12-17", "pending")]
+
+
+@pytest.mark.parametrize("content_length", [True, False], ids=["declared", "undeclared"])
+def test_an_answer_over_the_size_cap_fails_its_keyword_and_the_others_go_out(
+    write_config: WriteConfig, arxiv_fake: FakeArxiv, smtp: SMTPServer, content_length: bool
+) -> None:
+    config = write_config()
+    # 30 MB of well-formed Atom, 3 times: every attempt of the first keyword, Person Re-ID.
+    arxiv_fake.fail_next("huge", times=3, content_length=content_length)
+
+    report = run_digest(config)
+
+    assert report.exit_code == EXIT_FETCH_FAILED
+    [(failed, reason)] = report.failed_keywords
+    assert failed == "Person Re-ID"
+    assert "the answer is larger than 20 MB" in reason
+    assert report.sent == 3, "the other keywords' digests still go out"
+    for messages in received(smtp).values():
+        assert failed not in sections(messages[0])
+    smtp.reset()
+
+    run_digest(config, DAY2)
+
+    got = [m for ms in received(smtp).values() for m in ms if failed in sections(m)]
+    assert len(got) == 2, "nothing was marked seen: both watchers get the keyword next run"
+
+
+MB = 1_000_000
+HOSTILE_TITLES = {
+    "unclosed braces": "{" * MB + " Braces",
+    "unclosed fractions": "$\\frac{" * (MB // 7) + " Fractions",
+    "unknown commands": "\\x{" * (MB // 3) + " Unknown",
+    "a megabyte of words": "Word " * (MB // 5),
+    "controls and bidi": "NUL\x00 C1\x85\x9b bidi\u202eevil\u202c \u2066iso\u2069 CR\r\nLF 数据 😀",
+}
+
+
+def test_papers_with_hostile_fields_are_delivered_in_a_bounded_digest(
+    write_config: WriteConfig, arxiv_fake: FakeArxiv, smtp: SMTPServer
+) -> None:
+    config = write_config()
+    added = [
+        arxiv_fake.add_paper(
+            title,
+            summary=title if n % 2 else "\\mathcal{" * (MB // 9),
+            keyword_section="Person Re-ID",
+            authors=[f"Author {i} \u202e{name}" for i in range(10_000)] if n == 0 else None,
+        )
+        for n, (name, title) in enumerate(HOSTILE_TITLES.items())
+    ]
+    added.append(
+        arxiv_fake.add_paper(
+            "A megabyte author", "Abstract.", "Person Re-ID", authors=["Long " * (MB // 5), "B"]
+        )
+    )
+
+    report = run_digest(config)
+
+    assert report.exit_code == EXIT_OK and report.sent == 3
+    for email in ("reader@example.org", "lab@example.org"):
+        [record] = smtp.by_recipient()[email]
+        reid = sections(record.message)["Person Re-ID"]
+        assert {e.arxiv_id for e in added} <= set(reid), "every hostile paper is delivered"
+        assert len(record.data) < 300_000, "a digest's size stays bounded"
+        text = text_part(record.message)
+        assert "\x00" not in text and "\u202e" not in text

@@ -5,8 +5,11 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from email import policy
 from email.parser import BytesParser
@@ -447,6 +450,73 @@ def test_latex_survives_absurd_nesting() -> None:
 @given(st.text(alphabet=st.characters(blacklist_characters="\\{}$~`'-")))
 def test_text_without_latex_is_unchanged(text: str) -> None:
     assert to_unicode(text) == text
+
+
+# Pieces of what authors write, and of what an attacker would send, for the oracle below.
+_LATEX_PIECES = [
+    *"{}$\\^_~`'- a1Aé数😀\u202e\u05d0\n",
+    *("$$", "--", "---", "``", "''", r"\{", r"\}", r"\$", r"\\", r"\(", r"\)", r"\[", r"\]"),
+    *(r"\frac", r"\sqrt", r"\mathcal", r"\mathbb", r"\textbf", r"\emph", r"\url", r"\href"),
+    *(r"\'", r"\"", r"\^", r"\hat", r"\ss", r"\i", r"\alpha", r"\left", r"\foo", r"\cite"),
+    *(r"\textsuperscript", r"\textsubscript", "https://x.org/~a--b", "http://y.org/{z}"),
+]
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.lists(st.sampled_from(_LATEX_PIECES), max_size=30).map("".join))
+def test_latex_gives_what_the_old_converter_gave(text: str) -> None:
+    # At most 30 pieces: never deeper than MAX_DEPTH, where the old one was right too.
+    from tests.latex_oracle import to_unicode as old_to_unicode
+
+    assert to_unicode(text) == old_to_unicode(text)
+
+
+class _Hung(Exception):
+    pass
+
+
+@contextmanager
+def _guard(seconds: int) -> Iterator[None]:
+    """Turn a hang into a failure: far beyond what any of these inputs needs (< 1 s), far
+    below what the old quadratic converter took on them (minutes). Not a timing assertion."""
+
+    def hung(signum: int, frame: object) -> None:
+        raise _Hung(f"still converting after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+MB = 1_000_000
+_MIXED = "数据\u202e$x^{2}$\u05d0\u05d1 {\\mathcal{O}} "
+ADVERSARIAL = {
+    "unclosed braces": ("{" * MB, "{" * MB),
+    "unclosed fractions": ("\\frac{" * (MB // 6), "\\frac{" * (MB // 6)),
+    "dollars": ("$" * MB, ""),
+    "backslashes": ("\\" * MB, ""),
+    "nested superscripts": ("$" + "^{" * (MB // 2), "$" + "^{" * (MB // 2)),
+    "unclosed mathcal": ("\\mathcal{" * (MB // 9), "\\mathcal{" * (MB // 9)),
+    "unknown commands, unclosed": ("\\x{" * (MB // 3), "\\x{" * (MB // 3)),
+    "unclosed urls": ("\\url{" * (MB // 5), "\\url{" * (MB // 5)),
+    "one unclosed mathcal": ("\\mathcal{" + "A" * MB, "𝒜" * MB),
+    "deep but allowed nesting": ("\\mathcal{" * 30 + "A" * MB + "}" * 30, "𝒜" * MB),
+    "unknown commands, shallow": ("\\x{" * 30 + "y" * MB, "\\x" * 30 + "y" * MB),
+    "escaped dollars": ("$$a\\$" * (MB // 5), "a$" * (MB // 5)),
+    "unclosed dollars": ("$x " * (MB // 3), "x " * (MB // 3 - 1) + "$x"),
+    "CJK and RTL": (_MIXED * (MB // 30), ("数据\u202ex²\u05d0\u05d1 𝒪 " * (MB // 30)).strip()),
+    "our own markers": ("\ue000" + "1" * 5000 + "\ue001 \\x", "1" * 5000 + " \\x"),
+}
+
+
+@pytest.mark.parametrize(("text", "readable"), ADVERSARIAL.values(), ids=ADVERSARIAL.keys())
+def test_latex_reads_megabytes_of_adversarial_input(text: str, readable: str) -> None:
+    with _guard(60):
+        assert to_unicode(text) == readable
 
 
 # -- end to end: a real run with LaTeX and Unicode ---------------------------------------

@@ -487,6 +487,7 @@ FAULT_PARAMS: dict[str, set[str]] = {
     "garbage": set(),
     "stall": {"seconds"},
     "drop": set(),
+    "huge": {"size", "content_length"},
 }
 _SORT_KEYS: dict[str, Callable[[Entry], Any] | None] = {
     "relevance": None,  # reference order, which is how arXiv ranked the README lists
@@ -535,6 +536,15 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(body)
+
+    def send_unsized(self, status: int, body: bytes) -> None:
+        """An answer without Content-Length: its end is where the connection closes."""
+        self.send_response(status)
+        self.send_header("Content-Type", ATOM_TYPE)
+        self.end_headers()
+        self.close_connection = True
+        for start in range(0, len(body), 1 << 20):
+            self.wfile.write(body[start : start + (1 << 20)])
 
 
 class FakeArxiv:
@@ -672,6 +682,8 @@ class FakeArxiv:
         truncated: the real answer cut at ``fraction`` (0.5) of its bytes.
         garbage: an HTML page with status 200. stall: answer after ``seconds`` (1.0).
         drop: close the connection without answering.
+        huge: the real answer padded with copies of a well-formed entry to ``size`` bytes
+        (30 MB), with a Content-Length unless ``content_length`` is False.
         """
         if kind not in FAULT_PARAMS:
             raise ValueError(f"unknown fault {kind!r}; expected one of {sorted(FAULT_PARAMS)}")
@@ -727,6 +739,11 @@ class FakeArxiv:
             status, body = self.query(params, fault.get("total", -1) if kind == "empty" else None)
             if kind == "truncated":
                 body = body[: int(len(body) * fault.get("fraction", 0.5))]
+            if kind == "huge":
+                body = _padded(body, fault.get("size", 30_000_000))
+                if not fault.get("content_length", True):
+                    h.send_unsized(status, body)
+                    return
             h.send(status, body)
 
     def query(self, params: dict[str, str], empty_total: int | None = None) -> tuple[int, bytes]:
@@ -791,6 +808,28 @@ class FakeArxiv:
             total, page = (empty_total if empty_total >= 0 else max(total, start + 1)), []
         body = "".join(render_entry(e, v) if e else _MISSING_ENTRY for e, v in page)
         return 200, render_feed(params, total, start, max_results, body)
+
+
+_PADDING = Entry(
+    arxiv_id="2511.99999",
+    version=1,
+    title="Padding",
+    summary=" ".join(["A well-formed abstract that only makes the answer bigger."] * 100),
+    comment=None,
+    published=datetime(2025, 11, 12, 17, 59, 59, tzinfo=UTC),
+    updated=datetime(2025, 11, 12, 17, 59, 59, tzinfo=UTC),
+    authors=["Pad Ding"],
+    primary_category="cs.CV",
+    categories=["cs.CV"],
+)
+
+
+def _padded(feed: bytes, size: int) -> bytes:
+    """A feed grown to ``size`` bytes with copies of one entry before ``</feed>``."""
+    head, _, tail = feed.rpartition(b"</feed>")
+    entry = render_entry(_PADDING).encode()
+    copies = max(0, size - len(feed)) // len(entry) + 1
+    return head + entry * copies + b"</feed>" + tail
 
 
 # ---------------------------------------------------------------- CLI

@@ -367,6 +367,21 @@ def test_error_entry(fake: FakeArxiv, status: int, raises: bool) -> None:
     assert entry.findtext("a:summary", namespaces=NS) == "incorrect id format for 2101.x"
 
 
+@pytest.mark.parametrize("content_length", [True, False])
+def test_huge_answer_is_well_formed_atom_of_the_size_asked(
+    fake: FakeArxiv, content_length: bool
+) -> None:
+    fake.fail_next("huge", size=3_000_000, content_length=content_length)
+    response = requests.get(fake.url, params={"search_query": PERSON_REID}, timeout=5)
+    assert 3_000_000 <= len(response.content) < 3_010_000
+    assert ("Content-Length" in response.headers) is content_length
+    root = etree.fromstring(response.content)
+    assert root.findtext("os:totalResults", namespaces=NS) != "0"
+    titles = [t.text for t in root.iterfind("a:entry/a:title", NS)]
+    assert titles.count("Padding") > 100 and titles[0] != "Padding", "the real page comes first"
+    assert fake.pending_faults == 0
+
+
 def test_truncated_page_is_salvaged_then_paged_past(fake: FakeArxiv) -> None:
     fake.fail_next("truncated")
     results = list(client_for(fake).results(search(max_results=40)))
