@@ -40,7 +40,15 @@ from digest.errors import (
     FetchError,
 )
 from digest.logs import log_to_stderr
-from digest.mail import Envelope, Outcome, Prepared, Sender, prepare_message, sender_address
+from digest.mail import (
+    Envelope,
+    Outcome,
+    Prepared,
+    Sender,
+    header_safe,
+    prepare_message,
+    sender_address,
+)
 from digest.progress import Progress
 from digest.render import UNSUBSCRIBE_PLACEHOLDER, Rendered, Renderer, Section, personalize
 from digest.store import Contents, Outgoing, Plan, Store, state_error
@@ -635,24 +643,53 @@ class Run:
     def _envelopes(
         self, low: str | None = None, high: str | None = None
     ) -> Iterator[tuple[Outgoing, bytes, list[tuple[str, int]], str, str]]:
-        """Each pending digest's bytes, building each distinct content once."""
+        """Each pending digest's bytes, building each distinct content once.
+
+        A digest that cannot be built (whatever the reason) is marked failed with it and
+        skipped: its papers stay unseen for the next digest, and the others go on.
+        """
         contents = Contents(self.store)
         for _plan, members in groupby(self.store.pending(low, high), key=lambda o: o.plan):
-            built: dict[tuple[str, datetime], _Built] = {}
+            built: dict[tuple[str, datetime], _Built | Exception] = {}
             for o in members:
                 if self.cancel.is_set():
                     log.info("stopping: the remaining digests stay pending for the next run")
                     return
-                # Digests an earlier run left have their own date: built again for it.
-                if (key := (o.digest_date, o.created)) not in built:
-                    built[key] = _build(self._job(o), contents, self.renderer)
-                    self.built += 1
-                content = built[key]
-                link = self._unsubscribe(o.address)
-                data = content.message.for_recipient(o.address, o.name, o.message_id, link)
-                # Only a dry run shows each reader's HTML; a real run sends the bytes.
-                html = personalize(content.rendered, link)[1] if self.dry_run else ""
-                yield o, data, content.counts, html, content.rendered.subject
+                try:
+                    message = self._message(o, built, contents)
+                except sqlite3.DatabaseError:
+                    raise  # the database, not this digest: the run stops with exit 6
+                except Exception as e:  # any other fault is this digest's alone
+                    log.debug("%s: digest cannot be built", o.email, exc_info=e)
+                    self._failed(o, Outcome(o.digest_id, False, error=_unbuildable(e)))
+                    continue
+                yield message
+
+    def _message(
+        self,
+        o: Outgoing,
+        built: dict[tuple[str, datetime], _Built | Exception],
+        contents: Contents,
+    ) -> tuple[Outgoing, bytes, list[tuple[str, int]], str, str]:
+        """One digest's bytes (and what a preview shows), its content built once per plan
+        and date; a content that failed to build fails each of its digests alike."""
+        # Digests an earlier run left have their own date: built again for it.
+        if (key := (o.digest_date, o.created)) not in built:
+            try:
+                built[key] = _build(self._job(o), contents, self.renderer)
+            except sqlite3.DatabaseError:
+                raise
+            except Exception as e:
+                built[key] = e
+            self.built += 1
+        content = built[key]
+        if isinstance(content, Exception):
+            raise content
+        link = self._unsubscribe(o.address)
+        data = content.message.for_recipient(o.address, o.name, o.message_id, link)
+        # Only a dry run shows each reader's HTML; a real run sends the bytes.
+        html = personalize(content.rendered, link)[1] if self.dry_run else ""
+        return o, data, content.counts, html, content.rendered.subject
 
     def _job(self, o: Outgoing) -> _Job:
         """What building the content of `o`'s plan takes, with `o`'s date."""
@@ -690,6 +727,12 @@ class Run:
         if self.config.web is None or self.config.secret is None:
             return self._mailto()
         return unsubscribe_url(self.config.web.base_url, self.config.secret, address, self.now)
+
+
+def _unbuildable(error: Exception) -> str:
+    """One line saying why a digest could not be built, for the log and `digest status`."""
+    text = header_safe(f"{type(error).__name__}: {error}")
+    return "cannot be built: " + (text if len(text) <= 300 else text[:299] + "…")
 
 
 def _cpus() -> int:
