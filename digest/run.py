@@ -12,9 +12,11 @@ import asyncio
 import contextlib
 import ctypes
 import functools
+import hashlib
 import logging
 import multiprocessing
 import os
+import re
 import secrets
 import signal
 import sqlite3
@@ -748,7 +750,26 @@ def open_store(config: Config, dry_run: bool) -> Store:
 
 
 def write_preview(preview: Preview, out: Path) -> None:
-    """A dry-run digest as DIR/<email>.eml and DIR/<email>.html."""
+    """A dry-run digest as DIR/<email>.eml and DIR/<email>.html (see `preview_stem`)."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{preview.email}.eml").write_bytes(preview.eml)
-    (out / f"{preview.email}.html").write_text(preview.html, encoding="utf-8")
+    stem = preview_stem(preview.email)
+    (out / f"{stem}.eml").write_bytes(preview.eml)
+    (out / f"{stem}.html").write_text(preview.html, encoding="utf-8")
+
+
+# Characters an address may keep in a file name; anything else (a "/", a quote) is "_".
+_UNSAFE_IN_NAME = re.compile(r"[^A-Za-z0-9@._+-]")
+MAX_STEM = 100
+
+
+def preview_stem(email: str) -> str:
+    """A file name inside DIR for a reader's preview: the address itself when it is a safe
+    name, else the address made safe plus a hash of it, so two readers never share a file.
+    """
+    safe = _UNSAFE_IN_NAME.sub("_", email[: MAX_STEM + 1])
+    if safe.startswith("."):  # no hidden file, no "." or ".."
+        safe = "_" + safe[1:]
+    if safe == email and len(email) <= MAX_STEM:
+        return safe
+    digest = hashlib.sha256(email.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    return f"{safe[:MAX_STEM]}-{digest}"
