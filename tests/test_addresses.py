@@ -84,9 +84,7 @@ def test_check_names_a_malformed_address_in_one_line(
     result = CliRunner().invoke(main, ["check", "--subscribers", str(path)])
 
     assert (result.exit_code, result.stdout) == (2, "")
-    assert result.stderr == (
-        f"Error: {path}:{line}: subscriber \"{address}\": 'email' {reason}\n"
-    )
+    assert result.stderr == (f"Error: {path}:{line}: subscriber \"{address}\": 'email' {reason}\n")
 
 
 @pytest.mark.parametrize(("address", "reason"), MALFORMED.items(), ids=list(MALFORMED))

@@ -41,8 +41,7 @@ CASES = {
     ),
     "invalid email": (
         HEAD + '\n[[subscriber]]\nemail = "not-an-address"\nkeywords = ["x"]\n',
-        "Error: FILE:5: subscriber \"not-an-address\": 'email' has no @; "
-        "expected name@domain.tld",
+        "Error: FILE:5: subscriber \"not-an-address\": 'email' has no @; expected name@domain.tld",
     ),
     "email with a space": (
         HEAD + '\n[[subscriber]]\nemail = "a b@example.org"\nkeywords = ["x"]\n',
