@@ -212,6 +212,11 @@ def _start_share(stop: Flag, parent: int) -> None:
     """
     global _stop
     _stop = _Orphaned(stop, parent)
+    # `systemctl stop` (KillMode=control-group) and Ctrl-C signal every process of the
+    # run. The run's own process sets the stop flag; this one then finishes the message
+    # in flight and returns what it sent, instead of dying with the count.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     if os.getppid() != parent:
@@ -281,6 +286,44 @@ class _SendingProcesses:
         return sum(f.result() for f in self.warming if not f.cancelled() and not f.exception())
 
 
+@contextlib.contextmanager
+def _stop_on_signals(cancel: Flag) -> Iterator[None]:
+    """While a run has the main thread (`digest send`), SIGTERM and SIGINT stop it after
+    the messages in flight, so it records what went out; a second one stops at once.
+
+    The daemon runs in a worker thread and handles signals itself; a sending process
+    ignores them (see `_start_share`).
+    """
+    if threading.current_thread() is not threading.main_thread() or not isinstance(
+        cancel, threading.Event
+    ):
+        yield
+        return
+    event = cancel
+    wanted = (signal.SIGTERM, signal.SIGINT)
+    # None: a handler not set from Python, which cannot be put back; the default then.
+    before = {s: signal.getsignal(s) or signal.SIG_DFL for s in wanted}
+
+    def stop(signum: int, frame: object) -> None:
+        if event.is_set():  # asked twice: do what the signal did before the run
+            signal.signal(signum, before[signal.Signals(signum)])
+            signal.raise_signal(signum)
+            return
+        event.set()
+        log.warning(
+            "%s: stopping after the messages in flight; the rest stays pending for the next run",
+            signal.Signals(signum).name,
+        )
+
+    for s in wanted:
+        signal.signal(s, stop)
+    try:
+        yield
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
+
+
 def digest_date_for(now: datetime, timezone: str) -> date:
     """The date a digest is for: today where the subscribers are."""
     return now.astimezone(ZoneInfo(timezone)).date()
@@ -326,7 +369,8 @@ class Run:
     def execute(self) -> RunReport:
         """Finish what an earlier run left, then fetch, plan and send today's digests."""
         try:
-            return self._execute()
+            with _stop_on_signals(self.cancel):
+                return self._execute()
         except sqlite3.DatabaseError as e:
             # Every write is one transaction: what failed rolled back, the rest is intact.
             raise state_error(self.store.path, e) from e
