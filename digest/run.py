@@ -39,6 +39,7 @@ from digest.errors import (
     EXIT_OK,
     EXIT_PARTIAL,
     DeliveryError,
+    DigestError,
     FetchError,
 )
 from digest.logs import log_to_stderr
@@ -640,6 +641,12 @@ class Run:
                 # What it did not send stays pending, for the next run.
                 log.error("a sending process died (%s); its digests stay pending", e)
                 self.report.failed.append(("(a sending process)", f"died: {e}"))
+                continue
+            except DigestError:
+                raise  # the database or the configuration: the run's problem, not the share's
+            except Exception as e:  # a bug in one share must not lose the others' counts
+                log.error("a sending process failed (%s); its digests stay pending", e)
+                self.report.failed.append(("(a sending process)", f"failed: {e}"))
                 continue
             self.report.sent += sent.report.sent
             self.report.failed += sent.report.failed

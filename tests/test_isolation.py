@@ -73,3 +73,21 @@ def test_a_digest_that_cannot_be_built_fails_alone_and_its_papers_come_next_time
     assert recipient(received.data) == ("王小明", "wang@example.org")
     status = CliRunner().invoke(main, ["status"], env=env).stdout
     assert "pending digests: 0" in status and "sent 6, failed 1" in status
+
+
+def test_a_dry_run_lists_the_others_and_names_the_one_that_cannot_be_built(
+    write_config: WriteConfig, smtp: SMTPServer, env: dict[str, str]
+) -> None:
+    config = write_config(subscribers(NAMES))
+    smtp.reject_connect(421, times=100)  # everything stays pending
+    run_digest(config)
+    with sqlite3.connect(env["DIGEST_DB"]) as db:
+        db.execute("UPDATE digests SET digest_date = 'someday' WHERE email = 'jose@example.org'")
+
+    result = CliRunner().invoke(main, ["send", "--dry-run"], env=env)
+
+    assert result.exit_code == EXIT_DELIVERY_FAILED
+    shown = [line.split(":")[0].strip() for line in result.stdout.splitlines()[:-1]]
+    # José's papers are not marked seen in the dry run's copy: planned again, shown once.
+    assert sorted(shown) == sorted(NAMES)
+    assert "jose@example.org: digest not delivered: cannot be built: ValueError" in result.stderr
