@@ -7,6 +7,7 @@ Nothing here touches the network or the database.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import os
 import re
 import tomllib
@@ -14,7 +15,6 @@ from array import array
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import time
-from email.headerregistry import Address
 from pathlib import Path
 from typing import Any, BinaryIO
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -39,7 +39,13 @@ _DOMAIN = re.compile(
 )
 # A dot-atom local part in ASCII (what the RFC 5322 parser accepts without remark), then a domain.
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-_PLAIN_ADDRESS = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*@([A-Za-z0-9.-]+)")
+_PLAIN_ADDRESS = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9.-]+")
+# A local part: a dot-atom, or a quoted string of printable ASCII. Linear: the dot-atom's
+# repeats are separated by a dot that no atom contains; the quoted string's alternatives
+# start with different characters.
+_LOCAL = re.compile(rf'{_ATEXT}(?:\.{_ATEXT})*|"(?:[ !#-\[\]-~]|\\[ -~])*"')
+MAX_EMAIL_LENGTH = 254  # RFC 5321 4.5.3.1: a path of 256 with its angle brackets
+MAX_LOCAL_LENGTH = 64
 
 
 def keyword_key(name: str) -> str:
@@ -275,20 +281,59 @@ class _Reader:
 
 
 def validate_email(address: str) -> str | None:
-    """The reason an address is unusable, or None when it is fine."""
+    """The reason an address is unusable, or None when it is fine. Never raises.
+
+    We do not negotiate SMTPUTF8, so the address must be ASCII: an internationalised
+    domain is written in its ASCII (xn--) form.
+    """
+    if len(address) > MAX_EMAIL_LENGTH:  # checked first: nothing below reads a long text
+        return f"is {len(address)} characters long; an address has at most {MAX_EMAIL_LENGTH}"
     if _CONTROL.search(address) or _SPACE.search(address):
         return "must not contain spaces or control characters"
-    # The usual plain address is valid without the full RFC 5322 parse below, which costs
-    # ~120 µs: 12 s of every run at 100,000 subscribers.
-    plain = _PLAIN_ADDRESS.fullmatch(address)
-    if plain and _DOMAIN.match(plain.group(1)):
+    local, at, domain = address.rpartition("@")
+    if not at:
+        return "has no @; expected name@domain.tld"
+    # The usual plain address needs nothing more: ~1 µs (at 100,000 subscribers per run).
+    plain = len(local) <= MAX_LOCAL_LENGTH and _PLAIN_ADDRESS.fullmatch(address)
+    if plain and _DOMAIN.match(domain):
         return None
-    try:
-        parsed = Address(addr_spec=address)
-    except (ValueError, IndexError) as e:
-        return f"is not a valid address ({e})"
-    if not parsed.username or not _DOMAIN.match(parsed.domain):
-        return "is not a valid address (expected name@domain.tld)"
+    if not local:
+        return "has nothing before the @; expected name@domain.tld"
+    if not local.isascii():
+        return (
+            "has non-ASCII characters before the @, which needs SMTPUTF8; digest cannot send to it"
+        )
+    if not _LOCAL.fullmatch(local):
+        if "@" in local and not local.startswith('"'):
+            return "has more than one @; expected name@domain.tld"
+        return (
+            "has an invalid part before the @ (a dot at its start or end, two dots "
+            "in a row, or a character that needs quotes)"
+        )
+    if len(local) > MAX_LOCAL_LENGTH:
+        return f"has {len(local)} characters before the @; the limit is {MAX_LOCAL_LENGTH}"
+    return _domain_problem(domain)
+
+
+def _domain_problem(domain: str) -> str | None:
+    """The reason the part after the @ is not a domain we can send to, or None."""
+    if not domain:
+        return "has nothing after the @; expected name@domain.tld"
+    if not domain.isascii():
+        hint = "its ASCII form (xn--…)"
+        # Python's codec is IDNA 2003, which maps these differently from today's IDNA 2008.
+        if not any(c in domain for c in "ßς\u200c\u200d"):
+            with contextlib.suppress(UnicodeError):
+                hint = domain.encode("idna").decode("ascii")
+        return f"has a non-ASCII domain, which digest cannot send to; write the domain as {hint}"
+    if domain.endswith("."):
+        return "ends in a dot; remove it"
+    if domain.startswith(".") or ".." in domain:
+        return "has an empty part in its domain (a dot at its start or two dots in a row)"
+    if "@" in domain:
+        return "has more than one @; expected name@domain.tld"
+    if not _DOMAIN.match(domain):
+        return "has an invalid domain after the @; expected a name such as example.org"
     return None
 
 

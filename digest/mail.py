@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from email.headerregistry import Address
 from email.utils import format_datetime, parseaddr
+from urllib.parse import quote
 
 import aiosmtplib
 
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 POLICY = email.policy.SMTP.clone(max_line_length=998, cte_type="7bit")
 MAX_BACKOFF = 60.0
 _BREAKS = re.compile(r"[\r\n\x00]+")
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f]")
 # Values the email package would write out unchanged: a display name needing no quotes or
 # encoding, a dot-atom address. For these `for_recipient` skips its parser (~25 µs).
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
@@ -44,6 +46,15 @@ _PLAIN_ADDRESS = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9-]+(?:\.[A-Za-z
 def header_safe(value: str) -> str:
     """A header value from data, with anything that could start a new header removed."""
     return " ".join(_BREAKS.sub(" ", value).split())
+
+
+def display_name(name: str | None) -> str:
+    """The name as the To header carries it: one line, no ASCII control characters.
+
+    Mail readers flag a control character even inside an encoded word, and no one can
+    see it anyway.
+    """
+    return " ".join(_CONTROLS.sub("", header_safe(name or "")).split())
 
 
 @dataclass(frozen=True)
@@ -92,24 +103,31 @@ class Prepared:
     def for_recipient(
         self, to_email: str, to_name: str | None, message_id: str, unsubscribe: str
     ) -> bytes:
+        """This recipient's message: the shared bytes with their To, Message-ID and links.
+
+        Raises ValueError for an address or Message-ID that cannot go in a 7-bit header.
+        """
         name, message_id = header_safe(to_name or ""), header_safe(message_id)
         plain = (
             _PLAIN_NAME.fullmatch(name)
+            and "=?" not in name  # would be read back as an encoded word
             and len(to_email) <= 200
             and _PLAIN_ADDRESS.fullmatch(to_email)
             and len(message_id) <= 200
             and message_id.isascii()
         )
-        if plain:  # exactly what the slow path below gives for such values
+        if plain:  # the usual case: nothing to quote or encode
             to = f"{name} <{to_email}>" if name else to_email
             lines = f"To: {to}\r\nMessage-ID: {message_id}\r\n"
         else:
-            address = Address(display_name=name, addr_spec=to_email)
-            lines = POLICY.fold("To", str(address)) + POLICY.fold("Message-ID", message_id)
-        link = header_safe(unsubscribe)
+            # Ours are ~50 ASCII characters; one that is not cannot be folded or encoded.
+            if not message_id.isascii() or len(message_id) > 900:
+                raise ValueError(f"Message-ID {message_id[:80]!r} is not short ASCII")
+            lines = _to_header(name, to_email) + f"Message-ID: {message_id}\r\n"
+        link = _ascii_url(header_safe(unsubscribe))
         lines += f"List-Unsubscribe: <{link}>"
         if self.also_unsubscribe:
-            lines += f",\r\n <{header_safe(self.also_unsubscribe)}>"
+            lines += f",\r\n <{_ascii_url(header_safe(self.also_unsubscribe))}>"
         fill = {
             _TEXT_LINK: _qp(link) + _SOFT_BREAK,
             _HTML_LINK: _qp(html.escape(link, quote=True)) + _SOFT_BREAK,
@@ -117,6 +135,65 @@ class Prepared:
         return b"".join(
             [self.head, lines.encode("ascii"), b"\r\n"] + [fill.get(p, p) for p in self.pieces]
         )
+
+
+# An encoded word is at most 75 characters (RFC 2047 2): "=?utf-8?b?" and "?=" leave 63
+# for base64, i.e. 45 bytes of UTF-8.
+_WORD_BYTES = 45
+# A display name that goes in a quoted string as it is: printable ASCII, short enough
+# that the To line stays within 998 characters whatever the address.
+_QUOTABLE_NAME = re.compile(r"[ -~]{1,400}")
+
+
+def _to_header(name: str, to_email: str) -> str:
+    """The To header of any name and address, folded, ending in CRLF.
+
+    An ASCII name with specials ("A. Reader") goes in a quoted string; any other name
+    (non-ASCII, control characters, very long, or looking like an encoded word) is cut
+    into base64 encoded words of whole characters, one per line. Readers join adjacent
+    encoded words without the space between them (RFC 2047 6.2): the name decodes
+    exactly. Not the email package's folder: it writes short non-ASCII names raw.
+    """
+    address = _addr_spec(to_email)
+    name = display_name(name)
+    if not name:
+        return f"To: {address}\r\n"
+    if _QUOTABLE_NAME.fullmatch(name) and "=?" not in name:
+        quoted = name.replace("\\", "\\\\").replace('"', '\\"')
+        return f'To: "{quoted}" <{address}>\r\n'
+    return "To: " + "\r\n ".join(_encoded_words(name)) + f" <{address}>\r\n"
+
+
+def _encoded_words(text: str) -> list[str]:
+    """`text` as base64 UTF-8 encoded words, each cut at a character boundary."""
+    data = text.encode("utf-8", "replace")  # a lone surrogate (never from TOML) becomes "?"
+    words, start = [], 0
+    while start < len(data):
+        end = min(start + _WORD_BYTES, len(data))
+        while end < len(data) and data[end] & 0xC0 == 0x80:  # inside a UTF-8 sequence
+            end -= 1
+        words.append(f"=?utf-8?b?{binascii.b2a_base64(data[start:end], newline=False).decode()}?=")
+        start = end
+    return words
+
+
+def _addr_spec(to_email: str) -> str:
+    """The address as it goes in the To header: a quoted local part where it needs one."""
+    if _PLAIN_ADDRESS.fullmatch(to_email):
+        return to_email
+    spec = Address(addr_spec=to_email).addr_spec
+    if not spec.isascii():
+        # Validation refuses these (no SMTPUTF8); an outbox row from elsewhere fails alone.
+        raise ValueError(f"address {to_email[:80]!r} is not ASCII; digest does not use SMTPUTF8")
+    return spec
+
+
+def _ascii_url(url: str) -> str:
+    """A link for a header: any non-ASCII character (an IDN host, say) percent-encoded."""
+    return url if url.isascii() else quote(url, safe=_URL_SAFE)
+
+
+_URL_SAFE = "".join(chr(c) for c in range(33, 127))
 
 
 def _part(boundary: str, subtype: str, text: str, slot: str, hole: bytes) -> list[bytes]:
@@ -312,7 +389,13 @@ class Sender:
             while (envelope := await queue.get()) is not None:
                 if stop():
                     continue  # drain the queue; these stay pending in the outbox
-                client, outcome = await self._send(client, envelope)
+                try:
+                    client, outcome = await self._send(client, envelope)
+                except Exception as e:  # not an SMTP reply: still this message's fault alone
+                    if client is not None:
+                        client.close()
+                    client = None
+                    outcome = Outcome(envelope.key, False, False, f"{type(e).__name__}: {e}")
                 on_outcome(outcome)
         finally:
             if client is not None and client.is_connected:

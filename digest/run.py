@@ -12,9 +12,11 @@ import asyncio
 import contextlib
 import ctypes
 import functools
+import hashlib
 import logging
 import multiprocessing
 import os
+import re
 import secrets
 import signal
 import sqlite3
@@ -37,10 +39,19 @@ from digest.errors import (
     EXIT_OK,
     EXIT_PARTIAL,
     DeliveryError,
+    DigestError,
     FetchError,
 )
 from digest.logs import log_to_stderr
-from digest.mail import Envelope, Outcome, Prepared, Sender, prepare_message, sender_address
+from digest.mail import (
+    Envelope,
+    Outcome,
+    Prepared,
+    Sender,
+    header_safe,
+    prepare_message,
+    sender_address,
+)
 from digest.progress import Progress
 from digest.render import UNSUBSCRIBE_PLACEHOLDER, Rendered, Renderer, Section, personalize
 from digest.store import Contents, Outgoing, Plan, Store, state_error
@@ -203,6 +214,11 @@ def _start_share(stop: Flag, parent: int) -> None:
     """
     global _stop
     _stop = _Orphaned(stop, parent)
+    # `systemctl stop` (KillMode=control-group) and Ctrl-C signal every process of the
+    # run. The run's own process sets the stop flag; this one then finishes the message
+    # in flight and returns what it sent, instead of dying with the count.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     if os.getppid() != parent:
@@ -272,6 +288,44 @@ class _SendingProcesses:
         return sum(f.result() for f in self.warming if not f.cancelled() and not f.exception())
 
 
+@contextlib.contextmanager
+def _stop_on_signals(cancel: Flag) -> Iterator[None]:
+    """While a run has the main thread (`digest send`), SIGTERM and SIGINT stop it after
+    the messages in flight, so it records what went out; a second one stops at once.
+
+    The daemon runs in a worker thread and handles signals itself; a sending process
+    ignores them (see `_start_share`).
+    """
+    if threading.current_thread() is not threading.main_thread() or not isinstance(
+        cancel, threading.Event
+    ):
+        yield
+        return
+    event = cancel
+    wanted = (signal.SIGTERM, signal.SIGINT)
+    # None: a handler not set from Python, which cannot be put back; the default then.
+    before = {s: signal.getsignal(s) or signal.SIG_DFL for s in wanted}
+
+    def stop(signum: int, frame: object) -> None:
+        if event.is_set():  # asked twice: do what the signal did before the run
+            signal.signal(signum, before[signal.Signals(signum)])
+            signal.raise_signal(signum)
+            return
+        event.set()
+        log.warning(
+            "%s: stopping after the messages in flight; the rest stays pending for the next run",
+            signal.Signals(signum).name,
+        )
+
+    for s in wanted:
+        signal.signal(s, stop)
+    try:
+        yield
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
+
+
 def digest_date_for(now: datetime, timezone: str) -> date:
     """The date a digest is for: today where the subscribers are."""
     return now.astimezone(ZoneInfo(timezone)).date()
@@ -317,7 +371,8 @@ class Run:
     def execute(self) -> RunReport:
         """Finish what an earlier run left, then fetch, plan and send today's digests."""
         try:
-            return self._execute()
+            with _stop_on_signals(self.cancel):
+                return self._execute()
         except sqlite3.DatabaseError as e:
             # Every write is one transaction: what failed rolled back, the rest is intact.
             raise state_error(self.store.path, e) from e
@@ -588,6 +643,12 @@ class Run:
                 log.error("a sending process died (%s); its digests stay pending", e)
                 self.report.failed.append(("(a sending process)", f"died: {e}"))
                 continue
+            except DigestError:
+                raise  # the database or the configuration: the run's problem, not the share's
+            except Exception as e:  # a bug in one share must not lose the others' counts
+                log.error("a sending process failed (%s); its digests stay pending", e)
+                self.report.failed.append(("(a sending process)", f"failed: {e}"))
+                continue
             self.report.sent += sent.report.sent
             self.report.failed += sent.report.failed
             self.report.inlinings += sent.report.inlinings
@@ -636,24 +697,53 @@ class Run:
     def _envelopes(
         self, low: str | None = None, high: str | None = None
     ) -> Iterator[tuple[Outgoing, bytes, list[tuple[str, int]], str, str]]:
-        """Each pending digest's bytes, building each distinct content once."""
+        """Each pending digest's bytes, building each distinct content once.
+
+        A digest that cannot be built (whatever the reason) is marked failed with it and
+        skipped: its papers stay unseen for the next digest, and the others go on.
+        """
         contents = Contents(self.store)
         for _plan, members in groupby(self.store.pending(low, high), key=lambda o: o.plan):
-            built: dict[tuple[str, datetime], _Built] = {}
+            built: dict[tuple[str, datetime], _Built | Exception] = {}
             for o in members:
                 if self.cancel.is_set():
                     log.info("stopping: the remaining digests stay pending for the next run")
                     return
-                # Digests an earlier run left have their own date: built again for it.
-                if (key := (o.digest_date, o.created)) not in built:
-                    built[key] = _build(self._job(o), contents, self.renderer)
-                    self.built += 1
-                content = built[key]
-                link = self._unsubscribe(o.address)
-                data = content.message.for_recipient(o.address, o.name, o.message_id, link)
-                # Only a dry run shows each reader's HTML; a real run sends the bytes.
-                html = personalize(content.rendered, link)[1] if self.dry_run else ""
-                yield o, data, content.counts, html, content.rendered.subject
+                try:
+                    message = self._message(o, built, contents)
+                except sqlite3.DatabaseError:
+                    raise  # the database, not this digest: the run stops with exit 6
+                except Exception as e:  # any other fault is this digest's alone
+                    log.debug("%s: digest cannot be built", o.email, exc_info=e)
+                    self._failed(o, Outcome(o.digest_id, False, error=_unbuildable(e)))
+                    continue
+                yield message
+
+    def _message(
+        self,
+        o: Outgoing,
+        built: dict[tuple[str, datetime], _Built | Exception],
+        contents: Contents,
+    ) -> tuple[Outgoing, bytes, list[tuple[str, int]], str, str]:
+        """One digest's bytes (and what a preview shows), its content built once per plan
+        and date; a content that failed to build fails each of its digests alike."""
+        # Digests an earlier run left have their own date: built again for it.
+        if (key := (o.digest_date, o.created)) not in built:
+            try:
+                built[key] = _build(self._job(o), contents, self.renderer)
+            except sqlite3.DatabaseError:
+                raise
+            except Exception as e:
+                built[key] = e
+            self.built += 1
+        content = built[key]
+        if isinstance(content, Exception):
+            raise content
+        link = self._unsubscribe(o.address)
+        data = content.message.for_recipient(o.address, o.name, o.message_id, link)
+        # Only a dry run shows each reader's HTML; a real run sends the bytes.
+        html = personalize(content.rendered, link)[1] if self.dry_run else ""
+        return o, data, content.counts, html, content.rendered.subject
 
     def _job(self, o: Outgoing) -> _Job:
         """What building the content of `o`'s plan takes, with `o`'s date."""
@@ -707,6 +797,12 @@ class Run:
         return unsubscribe_url(self.config.web.base_url, secret, address, self.now)
 
 
+def _unbuildable(error: Exception) -> str:
+    """One line saying why a digest could not be built, for the log and `digest status`."""
+    text = header_safe(f"{type(error).__name__}: {error}")
+    return "cannot be built: " + (text if len(text) <= 300 else text[:299] + "…")
+
+
 def _cpus() -> int:
     """CPUs this process may run on."""
     with contextlib.suppress(AttributeError, OSError):  # a seccomp filter may refuse it
@@ -720,7 +816,26 @@ def open_store(config: Config, dry_run: bool) -> Store:
 
 
 def write_preview(preview: Preview, out: Path) -> None:
-    """A dry-run digest as DIR/<email>.eml and DIR/<email>.html."""
+    """A dry-run digest as DIR/<email>.eml and DIR/<email>.html (see `preview_stem`)."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{preview.email}.eml").write_bytes(preview.eml)
-    (out / f"{preview.email}.html").write_text(preview.html, encoding="utf-8")
+    stem = preview_stem(preview.email)
+    (out / f"{stem}.eml").write_bytes(preview.eml)
+    (out / f"{stem}.html").write_text(preview.html, encoding="utf-8")
+
+
+# Characters an address may keep in a file name; anything else (a "/", a quote) is "_".
+_UNSAFE_IN_NAME = re.compile(r"[^A-Za-z0-9@._+-]")
+MAX_STEM = 100
+
+
+def preview_stem(email: str) -> str:
+    """A file name inside DIR for a reader's preview: the address itself when it is a safe
+    name, else the address made safe plus a hash of it, so two readers never share a file.
+    """
+    safe = _UNSAFE_IN_NAME.sub("_", email[: MAX_STEM + 1])
+    if safe.startswith("."):  # no hidden file, no "." or ".."
+        safe = "_" + safe[1:]
+    if safe == email and len(email) <= MAX_STEM:
+        return safe
+    digest = hashlib.sha256(email.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    return f"{safe[:MAX_STEM]}-{digest}"

@@ -102,7 +102,7 @@ def test_unsubscribe(listfile: Path) -> None:
     [
         (
             ["subscribe", "not-an-address", "-k", "x"],
-            "Error: 'not-an-address' is not a valid address (addr-spec local part with no domain)\n",
+            "Error: 'not-an-address' has no @; expected name@domain.tld\n",
         ),
         (
             ["subscribe", "a b@example.org", "-k", "x"],
