@@ -66,6 +66,11 @@ def test_the_units_are_the_daemon_the_oneshot_and_its_timer() -> None:
     assert "Persistent=true\n" in (UNITS / "digest.timer").read_text(encoding="utf-8")
 
 
+@pytest.mark.parametrize("name", ["digest.service", "digest-send.service"])
+def test_a_stop_signals_the_main_process_which_stops_its_sending_processes(name: str) -> None:
+    assert "\nKillMode=mixed\n" in (UNITS / name).read_text(encoding="utf-8")
+
+
 def sandbox(text: str) -> list[str]:
     lines = text[text.index("User=") : text.index("[Install]")].splitlines()
     return [line for line in lines if line and not line.startswith("#")]
