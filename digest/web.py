@@ -13,6 +13,7 @@ LimitNOFILE=, TasksMax= and MemoryMax= are sized from LIMITS (tests/test_systemd
 
 from __future__ import annotations
 
+import contextlib
 import html
 import logging
 import threading
@@ -227,6 +228,16 @@ class _Server(TcpWSGIServer):
     """waitress's server, also closing connections that drip one request for too long."""
 
     request_seconds = LIMITS.request_seconds
+    stopping = False  # set by WebServer.stop: the loop closes every socket and ends
+    sockets: _SocketMap  # its socket map, as WebServer made it
+
+    def readable(self) -> bool:
+        # Asked on every pass of the loop (at least once a second): the way to stop that
+        # does not depend on the trigger pipe, which a pass can find closed.
+        if self.stopping:
+            wasyncore.close_all(self.sockets)
+            return False
+        return bool(super().readable())
 
     def maintenance(self, now: int) -> None:  # types-waitress's int: time.time() really
         super().maintenance(now)
@@ -301,6 +312,7 @@ class WebServer:
             self.dispatcher.shutdown(timeout=1)
             raise
         self.server.request_seconds = limits.request_seconds
+        self.server.sockets = self.sockets
         self.thread = threading.Thread(target=self.server.run, name="web", daemon=True)
 
     @property
@@ -317,9 +329,13 @@ class WebServer:
         if not self.thread.is_alive():
             self._close_all()
             return
-        # The loop thread owns the sockets: it closes them all, and stops once none is left.
+        # The loop thread owns the sockets: it closes them all on its next pass, and stops
+        # once none is left. The trigger wakes it at once; should the pipe be gone, the
+        # pass comes within the loop's timeout anyway.
+        self.server.stopping = True
         wake = cast("trigger.trigger", self.server.trigger)  # the stub says int
-        wake.pull_trigger(self._close_all)
+        with contextlib.suppress(OSError):
+            wake.pull_trigger(self._close_all)
         self.thread.join(timeout)
 
     def _close_all(self, _: None = None) -> None:  # the stub's thunk takes an argument

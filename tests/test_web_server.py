@@ -248,6 +248,24 @@ def daemon_with_web(
         daemon.kill()
 
 
+def test_stop_closes_everything_even_without_its_wake_up_pipe(app: Unsubscriber) -> None:
+    server = WebServer(app, HOST, 0).start()
+    port = server.port
+    clients = idle(port, 20)
+    until(lambda: status(port, request("GET", "/")) == 404, deadline=10)
+    # The pipe stop() uses to wake the loop at once, found closed (as a pass once did).
+    os.close(server.server.trigger.trigger)
+
+    server.stop()
+
+    assert not server.thread.is_alive()
+    assert all(closed_by_server(c) for c in clients)
+    for client in clients:
+        client.close()
+    with pytest.raises(OSError):
+        socket.create_connection((HOST, port), timeout=5).close()
+
+
 def test_digest_run_serves_the_endpoint_and_stops_with_connections_open(
     daemon_with_web: Callable[[], tuple[DaemonProcess, int]], env: dict[str, str]
 ) -> None:
