@@ -67,7 +67,7 @@ class Mailroom:
         Path(self.env["DIGEST_SUBSCRIBERS"]).write_text(
             config_text("") + table + SUBSCRIBERS, encoding="utf-8"
         )
-        _empty(imap)
+        imap.empty()
         smtp.reset()
 
     def config(self) -> Config:
@@ -87,17 +87,6 @@ class Mailroom:
 
     def replies(self) -> list[EmailMessage]:
         return [r.message for r in self.smtp.messages]
-
-
-def _empty(imap: ImapServer) -> None:
-    client = imap.client()
-    try:
-        _status, data = client.search(None, "ALL")
-        if data[0]:
-            client.store("1:*", "+FLAGS.SILENT", "(\\Deleted)")
-            client.expunge()
-    finally:
-        client.logout()
 
 
 def mail(sender: str, subject: str = "", body: str = "", **headers: str) -> bytes:

@@ -68,14 +68,7 @@ def dovecot_server() -> Iterator[ImapServer]:
 @pytest.fixture
 def imap(dovecot_server: ImapServer) -> ImapServer:
     """The shared dovecot with an empty INBOX."""
-    client = dovecot_server.client()
-    try:
-        _status, data = client.search(None, "ALL")
-        if data[0]:
-            client.store("1:*", "+FLAGS.SILENT", "(\\Deleted)")
-            client.expunge()
-    finally:
-        client.logout()
+    dovecot_server.empty()
     return dovecot_server
 
 

@@ -238,6 +238,17 @@ service ipc {{
         client.select("INBOX")
         return client
 
+    def empty(self) -> None:
+        """Delete every mail in INBOX, so the next test starts from nothing."""
+        client = self.client()
+        try:
+            _status, data = client.search(None, "ALL")
+            if data[0]:
+                client.store("1:*", "+FLAGS.SILENT", "(\\Deleted)")
+                client.expunge()
+        finally:
+            client.logout()
+
     def append(self, *messages: bytes) -> list[int]:
         """Deliver mails into INBOX (IMAP APPEND), as the mail server would; their UIDs."""
         uids = []
