@@ -14,7 +14,7 @@ import re
 import tomllib
 from array import array
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import time
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -159,7 +159,7 @@ class Findings:
     username_from: str = ""  # where [smtp] username came from: "FILE:LINE" or the variable
 
 
-MAX_WARNINGS = 20  # of one kind; a repeated keyword costs a pass over the file to find its line
+MAX_WARNINGS = 20  # of one kind
 
 
 @dataclass(frozen=True)
@@ -233,17 +233,22 @@ class _Locator:
 
     def key(self, table_line: int | None, key: str) -> int | None:
         """Line of `key = …` inside the table starting at table_line (None: top level)."""
-        start = table_line or 0
+        return self.keys([table_line], key)[0]
+
+    def keys(self, table_lines: list[int | None], key: str) -> list[int | None]:
+        """`key`, for each of several tables, from one more read of the file."""
         self.file.seek(0)
         lines = self.file.read().decode("utf-8", "replace").removeprefix(BOM).split("\n")
         starts = sorted([*self.others, *self.subscribers])
-        following = bisect.bisect_right(starts, start)
-        end = starts[following] if following < len(starts) else len(lines) + 1
         pattern = re.compile(rf'^\s*("{re.escape(key)}"|{re.escape(key)})\s*=')
-        for number in range(start + 1, min(end, len(lines) + 1)):
-            if pattern.match(lines[number - 1]):
-                return number
-        return table_line
+        found: list[int | None] = []
+        for table_line in table_lines:
+            start = table_line or 0
+            following = bisect.bisect_right(starts, start)
+            end = starts[following] if following < len(starts) else len(lines) + 1
+            numbers = range(start + 1, min(end, len(lines) + 1))
+            found.append(next((n for n in numbers if pattern.match(lines[n - 1])), table_line))
+        return found
 
 
 class _Reader:
@@ -728,9 +733,16 @@ class _Repeats:
 
     def add(self, r: _Reader, email: str, first: str, again: str) -> None:
         if len(self.kept) < MAX_WARNINGS:
-            self.kept.append(Repeat(email, r.loc.key(r.line, "keywords"), first, again))
+            self.kept.append(Repeat(email, r.line, first, again))  # the table's line, for now
         else:
             self.more += 1
+
+    def found(self, loc: _Locator) -> tuple[Repeat, ...]:
+        """The repeats kept, each with the line of its `keywords = …`."""
+        if not self.kept:
+            return ()
+        lines = loc.keys([repeat.line for repeat in self.kept], "keywords")
+        return tuple(replace(r, line=n) for r, n in zip(self.kept, lines, strict=True))
 
 
 def _subscriber(
@@ -914,7 +926,7 @@ def _load(path: Path, file: BinaryIO, env: Mapping[str, str], db_path: Path | No
     watched = {k for keys in subscribers.keyword_lists() for k in keys}
     findings = Findings(
         unwatched=tuple((keywords[k].name, n) for k, n in table_lines.items() if k not in watched),
-        repeats=tuple(repeats.kept),
+        repeats=repeats.found(loc),
         more_repeats=repeats.more,
         username_from=_username_from(path, loc, env, smtp),
     )
