@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -446,3 +449,33 @@ def test_every_reason_has_balanced_single_parentheses(text: str, local: bool) ->
     reason = validate_email(text, local_domain=local) or ""
     assert "((" not in reason and "))" not in reason
     assert reason.count("(") == reason.count(")") and "\n" not in reason
+
+
+def test_as_a_user_runs_it_a_bad_url_and_a_warning(tmp_path: Path) -> None:
+    """A real process: the error is one line on stderr, the warning does not change exit 0."""
+    path = tmp_path / "subscribers.toml"
+    path.write_bytes(BOM + (HEAD + '[keywords."persn re-id"]\n' + ONE).encode())
+    root = Path(__file__).resolve().parents[1]
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(root), "DIGEST_SUBSCRIBERS": str(path)}
+    command = [sys.executable, "-m", "digest", "check"]
+
+    bad = subprocess.run(
+        command,
+        cwd=root,
+        env={**env, "DIGEST_ARXIV_URL": "not-a-url"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    good = subprocess.run(
+        command, cwd=root, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+
+    assert (bad.returncode, bad.stdout) == (2, "")
+    assert bad.stderr == f"Error: environment: DIGEST_ARXIV_URL='not-a-url' {URL_ADVICE}\n"
+    assert good.returncode == 0 and good.stdout.startswith(f"{path}: OK: 1 subscriber, 1 keyword")
+    assert good.stderr == (
+        f'Warning: {path}:3: no subscriber watches [keywords."persn re-id"], so its settings '
+        'are not used; did you mean "Person Re-ID"? Rename the table to match it\n'
+    )
