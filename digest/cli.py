@@ -114,13 +114,17 @@ def main(ctx: click.Context, verbose: int) -> None:
 @handle_errors
 def check(subscribers: Path | None, db: Path | None) -> None:
     """Validate subscribers.toml and show what would be watched, by whom."""
+    from digest.config import config_warnings
+
     config = load(subscribers, db)
     watchers: dict[str, list[str]] = {k: [] for k in config.keywords}
     for s in config.subscribers:
         for k in s.keywords:
             watchers[k].append(s.email)
+    people, watched = len(config.subscribers), len(config.keywords)
     click.echo(
-        f"{config.path}: OK: {len(config.subscribers)} subscribers, {len(config.keywords)} keywords; "
+        f"{config.path}: OK: {people} subscriber{'' if people == 1 else 's'}, "
+        f"{watched} keyword{'' if watched == 1 else 's'}; "
         f"daily at {config.digest.send_at:%H:%M} {config.digest.timezone}"
     )
     for key, keyword in config.keywords.items():
@@ -130,6 +134,9 @@ def check(subscribers: Path | None, db: Path | None) -> None:
             + "]"
         )
         click.echo(f"      watched by {', '.join(watchers[key])}")
+    # Accepted, but most likely a mistake: said on stderr like the [inbox] warnings, exit 0.
+    for warning in config_warnings(config):
+        click.echo(f"Warning: {warning}", err=True)
     if config.inbox is not None:
         from digest.inbox import inbox_warnings
 

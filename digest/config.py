@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import difflib
 import os
 import re
 import tomllib
 from array import array
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import time
 from pathlib import Path
 from typing import Any, BinaryIO
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from digest.errors import ConfigError
@@ -37,6 +39,8 @@ _SPACE = re.compile(r"\s")  # exactly what str.isspace() calls whitespace
 _DOMAIN = re.compile(
     r"^(?=.{1,253}$)([A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$"
 )
+# One DNS label, such as localhost: a local MTA's own name. Linear: one bounded repeat.
+_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 # A dot-atom local part in ASCII (what the RFC 5322 parser accepts without remark), then a domain.
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _PLAIN_ADDRESS = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9.-]+")
@@ -46,6 +50,9 @@ _PLAIN_ADDRESS = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9.-]+")
 _LOCAL = re.compile(rf'{_ATEXT}(?:\.{_ATEXT})*|"(?:[ !#-\[\]-~]|\\[ -~])*"')
 MAX_EMAIL_LENGTH = 254  # RFC 5321 4.5.3.1: a path of 256 with its angle brackets
 MAX_LOCAL_LENGTH = 64
+BOM = "\ufeff"  # Windows editors start a UTF-8 file with it; tomllib refuses it
+_BOM_BYTES = BOM.encode()
+OFFLINE_ARXIV_URL = "http://127.0.0.1:8765/api/query"  # the README's offline example
 
 
 def keyword_key(name: str) -> str:
@@ -133,6 +140,29 @@ class InboxSettings:
 
 
 @dataclass(frozen=True)
+class Repeat:
+    """A keyword written twice in one subscriber's list (the second is dropped)."""
+
+    email: str
+    line: int | None  # of the subscriber's `keywords = …`
+    first: str  # the keyword as written the first time
+    again: str  # and the second time
+
+
+@dataclass(frozen=True)
+class Findings:
+    """What load_config accepted but noticed, with where it is, for config_warnings."""
+
+    unwatched: tuple[tuple[str, int | None], ...] = ()  # [keywords."…"] tables, with their line
+    repeats: tuple[Repeat, ...] = ()  # the first MAX_WARNINGS of them
+    more_repeats: int = 0  # beyond those
+    username_from: str = ""  # where [smtp] username came from: "FILE:LINE" or the variable
+
+
+MAX_WARNINGS = 20  # of one kind
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything one run needs to know, validated."""
 
@@ -149,6 +179,7 @@ class Config:
     web: WebSettings | None = None
     secret: bytes | None = field(default=None, repr=False)  # signs links: tokens.load_secret
     inbox: InboxSettings | None = None
+    findings: Findings = Findings()
 
     def keyword_names(self, keys: tuple[str, ...]) -> list[str]:
         """Display names for keyword keys, in the given order."""
@@ -175,8 +206,9 @@ class _Locator:
         self.offsets = array("Q")
         offset = 0
         for number, raw in enumerate(file, start=1):
-            if raw.lstrip(b" \t")[:1] == b"[":  # TOML's whitespace; few lines get further
-                match = self._HEADER.match(raw.decode("utf-8", "replace"))
+            line = raw.removeprefix(_BOM_BYTES) if number == 1 else raw
+            if line.lstrip(b" \t")[:1] == b"[":  # TOML's whitespace; few lines get further
+                match = self._HEADER.match(line.decode("utf-8", "replace"))
                 if match:
                     name = re.sub(r"\s*\.\s*", ".", match.group(2)).replace("'", '"')
                     if name == "subscriber" and match.group(1) == "[[":
@@ -201,17 +233,22 @@ class _Locator:
 
     def key(self, table_line: int | None, key: str) -> int | None:
         """Line of `key = …` inside the table starting at table_line (None: top level)."""
-        start = table_line or 0
+        return self.keys([table_line], key)[0]
+
+    def keys(self, table_lines: list[int | None], key: str) -> list[int | None]:
+        """`key`, for each of several tables, from one more read of the file."""
         self.file.seek(0)
-        lines = self.file.read().decode("utf-8", "replace").split("\n")
+        lines = self.file.read().decode("utf-8", "replace").removeprefix(BOM).split("\n")
         starts = sorted([*self.others, *self.subscribers])
-        following = bisect.bisect_right(starts, start)
-        end = starts[following] if following < len(starts) else len(lines) + 1
         pattern = re.compile(rf'^\s*("{re.escape(key)}"|{re.escape(key)})\s*=')
-        for number in range(start + 1, min(end, len(lines) + 1)):
-            if pattern.match(lines[number - 1]):
-                return number
-        return table_line
+        found: list[int | None] = []
+        for table_line in table_lines:
+            start = table_line or 0
+            following = bisect.bisect_right(starts, start)
+            end = starts[following] if following < len(starts) else len(lines) + 1
+            numbers = range(start + 1, min(end, len(lines) + 1))
+            found.append(next((n for n in numbers if pattern.match(lines[n - 1])), table_line))
+        return found
 
 
 class _Reader:
@@ -280,11 +317,12 @@ class _Reader:
         return [v.strip() for v in value]
 
 
-def validate_email(address: str) -> str | None:
+def validate_email(address: str, *, local_domain: bool = False) -> str | None:
     """The reason an address is unusable, or None when it is fine. Never raises.
 
     We do not negotiate SMTPUTF8, so the address must be ASCII: an internationalised
-    domain is written in its ASCII (xn--) form.
+    domain is written in its ASCII (xn--) form. `local_domain` also accepts a domain of
+    one label (digest@localhost), for digest's own addresses on a local-only mail server.
     """
     if len(address) > MAX_EMAIL_LENGTH:  # checked first: nothing below reads a long text
         return f"is {len(address)} characters long; an address has at most {MAX_EMAIL_LENGTH}"
@@ -312,10 +350,10 @@ def validate_email(address: str) -> str | None:
         )
     if len(local) > MAX_LOCAL_LENGTH:
         return f"has {len(local)} characters before the @; the limit is {MAX_LOCAL_LENGTH}"
-    return _domain_problem(domain)
+    return _domain_problem(domain, local_domain)
 
 
-def _domain_problem(domain: str) -> str | None:
+def _domain_problem(domain: str, local_domain: bool) -> str | None:
     """The reason the part after the @ is not a domain we can send to, or None."""
     if not domain:
         return "has nothing after the @; expected name@domain.tld"
@@ -332,6 +370,15 @@ def _domain_problem(domain: str) -> str | None:
         return "has an empty part in its domain (a dot at its start or two dots in a row)"
     if "@" in domain:
         return "has more than one @; expected name@domain.tld"
+    if "." not in domain and _LABEL.fullmatch(domain):
+        if local_domain:
+            return None
+        # A subscriber at a name without a dot is far more often a typo (reader@gmail).
+        return (
+            "has no dot after the @; a subscriber needs a full domain such as example.org, "
+            "only digest's own addresses ([digest] from, [inbox] address) may be local "
+            "like digest@localhost"
+        )
     if not _DOMAIN.match(domain):
         return "has an invalid domain after the @; expected a name such as example.org"
     return None
@@ -374,7 +421,7 @@ def _parse(path: Path, data: bytes) -> dict[str, Any]:
             f"{path}:{number}: not UTF-8 text ({e.reason} at byte {e.start}); save the file as UTF-8"
         ) from e
     try:
-        return tomllib.loads(text)
+        return tomllib.loads(text.removeprefix(BOM))
     except tomllib.TOMLDecodeError as e:
         match = re.search(r"\(at line (\d+), column (\d+)\)", str(e))
         reason = re.sub(r"\s*\(at (line|end of document).*\)$", "", str(e))
@@ -397,7 +444,7 @@ def _load_toml(path: Path, file: BinaryIO) -> tuple[_Locator, dict[str, Any], It
     if slices:
         file.seek(0)
         try:
-            data = tomllib.loads(file.read(slices[0][0]).decode("utf-8"))
+            data = tomllib.loads(file.read(slices[0][0]).decode("utf-8").removeprefix(BOM))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError):
             data = {"subscriber": None}  # e.g. cut inside a string: parse it whole
         if "subscriber" not in data:
@@ -440,7 +487,7 @@ def _digest_settings(r: _Reader) -> DigestSettings:
     )
     sender = r.string("from", required=True) or ""
     _name, _, addr = sender.rpartition("<")
-    reason = validate_email(addr.rstrip(">").strip() if addr else sender)
+    reason = validate_email(addr.rstrip(">").strip() if addr else sender, local_domain=True)
     if reason:
         raise r.fail("from", f"'from' {reason}; write it as \"Name <address@example.org>\"")
     zone = r.string("timezone", "UTC") or "UTC"
@@ -480,17 +527,22 @@ def _smtp_settings(r: _Reader, env: Mapping[str, str]) -> SmtpSettings:
             "processes",
         )
     )
-    security = env.get("DIGEST_SMTP_SECURITY") or r.string("security", "starttls") or "starttls"
+    # The file's values are checked even where a variable overrides them, and a bad
+    # variable is reported as the variable: the file's line is not what is wrong.
+    security = r.string("security", "starttls") or "starttls"
     if security not in SECURITY_MODES:
         raise r.fail("security", f"'security' must be one of {', '.join(SECURITY_MODES)}")
+    security = _env_choice(env, "DIGEST_SMTP_SECURITY", SECURITY_MODES) or security
     port = r.integer("port", DEFAULT_PORTS[security], 1, 65535)
     if env.get("DIGEST_SMTP_PORT"):
         port = _env_int(env, "DIGEST_SMTP_PORT", 1, 65535)
+    host = r.string("host", "localhost") or "localhost"
+    username = r.string("username")
     return SmtpSettings(
-        host=env.get("DIGEST_SMTP_HOST") or r.string("host", "localhost") or "localhost",
+        host=_env_text(env, "DIGEST_SMTP_HOST", "a host name or address") or host,
         port=port,
         security=security,
-        username=env.get("DIGEST_SMTP_USERNAME") or r.string("username"),
+        username=_env_text(env, "DIGEST_SMTP_USERNAME", "a user name") or username,
         password=_secret(env, "DIGEST_SMTP_PASSWORD", "smtp-password"),
         timeout=r.number("timeout", 30.0, 1.0, 600.0),
         connections=r.integer("connections", 4, 1, 64),
@@ -498,6 +550,68 @@ def _smtp_settings(r: _Reader, env: Mapping[str, str]) -> SmtpSettings:
         backoff=r.number("backoff", 2.0, 0.0, 600.0),
         processes=r.integer("processes", 0, 0, 64),
     )
+
+
+def _shown(value: str) -> str:
+    """A variable's value for a one-line message: quoted, escaped, cut at 80 characters."""
+    return repr(value[:80]) + ("…" if len(value) > 80 else "")
+
+
+def _env_choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str | None:
+    value = env.get(name)
+    if value and value not in choices:
+        raise ConfigError(
+            f"environment: {name}={_shown(value)} must be one of {', '.join(choices)}; "
+            "fix it or unset it to use the file's value"
+        )
+    return value or None
+
+
+def _env_text(env: Mapping[str, str], name: str, what: str) -> str | None:
+    value = env.get(name)
+    if value and (_CONTROL.search(value) or _SPACE.search(value)):
+        raise ConfigError(
+            f"environment: {name}={_shown(value)} must be {what} without spaces or control "
+            "characters; fix it or unset it to use the file's value"
+        )
+    return value or None
+
+
+def _env_file(env: Mapping[str, str], name: str, signed: str) -> str | None:
+    value = env.get(name)
+    if value and not Path(value).is_file():
+        raise ConfigError(
+            f"environment: {name}={_shown(value)} is not a file; point it at the PEM file of "
+            f"the CA certificates that signed {signed}, or unset it to use the system's"
+        )
+    return value or None
+
+
+def _arxiv_url(env: Mapping[str, str]) -> str:
+    """DIGEST_ARXIV_URL, checked before anything is fetched."""
+    value = env.get("DIGEST_ARXIV_URL")
+    if not value:
+        return ARXIV_API_URL
+    try:
+        parts = urlsplit(value)
+        usable = (
+            parts.scheme.lower() in ("http", "https")
+            and bool(parts.hostname)
+            and parts.port != 0  # reading .port raises ValueError when it is not a number
+            and not parts.query
+            and not parts.fragment
+            and not _CONTROL.search(value)
+            and not _SPACE.search(value)
+        )
+    except ValueError:
+        usable = False
+    if not usable:
+        raise ConfigError(
+            f"environment: DIGEST_ARXIV_URL={_shown(value)} must be an http or https URL with "
+            f"a host and no query, e.g. {ARXIV_API_URL} (or {OFFLINE_ARXIV_URL} for the "
+            "offline example); fix it or unset it"
+        )
+    return value
 
 
 def _env_int(env: Mapping[str, str], name: str, low: int, high: int) -> int:
@@ -544,7 +658,10 @@ def _secret(env: Mapping[str, str], name: str, credential: str) -> str | None:
         ) from e
 
 
-def _keyword_tables(path: Path, loc: _Locator, data: Mapping[str, Any]) -> dict[str, Keyword]:
+def _keyword_tables(
+    path: Path, loc: _Locator, data: Mapping[str, Any], lines: dict[str, int | None]
+) -> dict[str, Keyword]:
+    """The [keywords."…"] tables by key; `lines` gets the line of each."""
     tables = data.get("keywords", {})
     if not isinstance(tables, dict):
         raise _Reader(path, loc, data, None, "").fail("keywords", "'keywords' must be a table")
@@ -571,6 +688,7 @@ def _keyword_tables(path: Path, loc: _Locator, data: Mapping[str, Any]) -> dict[
         keywords[key] = Keyword(
             key=key, name=" ".join(name.split()), query=query, categories=categories
         )
+        lines[key] = line
     return keywords
 
 
@@ -580,12 +698,15 @@ def _subscribers(
     data: Mapping[str, Any],
     entries: Iterable[Any],
     keywords: dict[str, Keyword],
+    repeats: _Repeats,
 ) -> Subscribers:
     if not isinstance(entries, list | Iterator):
         raise _Reader(path, loc, data, None, "").fail(
             "subscriber", "subscribers are written as [[subscriber]] tables"
         )
-    subscribers = Subscribers(_subscriber(path, loc, i, e, keywords) for i, e in enumerate(entries))
+    subscribers = Subscribers(
+        _subscriber(path, loc, i, e, keywords, repeats) for i, e in enumerate(entries)
+    )
     twice = subscribers.first_duplicate()
     if twice:
         first, second = twice
@@ -603,8 +724,34 @@ def _subscribers(
     return subscribers
 
 
+class _Repeats:
+    """Keywords written twice in one subscriber's list, the first MAX_WARNINGS with lines."""
+
+    def __init__(self) -> None:
+        self.kept: list[Repeat] = []
+        self.more = 0
+
+    def add(self, r: _Reader, email: str, first: str, again: str) -> None:
+        if len(self.kept) < MAX_WARNINGS:
+            self.kept.append(Repeat(email, r.line, first, again))  # the table's line, for now
+        else:
+            self.more += 1
+
+    def found(self, loc: _Locator) -> tuple[Repeat, ...]:
+        """The repeats kept, each with the line of its `keywords = …`."""
+        if not self.kept:
+            return ()
+        lines = loc.keys([repeat.line for repeat in self.kept], "keywords")
+        return tuple(replace(r, line=n) for r, n in zip(self.kept, lines, strict=True))
+
+
 def _subscriber(
-    path: Path, loc: _Locator, index: int, entry: Any, keywords: dict[str, Keyword]
+    path: Path,
+    loc: _Locator,
+    index: int,
+    entry: Any,
+    keywords: dict[str, Keyword],
+    repeats: _Repeats,
 ) -> Subscriber:
     email = entry.get("email") if isinstance(entry, dict) else None
     label = f'subscriber "{email}": ' if isinstance(email, str) else f"subscriber #{index + 1}: "
@@ -616,7 +763,7 @@ def _subscriber(
     reason = validate_email(email)
     if reason:
         raise r.fail("email", f"'email' {reason}")
-    keys: list[str] = []
+    written: dict[str, str] = {}  # each keyword's key, and how this subscriber wrote it
     for name in r.string_list("keywords", required=True):
         reason = validate_keyword(name)
         if reason:
@@ -624,8 +771,11 @@ def _subscriber(
         key = keyword_key(name)
         if key not in keywords:
             keywords[key] = Keyword(key=key, name=" ".join(name.split()), query=phrase_query(name))
-        if key not in keys:
-            keys.append(keywords[key].key)  # one string per keyword, not per subscriber
+        if key in written:
+            repeats.add(r, email, written[key], name)
+        else:
+            written[keywords[key].key] = name  # one string per keyword, not per subscriber
+    keys = list(written)
     return Subscriber(email=email, name=r.string("name"), keywords=tuple(keys))
 
 
@@ -685,7 +835,7 @@ def _inbox_settings(r: _Reader, env: Mapping[str, str]) -> InboxSettings:
     if security not in IMAP_PORTS:
         raise r.fail("security", f"'security' must be one of {', '.join(IMAP_PORTS)}")
     address = r.string("address")
-    if address is not None and (reason := validate_email(address)):
+    if address is not None and (reason := validate_email(address, local_domain=True)):
         raise r.fail("address", f"'address' {reason}")
     max_keywords = r.integer("max_keywords", 20, 1, 1000)
     per_day = r.integer("max_keywords_per_day", 100, 1, 1_000_000)
@@ -709,7 +859,7 @@ def _inbox_settings(r: _Reader, env: Mapping[str, str]) -> InboxSettings:
         max_commands_per_day=r.integer("max_commands_per_day", 20, 1, 10000),
         max_size=r.integer("max_size", 1_000_000, 10_000, 100_000_000),
         confirm_hours=r.integer("confirm_hours", 48, 1, 720),
-        cafile=env.get("DIGEST_INBOX_CAFILE") or None,
+        cafile=_env_file(env, "DIGEST_INBOX_CAFILE", "the IMAP server's certificate"),
         max_replies_per_hour=r.integer("max_replies_per_hour", 100, 1, 1_000_000),
         max_subscribers_per_day=r.integer("max_subscribers_per_day", 20, 1, 1_000_000),
         max_keywords_per_day=per_day,
@@ -756,6 +906,7 @@ def load_config(
 
 
 def _load(path: Path, file: BinaryIO, env: Mapping[str, str], db_path: Path | None) -> Config:
+    arxiv_url = _arxiv_url(env)  # a mistyped variable is named before the file is read
     loc, data, entries = _load_toml(path, file)
     top = _Reader(path, loc, data, None, "")
     top.check_keys(("digest", "smtp", "keywords", "subscriber", "page", "web", "inbox"))
@@ -768,9 +919,17 @@ def _load(path: Path, file: BinaryIO, env: Mapping[str, str], db_path: Path | No
     smtp = _smtp_settings(
         _Reader(path, loc, data.get("smtp", {}), loc.table("smtp"), "[smtp] "), env
     )
-    keywords = _keyword_tables(path, loc, data)
-    subscribers = _subscribers(path, loc, data, entries, keywords)
+    table_lines: dict[str, int | None] = {}
+    keywords = _keyword_tables(path, loc, data, table_lines)
+    repeats = _Repeats()
+    subscribers = _subscribers(path, loc, data, entries, keywords, repeats)
     watched = {k for keys in subscribers.keyword_lists() for k in keys}
+    findings = Findings(
+        unwatched=tuple((keywords[k].name, n) for k, n in table_lines.items() if k not in watched),
+        repeats=repeats.found(loc),
+        more_repeats=repeats.more,
+        username_from=_username_from(path, loc, env, smtp),
+    )
     web = None
     if "web" in data:
         web = _web_settings(_Reader(path, loc, data["web"], loc.table("web"), "[web] "))
@@ -788,11 +947,81 @@ def _load(path: Path, file: BinaryIO, env: Mapping[str, str], db_path: Path | No
         keywords={k: v for k, v in keywords.items() if k in watched},
         subscribers=subscribers,
         db_path=db_path or default_db_path(env),
-        arxiv_url=env.get("DIGEST_ARXIV_URL") or ARXIV_API_URL,
+        arxiv_url=arxiv_url,
         arxiv_delay=_env_float(env, "DIGEST_ARXIV_DELAY", 3.0, 0.0, 600.0),
         arxiv_timeout=_env_float(env, "DIGEST_ARXIV_TIMEOUT", 30.0, 1.0, 600.0),
         page=_page_settings(_Reader(path, loc, data.get("page", {}), loc.table("page"), "[page] ")),
         web=web,
         secret=secret,
         inbox=_inbox(path, loc, data, env),
+        findings=findings,
     )
+
+
+def _username_from(path: Path, loc: _Locator, env: Mapping[str, str], smtp: SmtpSettings) -> str:
+    """Where [smtp] username came from, when a warning will name it (no password)."""
+    if smtp.username is None or smtp.password is not None:
+        return ""
+    if env.get("DIGEST_SMTP_USERNAME"):
+        return "environment: DIGEST_SMTP_USERNAME"
+    line = loc.key(loc.table("smtp"), "username")
+    return f"{path}:{line}: [smtp] username" if line else f"{path}: [smtp] username"
+
+
+def config_warnings(config: Config) -> list[str]:
+    """What the file and environment allow but is most likely a mistake, for `digest check`."""
+    return [
+        *_unwatched_warnings(config),
+        *_repeat_warnings(config),
+        *_password_warnings(config),
+    ]
+
+
+def _unwatched_warnings(config: Config) -> Iterator[str]:
+    # A typo in a table's name drops its categories without a word: name the likely keyword.
+    watched = {key: keyword.name for key, keyword in config.keywords.items()}
+    unwatched = config.findings.unwatched
+    for name, line in unwatched[:MAX_WARNINGS]:
+        where = f"{config.path}:{line}" if line else str(config.path)
+        close = difflib.get_close_matches(keyword_key(name), watched, n=1, cutoff=0.8)
+        advice = (
+            f'did you mean "{watched[close[0]]}"? Rename the table to match it'
+            if close
+            else "add the keyword to a subscriber's list, or delete the table"
+        )
+        yield (
+            f'{where}: no subscriber watches [keywords."{name}"], so its settings are not '
+            f"used; {advice}"
+        )
+    if len(unwatched) > MAX_WARNINGS:
+        more = len(unwatched) - MAX_WARNINGS
+        yield f"{config.path}: {_count(more, 'more keyword table')} watched by no subscriber"
+
+
+def _repeat_warnings(config: Config) -> Iterator[str]:
+    for repeat in config.findings.repeats:
+        where = f"{config.path}:{repeat.line}" if repeat.line else str(config.path)
+        also = "" if repeat.again == repeat.first else f', first as "{repeat.first}"'
+        yield (
+            f'{where}: subscriber "{repeat.email}" lists the keyword "{repeat.again}" twice'
+            f"{also}; remove one"
+        )
+    if config.findings.more_repeats:
+        more = _count(config.findings.more_repeats, "more keyword")
+        yield f"{config.path}: {more} written twice in a subscriber's list"
+
+
+def _password_warnings(config: Config) -> Iterator[str]:
+    if config.smtp.username and config.smtp.password is None:
+        where = config.findings.username_from or f"{config.path}: [smtp] username"
+        yield (
+            f"{where} is set but no password was found (DIGEST_SMTP_PASSWORD, "
+            "DIGEST_SMTP_PASSWORD_FILE or the systemd credential smtp-password): mail goes "
+            "out without logging in, which most servers refuse; set one, or remove the "
+            "username if the server needs no login"
+        )
+
+
+def _count(number: int, noun: str) -> str:
+    """ "1 keyword", "2 keywords": English plurals of the nouns used here."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
