@@ -359,6 +359,8 @@ class Run:
         self._pool: _SendingProcesses | None = None
         self.cafile = cafile
         self.sender = Sender(config.smtp, cafile=cafile)
+        self._smtp_error = ""  # why the SMTP server could not be reached, once it could not
+        self._counted: set[int] = set()  # digests already counted as failed for that
         self.report = RunReport(digest_date_for(now, config.digest.timezone))
         # fetch=False plans from what is stored (previews); cancel stops between messages,
         # leaving the rest pending in the outbox for the next run.
@@ -549,6 +551,11 @@ class Run:
         total = self.store.pending_count()
         if not total:
             return
+        if self.report.smtp_unreachable:
+            # Found unreachable earlier in this run: not tried again within it (the retries
+            # took their time already), and each waiting digest is counted once.
+            self._unreachable(self._smtp_error)
+            return
         if self.dry_run:
             for o, data, counts, html, subject in self._envelopes():
                 self.on_preview(Preview(o.email, counts, subject, data, html))
@@ -563,12 +570,20 @@ class Run:
             # Nothing was sent: the digests stay pending and go out with the next run.
             log.error("%s", e)
             self.report.smtp_unreachable = True
-            self.report.failed.extend((o.email, str(e)) for o in self.store.pending())
+            self._smtp_error = str(e)
+            self._unreachable(self._smtp_error)
             return
         if self.processes > 1:
             self._send_in_processes(total)
         else:
             asyncio.run(self._deliver(total=total))
+
+    def _unreachable(self, reason: str) -> None:
+        """Count each pending digest not yet counted as failed: the server cannot be reached."""
+        for o in self.store.pending():
+            if o.digest_id not in self._counted:
+                self._counted.add(o.digest_id)
+                self.report.failed.append((o.email, reason))
 
     def _processes(self, total: int) -> int:
         """How many processes send: [smtp] processes, or by default one per CPU for large runs."""
