@@ -206,7 +206,7 @@ class ArxivSource:
                 reason = _describe(e)
                 if attempt == self.attempts:
                     raise FetchError(
-                        f'keyword "{keyword.name}": arXiv failed {attempt} times, last: {reason}; '
+                        f'keyword "{keyword.name}": arXiv failed {_times(attempt)}, last: {reason}; '
                         "its papers will come with the next successful run"
                     ) from e
                 wait = self._backoff(attempt, e)
@@ -232,6 +232,10 @@ class ArxivSource:
             return min(error.retry_after, MAX_RETRY_AFTER)
         # Backoff scales with arXiv's requested spacing (3 s by default): 3, 6, 12 … 60 s.
         return min(self.delay * 2.0 ** (attempt - 1), 60.0)
+
+
+def _times(count: int) -> str:
+    return "once" if count == 1 else f"{count} times"
 
 
 def _describe(error: Exception) -> str:

@@ -58,6 +58,7 @@ from digest.store import Contents, Outgoing, Plan, Store, state_error
 from digest.subscribers import Subscriber, Subscribers
 from digest.tokens import make_mail_code
 from digest.web import unsubscribe_url
+from digest.words import plural
 
 log = logging.getLogger("digest.run")
 
@@ -397,7 +398,11 @@ class Run:
         if not self.dry_run:  # a dry run's copy is thrown away anyway
             kept = timedelta(days=self.config.digest.keep_days)
             if pruned := self.store.prune(self.now - kept):
-                log.info("removed %d digests done more than %d days ago", pruned, kept.days)
+                log.info(
+                    "removed %s done more than %s ago",
+                    plural(pruned, "digest"),
+                    plural(kept.days, "day"),
+                )
         self.report.arxiv_requests = self.source.requests_made
         self.report.inlinings += self.renderer.inlined
         status = self._status()
@@ -413,12 +418,11 @@ class Run:
         )
         self.progress.finish()
         log.info(
-            "run finished: %d arXiv requests, %d premailer calls, %d contents built, "
-            "%d sending processes",
-            self.report.arxiv_requests,
-            self.report.inlinings,
-            self.built,
-            self.processes,
+            "run finished: %s, %s, %s built, %s",
+            plural(self.report.arxiv_requests, "arXiv request"),
+            plural(self.report.inlinings, "premailer call"),
+            plural(self.built, "content"),
+            plural(self.processes, "sending process", "sending processes"),
         )
         return self.report
 
@@ -486,6 +490,7 @@ class Run:
         # A keyword that failed today keeps its watermark, so its papers come next time.
         skipped = {k for k, kw in self.config.keywords.items() if kw.name.casefold() in failed}
         counts: dict[tuple[object, ...], int] = {}
+        planned_contents: set[tuple[object, ...]] = set()  # those some digest was planned with
         contents = Contents(self.store)
 
         waiting = 0
@@ -514,6 +519,7 @@ class Run:
                     counts[group] = contents.count(plan)
                 if counts[group] == 0 and not self.config.digest.send_empty:
                     continue
+                planned_contents.add(group)
                 yield (
                     subscriber,
                     f"<{date_text}.{secrets.token_hex(8)}@{domain}>",
@@ -524,12 +530,16 @@ class Run:
         # Streamed into the outbox (in one transaction): no list of every digest in memory.
         planned = self.store.plan_digests(run_id, date_text, rows(), self.now)
         self.report.planned += planned
-        log.info("planned %d digests (%d distinct contents)", planned, len(counts))
+        log.info(
+            "planned %s (%s)",
+            plural(planned, "digest"),
+            plural(len(planned_contents), "distinct content"),
+        )
         if waiting:
             log.warning(
-                "%d subscribers still have an earlier digest waiting; they get today's papers "
-                "with the next run after it goes out",
-                waiting,
+                "%s an earlier digest waiting; they get today's papers with the next run "
+                "after it goes out",
+                plural(waiting, "subscriber still has", "subscribers still have"),
             )
 
     def _with_watermarks(
@@ -644,12 +654,12 @@ class Run:
                     level,
                 )
             )
+        failed_before = len(self.report.failed)
         futures = [self._pool.submit(share) for share in shares]
         while wait(futures, timeout=0.5).not_done:
             if self.cancel.is_set():
                 self._pool.stop.set()
             self.progress.sending(total - self.store.pending_count(), total)
-        self.progress.sending(total - self.store.pending_count(), total)
         for future in futures:
             try:
                 sent = future.result()
@@ -668,13 +678,15 @@ class Run:
             self.report.failed += sent.report.failed
             self.report.inlinings += sent.report.inlinings
             self.built += sent.built
+        failed = len(self.report.failed) - failed_before
+        self.progress.sending(total - self.store.pending_count(), total, failed)
 
     async def _deliver(
         self, low: str | None = None, high: str | None = None, total: int = 0
     ) -> None:
         """Send the pending digests of the plans from `low` to `high`."""
         in_flight: dict[int, Outgoing] = {}
-        done = 0
+        done = failed = 0
         address = sender_address(self.config.digest.sender)
 
         async def envelopes() -> AsyncIterator[Envelope]:
@@ -683,15 +695,16 @@ class Run:
                 yield Envelope(o.digest_id, address, o.address, data, crlf_only=True)
 
         def on_outcome(outcome: Outcome) -> None:
-            nonlocal done
+            nonlocal done, failed
             done += 1
             o = in_flight.pop(outcome.key)
             if outcome.accepted:
                 self.store.mark_sent(o.digest_id, o.email, o.plan, datetime.now(UTC))
                 self.report.sent += 1
             else:
+                failed += 1
                 self._failed(o, outcome)
-            self.progress.sending(done, total)
+            self.progress.sending(done, total, failed)
 
         await self.sender.deliver(envelopes(), on_outcome, stop=self.cancel.is_set)
 
@@ -703,9 +716,9 @@ class Run:
         limit = self.config.digest.bounce_limit
         if outcome.permanent and self.store.permanent_failure(o.email, reason, limit, self.now):
             log.error(
-                "%s: %d permanent failures in a row; paused until `digest reenable %s`",
+                "%s: %s in a row; paused until `digest reenable %s`",
                 o.email,
-                limit,
+                plural(limit, "permanent failure"),
                 o.email,
             )
 

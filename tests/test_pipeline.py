@@ -509,3 +509,27 @@ def test_papers_with_hostile_fields_are_delivered_in_a_bounded_digest(
         assert len(record.data) < 300_000, "a digest's size stays bounded"
         text = text_part(record.message)
         assert "\x00" not in text and "\u202e" not in text
+
+
+def test_log_lines_count_what_happened_in_the_right_number(
+    write_config: WriteConfig, smtp: SMTPServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One refusal out of three: 2 sent, not 3; a limit of 1 is "1 permanent failure";
+    a second run with nothing new planned no content."""
+    config = write_config(digest="bounce_limit = 1")
+    smtp.rcpt_reply["student@example.org"] = "550 5.1.1 User unknown"
+    with caplog.at_level("INFO"):
+        run_digest(config)
+        first = [r.getMessage() for r in caplog.records]
+        caplog.clear()
+        run_digest(config, DAY1 + timedelta(hours=1))
+        second = [r.getMessage() for r in caplog.records]
+
+    assert "sent 2 of 3 digests, 1 not delivered" in first
+    assert "planned 3 digests (3 distinct contents)" in first
+    assert (
+        "student@example.org: 1 permanent failure in a row; "
+        "paused until `digest reenable student@example.org`"
+    ) in first
+    assert any(re.search(r"\b1 sending process$", line) for line in first)
+    assert "planned 0 digests (0 distinct contents)" in second
