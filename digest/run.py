@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
-from digest.arxiv_source import ArxivSource
-from digest.config import Config
+from digest.arxiv_source import ArxivSource, ArxivUnreachable
+from digest.config import Config, Keyword
 from digest.errors import (
     EXIT_DELIVERY_FAILED,
     EXIT_FETCH_FAILED,
@@ -96,6 +96,13 @@ class RunReport:
     arxiv_requests: int = 0
     inlinings: int = 0
     smtp_unreachable: bool = False  # digests were waiting and no connection could be made
+    keywords: int = 0  # keywords the run set out to fetch
+    arxiv_unreachable: str | None = None  # the one line saying arXiv could not be reached
+
+    @property
+    def all_keywords_failed(self) -> bool:
+        """The run set out to fetch keywords and not one of them could be fetched."""
+        return self.keywords > 0 and len(self.failed_keywords) >= self.keywords
 
     @property
     def exit_code(self) -> int:
@@ -433,10 +440,7 @@ class Run:
         report = self.report
         if self.cancel.is_set():
             return "interrupted"
-        every_keyword = bool(self.config.keywords) and len(report.failed_keywords) == len(
-            self.config.keywords
-        )
-        if report.sent == 0 and (report.smtp_unreachable or every_keyword):
+        if report.sent == 0 and (report.smtp_unreachable or report.all_keywords_failed):
             return "failed"
         return "ok" if report.exit_code == EXIT_OK else "partial"
 
@@ -455,12 +459,17 @@ class Run:
 
     def _fetch(self) -> None:
         keywords = list(self.config.keywords.values())
+        self.report.keywords = len(keywords)
         for index, keyword in enumerate(keywords, start=1):
             if self.cancel.is_set():
                 return
             self.progress.fetching(index, len(keywords), keyword.name)
             try:
                 papers = self.source.fetch(keyword, self.config.digest.max_per_keyword)
+            except ArxivUnreachable as e:
+                # Every other keyword would fail the same way, each after its own wait.
+                self._unreachable_arxiv(e, keywords[index - 1 :], fetched=index - 1)
+                return
             except FetchError as e:
                 log.error("%s", e)
                 self.report.failed_keywords.append((keyword.name, str(e)))
@@ -469,6 +478,21 @@ class Run:
             self.report.fetched += len(papers)
             self.report.new_papers += len(new)
             self.progress.fetched(keyword.name, len(papers), len(new))
+
+    def _unreachable_arxiv(
+        self, error: ArxivUnreachable, left: list[Keyword], fetched: int
+    ) -> None:
+        """Log one line for arXiv out of reach, and count the keywords left failed for
+        today: their papers come with the next run that reaches it, nothing marked seen."""
+        done = (
+            "no keyword fetched" if not fetched else f"{plural(len(left), 'keyword')} not fetched"
+        )
+        line = (
+            f"{error}; {done}. Offline? Set DIGEST_ARXIV_URL to a local copy (README: Quick start)"
+        )
+        log.error("%s", line)
+        self.report.arxiv_unreachable = line
+        self.report.failed_keywords.extend((k.name, str(error)) for k in left)
 
     # -- plan ------------------------------------------------------------------
 
