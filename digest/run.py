@@ -369,6 +369,7 @@ class Run:
         self.sender = Sender(config.smtp, cafile=cafile)
         self._smtp_error = ""  # why the SMTP server could not be reached, once it could not
         self._counted: set[int] = set()  # digests already counted as failed for that
+        self._named: dict[tuple[str, ...], tuple[str, ...]] = {}  # keys -> their names
         self.report = RunReport(digest_date_for(now, config.digest.timezone))
         # fetch=False plans from what is stored (previews); cancel stops between messages,
         # leaving the rest pending in the outbox for the next run.
@@ -663,9 +664,12 @@ class Run:
         for i in range(count):
             smtp = self.config.smtp
             connections = smtp.connections // count + (i < smtp.connections % count)
-            # The outbox says where each digest goes: no list of subscribers to pass on.
+            # The outbox says where each digest goes: of the subscribers, only those who
+            # spell a keyword their own way are passed on, for their digests' headings.
             config = replace(
-                self.config, smtp=replace(smtp, connections=connections), subscribers=Subscribers()
+                self.config,
+                smtp=replace(smtp, connections=connections),
+                subscribers=self._spellers,
             )
             shares.append(
                 _Share(
@@ -756,7 +760,7 @@ class Run:
         """
         contents = Contents(self.store)
         for _plan, members in groupby(self.store.pending(low, high), key=lambda o: o.plan):
-            built: dict[tuple[str, datetime], _Built | Exception] = {}
+            built: dict[tuple[str, datetime, tuple[str, ...]], _Built | Exception] = {}
             for o in members:
                 if self.cancel.is_set():
                     log.info("stopping: the remaining digests stay pending for the next run")
@@ -774,15 +778,17 @@ class Run:
     def _message(
         self,
         o: Outgoing,
-        built: dict[tuple[str, datetime], _Built | Exception],
+        built: dict[tuple[str, datetime, tuple[str, ...]], _Built | Exception],
         contents: Contents,
     ) -> tuple[Outgoing, bytes, list[tuple[str, int]], str, str]:
-        """One digest's bytes (and what a preview shows), its content built once per plan
-        and date; a content that failed to build fails each of its digests alike."""
+        """One digest's bytes (and what a preview shows), its content built once per plan,
+        date and spelling of its keywords; a content that failed to build fails each of its
+        digests alike."""
         # Digests an earlier run left have their own date: built again for it.
-        if (key := (o.digest_date, o.created)) not in built:
+        names = self._names(o)
+        if (key := (o.digest_date, o.created, names)) not in built:
             try:
-                built[key] = _build(self._job(o), contents, self.renderer)
+                built[key] = _build(self._job(o, names), contents, self.renderer)
             except sqlite3.DatabaseError:
                 raise
             except Exception as e:
@@ -797,13 +803,14 @@ class Run:
         html = personalize(content.rendered, link)[1] if self.dry_run else ""
         return o, data, content.counts, html, content.rendered.subject
 
-    def _job(self, o: Outgoing) -> _Job:
-        """What building the content of `o`'s plan takes, with `o`'s date."""
+    def _job(self, o: Outgoing, names: tuple[str, ...]) -> _Job:
+        """What building the content of `o`'s plan takes, with `o`'s date, its keywords
+        under `names`."""
         address = sender_address(self.config.digest.sender)
         return _Job(
             digest_date=date.fromisoformat(o.digest_date),
             plan=o.plan,
-            names=tuple(self._name(k) for k in o.plan.keywords),
+            names=names,
             from_address=address,
             sender=self.config.digest.sender,
             list_id=f"arXiv digest <digest.{address.replace('@', '.')}>",
@@ -815,6 +822,20 @@ class Run:
     def _name(self, key: str) -> str:
         keyword = self.config.keywords.get(key)
         return keyword.name if keyword else key
+
+    def _names(self, o: Outgoing) -> tuple[str, ...]:
+        """The plan's keywords as `o`'s reader writes them (the file as it reads now)."""
+        keys = o.plan.keywords
+        if (names := self._named.get(keys)) is None:
+            names = self._named[keys] = tuple(self._name(k) for k in keys)
+        if self._spellers and (reader := self._spellers.find(o.email)) is not None:
+            return tuple(reader.spelled(k, n) for k, n in zip(keys, names, strict=True))
+        return names
+
+    @functools.cached_property
+    def _spellers(self) -> Subscribers:
+        """The subscribers who spell a keyword their own way."""
+        return self.config.subscribers.spelling_their_own()
 
     @property
     def _web_links(self) -> bool:
