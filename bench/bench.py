@@ -43,8 +43,10 @@ from digest.store import Store  # noqa: E402
 from tests.fakes.arxiv_server import FakeArxiv, load_reference  # noqa: E402
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
-PLANNED = re.compile(r"planned (\d+) digests \((\d+) distinct contents\)")
-FINISHED = re.compile(r"(\d+) arXiv requests, (\d+) premailer calls, .*?(\d+) sending processes")
+PLANNED = re.compile(r"planned (\d+) digests? \((\d+) distinct contents?\)")
+FINISHED = re.compile(
+    r"(\d+) arXiv requests?, (\d+) premailer calls?, .*?(\d+) sending process(?:es)?"
+)
 SENT = re.compile(r"sent (\d+) digests, (\d+) failed")
 
 

@@ -7,12 +7,14 @@ across keywords. Nothing here stores, dedupes across keywords, or renders.
 from __future__ import annotations
 
 import logging
+import socket
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import arxiv
 import requests
@@ -28,6 +30,9 @@ USER_AGENT = f"digest/{__version__} (arXiv-to-inbox notifier; +https://pypi.org/
 _ATOM = "{http://www.w3.org/2005/Atom}"
 _OPENSEARCH = "{http://a9.com/-/spec/opensearch/1.1/}"
 MAX_RETRY_AFTER = 300.0
+# Seconds to wait for a connection, apart from the read timeout (DIGEST_ARXIV_TIMEOUT): a
+# firewall that drops packets then costs this once per try, not the read timeout.
+CONNECT_TIMEOUT = 10.0
 # The most of one answer read into memory. A page holds at most 2,000 entries (the
 # max_per_keyword cap and arXiv's own); a real entry is 2-4 KB (an abstract is at most
 # 1,920 characters), so a full page is under 8 MB and 20 MB leaves room for long author
@@ -41,6 +46,14 @@ _CHUNK = 1 << 16
 
 class _BadFeed(Exception):
     """arXiv answered 200 with something that is not a usable Atom feed."""
+
+
+class ArxivUnreachable(FetchError):
+    """arXiv's host cannot be reached at all: every other keyword would fail the same way."""
+
+    def __init__(self, host: str, reason: str) -> None:
+        super().__init__(f"arXiv API at {host} cannot be reached ({reason})")
+        self.host, self.reason = host, reason
 
 
 class _Throttled(Exception):
@@ -67,9 +80,9 @@ def _retry_after(value: str | None) -> float | None:
 class _Session(requests.Session):
     """The arxiv package sets no timeout and its own User-Agent; this adds ours and checks bodies."""
 
-    def __init__(self, timeout: float) -> None:
+    def __init__(self, timeout: float, connect_timeout: float = CONNECT_TIMEOUT) -> None:
         super().__init__()
-        self.timeout = timeout
+        self.timeout = (min(connect_timeout, timeout), timeout)  # (connect, read)
         self.count = 0
 
     def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> Any:
@@ -175,13 +188,15 @@ class ArxivSource:
         *,
         delay: float = 3.0,
         timeout: float = 30.0,
+        connect_timeout: float = CONNECT_TIMEOUT,
         attempts: int = 3,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.client = arxiv.Client(page_size=100, delay_seconds=delay, num_retries=0)
         # The class attribute is arXiv's real endpoint; this client asks the configured one.
         self.client.query_url_format = url + "?{}"
-        self.session = _Session(timeout)
+        self.session = _Session(timeout, connect_timeout)
+        self.host = urlsplit(url).netloc or url
         self.client._session = self.session
         self.delay, self.attempts, self.sleep = delay, attempts, sleep
 
@@ -190,7 +205,8 @@ class ArxivSource:
         return self.session.count
 
     def fetch(self, keyword: Keyword, limit: int) -> list[Paper]:
-        """The newest `limit` papers for a keyword, newest first; FetchError when arXiv fails."""
+        """The newest `limit` papers for a keyword, newest first; FetchError when arXiv fails,
+        ArxivUnreachable when its host cannot be reached at all."""
         search = arxiv.Search(
             query=build_query(keyword),
             max_results=limit,
@@ -204,9 +220,15 @@ class ArxivSource:
                 return self._fetch_once(search)
             except (_Throttled, _BadFeed, arxiv.ArxivError, requests.RequestException) as e:
                 reason = _describe(e)
+                unreachable = _unreachable(e)
+                # A name that does not resolve or a refused connection fail again at once
+                # (the daemon tries a failed day again later); a connect timeout may be one
+                # lost packet, so it has its tries, each costing only the connect timeout.
+                if unreachable and (attempt == self.attempts or unreachable != _SILENT):
+                    raise ArxivUnreachable(self.host, unreachable) from e
                 if attempt == self.attempts:
                     raise FetchError(
-                        f'keyword "{keyword.name}": arXiv failed {attempt} times, last: {reason}; '
+                        f'keyword "{keyword.name}": arXiv failed {_times(attempt)}, last: {reason}; '
                         "its papers will come with the next successful run"
                     ) from e
                 wait = self._backoff(attempt, e)
@@ -234,7 +256,43 @@ class ArxivSource:
         return min(self.delay * 2.0 ** (attempt - 1), 60.0)
 
 
+_SILENT = "no answer to connecting"
+
+
+def _unreachable(error: BaseException) -> str | None:
+    """Why arXiv's host cannot be reached at all, or None when it answered somehow."""
+    if isinstance(error, requests.ConnectTimeout):
+        return _SILENT
+    if not isinstance(error, requests.ConnectionError):
+        return None
+    # requests wraps urllib3's MaxRetryError (its reason: the socket's error) in args[0];
+    # urllib3 chains the socket's own error with `from`.
+    seen: BaseException | None = error
+    for _ in range(10):  # a short chain; a cycle must not loop
+        if seen is None:
+            return None
+        if isinstance(seen, socket.gaierror):
+            return "name not resolved"
+        if isinstance(seen, ConnectionRefusedError):
+            return "connection refused"
+        reason = getattr(seen, "reason", None)
+        inner = seen.args[0] if seen.args and isinstance(seen.args[0], BaseException) else None
+        seen = (
+            (reason if isinstance(reason, BaseException) else None)
+            or inner
+            or seen.__cause__
+            or seen.__context__
+        )
+    return None
+
+
+def _times(count: int) -> str:
+    return "once" if count == 1 else f"{count} times"
+
+
 def _describe(error: Exception) -> str:
+    if isinstance(error, requests.ConnectTimeout):
+        return _SILENT
     if isinstance(error, requests.Timeout):
         return "no answer within the timeout"
     if isinstance(error, requests.ConnectionError):

@@ -776,7 +776,16 @@ def _subscriber(
         else:
             written[keywords[key].key] = name  # one string per keyword, not per subscriber
     keys = list(written)
-    return Subscriber(email=email, name=r.string("name"), keywords=tuple(keys))
+    # As this subscriber writes them, shown in their digest; kept only where one differs
+    # from the keyword's name, so most readers cost nothing more.
+    spellings = tuple(" ".join(written[k].split()) for k in keys)
+    own = any(s != keywords[k].name for k, s in zip(keys, spellings, strict=True))
+    return Subscriber(
+        email=email,
+        name=r.string("name"),
+        keywords=tuple(keys),
+        spellings=spellings if own else (),
+    )
 
 
 def _page_settings(r: _Reader) -> PageSettings:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from email.headerregistry import Address
 from email.utils import format_datetime, parseaddr
+from typing import TypeVar
 from urllib.parse import quote
 
 import aiosmtplib
@@ -29,6 +30,7 @@ from digest.config import SmtpSettings
 from digest.errors import DeliveryError
 
 log = logging.getLogger(__name__)
+E = TypeVar("E", bound=BaseException)
 
 # 7-bit bodies (quoted-printable for UTF-8): we do not negotiate 8BITMIME with the server,
 # and the encoding runs once per content, not per recipient.
@@ -291,8 +293,34 @@ def _client(settings: SmtpSettings, cafile: str | None) -> aiosmtplib.SMTP:
     )
 
 
-def _describe(error: Exception) -> tuple[str, bool]:
-    """A one-line reason, and whether retrying cannot help (a 5xx reply)."""
+def _cause(error: BaseException, kind: type[E]) -> E | None:
+    """`error` itself or the first exception of `kind` it was raised from (aiosmtplib
+    wraps what the socket raised in SMTPConnectError)."""
+    seen: BaseException | None = error
+    for _ in range(10):  # a chain is short; a cycle must not loop
+        if seen is None:
+            return None
+        if isinstance(seen, kind):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _untrusted(error: BaseException) -> bool:
+    """The server's TLS certificate failed verification."""
+    return _cause(error, ssl.SSLCertVerificationError) is not None
+
+
+def _describe(error: Exception, settings: SmtpSettings | None = None) -> tuple[str, bool]:
+    """A one-line reason, and whether the recipient's address is refused for good (a 5xx
+    reply). `settings` names the server in a refused connection."""
+    where = f" by {settings.host}:{settings.port}" if settings is not None else ""
+    if (bad := _cause(error, ssl.SSLCertVerificationError)) is not None:
+        return (
+            f"the server's TLS certificate is not trusted ({bad.verify_message or bad}); "
+            "for a self-signed server give its certificate with --cafile or DIGEST_SMTP_CAFILE",
+            False,  # the server's doing, not the address's: no bounce
+        )
     if isinstance(error, aiosmtplib.SMTPRecipientRefused):
         return f"refused by the server: {error.code} {error.message}", 500 <= error.code < 600
     if isinstance(error, aiosmtplib.SMTPRecipientsRefused):
@@ -302,6 +330,9 @@ def _describe(error: Exception) -> tuple[str, bool]:
         return f"{error.code} {error.message}", 500 <= error.code < 600
     if isinstance(error, aiosmtplib.SMTPTimeoutError):
         return "the SMTP server did not answer in time", False
+    if _cause(error, ConnectionRefusedError) is not None:
+        # Worth retrying: a server restarting refuses for a moment.
+        return f"connection refused{where}", False
     if isinstance(error, aiosmtplib.SMTPServerDisconnected | ConnectionError | OSError):
         return f"connection lost ({error})", False
     return str(error), False
@@ -347,6 +378,8 @@ class Sender:
                 ) from e
             except (aiosmtplib.SMTPException, OSError) as e:
                 reason, permanent = _describe(e)
+                if _untrusted(e):  # the same certificate comes back on every try
+                    raise DeliveryError(f"{where}: {reason}") from e
                 if permanent or attempt == self.settings.attempts:
                     raise DeliveryError(
                         f"{where}: cannot connect ({reason}); check [smtp] host, port and security"
@@ -416,7 +449,7 @@ class Sender:
                 await _transaction(client, envelope)
                 return client, Outcome(envelope.key, accepted=True)
             except (aiosmtplib.SMTPException, OSError) as e:
-                reason, permanent = _describe(e)
+                reason, permanent = _describe(e, self.settings)
                 if isinstance(e, _REFUSED):
                     # The connection is fine; only this transaction was refused.
                     client = await _reset(client)
@@ -426,6 +459,8 @@ class Sender:
                     client = None
                 if permanent or isinstance(e, aiosmtplib.SMTPAuthenticationError):
                     return client, Outcome(envelope.key, False, True, reason)
+                if _untrusted(e):  # final, as the same certificate comes back; no bounce
+                    return client, Outcome(envelope.key, False, False, reason)
                 if attempt == self.settings.attempts:
                     return client, Outcome(envelope.key, False, False, reason)
                 log.info(

@@ -158,7 +158,11 @@ def build_page(
         raise EmptyStoreError(f"{config.db_path}: no papers stored yet; run `digest send` first")
     limit = config.digest.max_per_keyword
     chosen = list(config.keywords.values()) if keywords is None else keywords
-    sections = [PageSection(k.name, tuple(store.newest_papers(k.key, limit))) for k in chosen]
+    # Each keyword under the spelling most of its readers use, not its table's lower case.
+    spelled = config.subscribers.common_spellings({k.key: k.name for k in chosen})
+    sections = [
+        PageSection(spelled[k.key], tuple(store.newest_papers(k.key, limit))) for k in chosen
+    ]
     updated = last_update(store, today)
     text = render_page(sections, updated, limit=limit, page_format=page_format)
     return Page(text, updated, len(sections), sum(len(s.papers) for s in sections))

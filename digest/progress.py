@@ -6,6 +6,8 @@ import logging
 import sys
 from typing import TextIO
 
+from digest.words import plural
+
 log = logging.getLogger("digest.run")
 
 # The status line on screen, and the stream it is on: a log line written to that stream
@@ -42,9 +44,10 @@ class Progress:
         self._show(f"fetching keyword {index} of {total}: {keyword}")
 
     def fetched(self, keyword: str, papers: int, new: int) -> None:
-        log.info('keyword "%s": %d papers from arXiv, %d new', keyword, papers, new)
+        log.info('keyword "%s": %s from arXiv, %d new', keyword, plural(papers, "paper"), new)
 
-    def sending(self, done: int, total: int) -> None:
+    def sending(self, done: int, total: int, failed: int = 0) -> None:
+        """`done` of `total` digests had their answer, `failed` of them a refusal."""
         self._show(f"sending digest {done} of {total}")
         # Under systemd, a line per 10% keeps the journal readable for any run size.
         step = max(1, total // 10)
@@ -52,7 +55,12 @@ class Progress:
             return
         if done == total or done // step != self._last_logged:
             self._last_logged = done // step
-            log.info("sent %d of %d digests", done, total)
+            log.info(
+                "sent %d of %s%s",
+                done - failed,
+                plural(total, "digest"),
+                f", {failed} not delivered" if failed else "",
+            )
 
     def finish(self) -> None:
         global _on_screen

@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
-from digest.arxiv_source import ArxivSource
-from digest.config import Config
+from digest.arxiv_source import ArxivSource, ArxivUnreachable
+from digest.config import Config, Keyword
 from digest.errors import (
     EXIT_DELIVERY_FAILED,
     EXIT_FETCH_FAILED,
@@ -58,6 +58,7 @@ from digest.store import Contents, Outgoing, Plan, Store, state_error
 from digest.subscribers import Subscriber, Subscribers
 from digest.tokens import make_mail_code
 from digest.web import unsubscribe_url
+from digest.words import plural
 
 log = logging.getLogger("digest.run")
 
@@ -95,6 +96,13 @@ class RunReport:
     arxiv_requests: int = 0
     inlinings: int = 0
     smtp_unreachable: bool = False  # digests were waiting and no connection could be made
+    keywords: int = 0  # keywords the run set out to fetch
+    arxiv_unreachable: str | None = None  # the one line saying arXiv could not be reached
+
+    @property
+    def all_keywords_failed(self) -> bool:
+        """The run set out to fetch keywords and not one of them could be fetched."""
+        return self.keywords > 0 and len(self.failed_keywords) >= self.keywords
 
     @property
     def exit_code(self) -> int:
@@ -359,6 +367,9 @@ class Run:
         self._pool: _SendingProcesses | None = None
         self.cafile = cafile
         self.sender = Sender(config.smtp, cafile=cafile)
+        self._smtp_error = ""  # why the SMTP server could not be reached, once it could not
+        self._counted: set[int] = set()  # digests already counted as failed for that
+        self._named: dict[tuple[str, ...], tuple[str, ...]] = {}  # keys -> their names
         self.report = RunReport(digest_date_for(now, config.digest.timezone))
         # fetch=False plans from what is stored (previews); cancel stops between messages,
         # leaving the rest pending in the outbox for the next run.
@@ -395,7 +406,11 @@ class Run:
         if not self.dry_run:  # a dry run's copy is thrown away anyway
             kept = timedelta(days=self.config.digest.keep_days)
             if pruned := self.store.prune(self.now - kept):
-                log.info("removed %d digests done more than %d days ago", pruned, kept.days)
+                log.info(
+                    "removed %s done more than %s ago",
+                    plural(pruned, "digest"),
+                    plural(kept.days, "day"),
+                )
         self.report.arxiv_requests = self.source.requests_made
         self.report.inlinings += self.renderer.inlined
         status = self._status()
@@ -411,12 +426,11 @@ class Run:
         )
         self.progress.finish()
         log.info(
-            "run finished: %d arXiv requests, %d premailer calls, %d contents built, "
-            "%d sending processes",
-            self.report.arxiv_requests,
-            self.report.inlinings,
-            self.built,
-            self.processes,
+            "run finished: %s, %s, %s built, %s",
+            plural(self.report.arxiv_requests, "arXiv request"),
+            plural(self.report.inlinings, "premailer call"),
+            plural(self.built, "content"),
+            plural(self.processes, "sending process", "sending processes"),
         )
         return self.report
 
@@ -427,10 +441,7 @@ class Run:
         report = self.report
         if self.cancel.is_set():
             return "interrupted"
-        every_keyword = bool(self.config.keywords) and len(report.failed_keywords) == len(
-            self.config.keywords
-        )
-        if report.sent == 0 and (report.smtp_unreachable or every_keyword):
+        if report.sent == 0 and (report.smtp_unreachable or report.all_keywords_failed):
             return "failed"
         return "ok" if report.exit_code == EXIT_OK else "partial"
 
@@ -449,12 +460,17 @@ class Run:
 
     def _fetch(self) -> None:
         keywords = list(self.config.keywords.values())
+        self.report.keywords = len(keywords)
         for index, keyword in enumerate(keywords, start=1):
             if self.cancel.is_set():
                 return
             self.progress.fetching(index, len(keywords), keyword.name)
             try:
                 papers = self.source.fetch(keyword, self.config.digest.max_per_keyword)
+            except ArxivUnreachable as e:
+                # Every other keyword would fail the same way, each after its own wait.
+                self._unreachable_arxiv(e, keywords[index - 1 :], fetched=index - 1)
+                return
             except FetchError as e:
                 log.error("%s", e)
                 self.report.failed_keywords.append((keyword.name, str(e)))
@@ -463,6 +479,21 @@ class Run:
             self.report.fetched += len(papers)
             self.report.new_papers += len(new)
             self.progress.fetched(keyword.name, len(papers), len(new))
+
+    def _unreachable_arxiv(
+        self, error: ArxivUnreachable, left: list[Keyword], fetched: int
+    ) -> None:
+        """Log one line for arXiv out of reach, and count the keywords left failed for
+        today: their papers come with the next run that reaches it, nothing marked seen."""
+        done = (
+            "no keyword fetched" if not fetched else f"{plural(len(left), 'keyword')} not fetched"
+        )
+        line = (
+            f"{error}; {done}. Offline? Set DIGEST_ARXIV_URL to a local copy (README: Quick start)"
+        )
+        log.error("%s", line)
+        self.report.arxiv_unreachable = line
+        self.report.failed_keywords.extend((k.name, str(error)) for k in left)
 
     # -- plan ------------------------------------------------------------------
 
@@ -484,6 +515,7 @@ class Run:
         # A keyword that failed today keeps its watermark, so its papers come next time.
         skipped = {k for k, kw in self.config.keywords.items() if kw.name.casefold() in failed}
         counts: dict[tuple[object, ...], int] = {}
+        planned_contents: set[tuple[object, ...]] = set()  # those some digest was planned with
         contents = Contents(self.store)
 
         waiting = 0
@@ -512,6 +544,7 @@ class Run:
                     counts[group] = contents.count(plan)
                 if counts[group] == 0 and not self.config.digest.send_empty:
                     continue
+                planned_contents.add(group)
                 yield (
                     subscriber,
                     f"<{date_text}.{secrets.token_hex(8)}@{domain}>",
@@ -522,12 +555,16 @@ class Run:
         # Streamed into the outbox (in one transaction): no list of every digest in memory.
         planned = self.store.plan_digests(run_id, date_text, rows(), self.now)
         self.report.planned += planned
-        log.info("planned %d digests (%d distinct contents)", planned, len(counts))
+        log.info(
+            "planned %s (%s)",
+            plural(planned, "digest"),
+            plural(len(planned_contents), "distinct content"),
+        )
         if waiting:
             log.warning(
-                "%d subscribers still have an earlier digest waiting; they get today's papers "
-                "with the next run after it goes out",
-                waiting,
+                "%s an earlier digest waiting; they get today's papers with the next run "
+                "after it goes out",
+                plural(waiting, "subscriber still has", "subscribers still have"),
             )
 
     def _with_watermarks(
@@ -549,6 +586,11 @@ class Run:
         total = self.store.pending_count()
         if not total:
             return
+        if self.report.smtp_unreachable:
+            # Found unreachable earlier in this run: not tried again within it (the retries
+            # took their time already), and each waiting digest is counted once.
+            self._unreachable(self._smtp_error)
+            return
         if self.dry_run:
             for o, data, counts, html, subject in self._envelopes():
                 self.on_preview(Preview(o.email, counts, subject, data, html))
@@ -563,12 +605,20 @@ class Run:
             # Nothing was sent: the digests stay pending and go out with the next run.
             log.error("%s", e)
             self.report.smtp_unreachable = True
-            self.report.failed.extend((o.email, str(e)) for o in self.store.pending())
+            self._smtp_error = str(e)
+            self._unreachable(self._smtp_error)
             return
         if self.processes > 1:
             self._send_in_processes(total)
         else:
             asyncio.run(self._deliver(total=total))
+
+    def _unreachable(self, reason: str) -> None:
+        """Count each pending digest not yet counted as failed: the server cannot be reached."""
+        for o in self.store.pending():
+            if o.digest_id not in self._counted:
+                self._counted.add(o.digest_id)
+                self.report.failed.append((o.email, reason))
 
     def _processes(self, total: int) -> int:
         """How many processes send: [smtp] processes, or by default one per CPU for large runs."""
@@ -614,9 +664,12 @@ class Run:
         for i in range(count):
             smtp = self.config.smtp
             connections = smtp.connections // count + (i < smtp.connections % count)
-            # The outbox says where each digest goes: no list of subscribers to pass on.
+            # The outbox says where each digest goes: of the subscribers, only those who
+            # spell a keyword their own way are passed on, for their digests' headings.
             config = replace(
-                self.config, smtp=replace(smtp, connections=connections), subscribers=Subscribers()
+                self.config,
+                smtp=replace(smtp, connections=connections),
+                subscribers=self._spellers,
             )
             shares.append(
                 _Share(
@@ -629,12 +682,12 @@ class Run:
                     level,
                 )
             )
+        failed_before = len(self.report.failed)
         futures = [self._pool.submit(share) for share in shares]
         while wait(futures, timeout=0.5).not_done:
             if self.cancel.is_set():
                 self._pool.stop.set()
             self.progress.sending(total - self.store.pending_count(), total)
-        self.progress.sending(total - self.store.pending_count(), total)
         for future in futures:
             try:
                 sent = future.result()
@@ -653,13 +706,15 @@ class Run:
             self.report.failed += sent.report.failed
             self.report.inlinings += sent.report.inlinings
             self.built += sent.built
+        failed = len(self.report.failed) - failed_before
+        self.progress.sending(total - self.store.pending_count(), total, failed)
 
     async def _deliver(
         self, low: str | None = None, high: str | None = None, total: int = 0
     ) -> None:
         """Send the pending digests of the plans from `low` to `high`."""
         in_flight: dict[int, Outgoing] = {}
-        done = 0
+        done = failed = 0
         address = sender_address(self.config.digest.sender)
 
         async def envelopes() -> AsyncIterator[Envelope]:
@@ -668,15 +723,16 @@ class Run:
                 yield Envelope(o.digest_id, address, o.address, data, crlf_only=True)
 
         def on_outcome(outcome: Outcome) -> None:
-            nonlocal done
+            nonlocal done, failed
             done += 1
             o = in_flight.pop(outcome.key)
             if outcome.accepted:
                 self.store.mark_sent(o.digest_id, o.email, o.plan, datetime.now(UTC))
                 self.report.sent += 1
             else:
+                failed += 1
                 self._failed(o, outcome)
-            self.progress.sending(done, total)
+            self.progress.sending(done, total, failed)
 
         await self.sender.deliver(envelopes(), on_outcome, stop=self.cancel.is_set)
 
@@ -688,9 +744,9 @@ class Run:
         limit = self.config.digest.bounce_limit
         if outcome.permanent and self.store.permanent_failure(o.email, reason, limit, self.now):
             log.error(
-                "%s: %d permanent failures in a row; paused until `digest reenable %s`",
+                "%s: %s in a row; paused until `digest reenable %s`",
                 o.email,
-                limit,
+                plural(limit, "permanent failure"),
                 o.email,
             )
 
@@ -704,7 +760,7 @@ class Run:
         """
         contents = Contents(self.store)
         for _plan, members in groupby(self.store.pending(low, high), key=lambda o: o.plan):
-            built: dict[tuple[str, datetime], _Built | Exception] = {}
+            built: dict[tuple[str, datetime, tuple[str, ...]], _Built | Exception] = {}
             for o in members:
                 if self.cancel.is_set():
                     log.info("stopping: the remaining digests stay pending for the next run")
@@ -722,15 +778,17 @@ class Run:
     def _message(
         self,
         o: Outgoing,
-        built: dict[tuple[str, datetime], _Built | Exception],
+        built: dict[tuple[str, datetime, tuple[str, ...]], _Built | Exception],
         contents: Contents,
     ) -> tuple[Outgoing, bytes, list[tuple[str, int]], str, str]:
-        """One digest's bytes (and what a preview shows), its content built once per plan
-        and date; a content that failed to build fails each of its digests alike."""
+        """One digest's bytes (and what a preview shows), its content built once per plan,
+        date and spelling of its keywords; a content that failed to build fails each of its
+        digests alike."""
         # Digests an earlier run left have their own date: built again for it.
-        if (key := (o.digest_date, o.created)) not in built:
+        names = self._names(o)
+        if (key := (o.digest_date, o.created, names)) not in built:
             try:
-                built[key] = _build(self._job(o), contents, self.renderer)
+                built[key] = _build(self._job(o, names), contents, self.renderer)
             except sqlite3.DatabaseError:
                 raise
             except Exception as e:
@@ -745,13 +803,14 @@ class Run:
         html = personalize(content.rendered, link)[1] if self.dry_run else ""
         return o, data, content.counts, html, content.rendered.subject
 
-    def _job(self, o: Outgoing) -> _Job:
-        """What building the content of `o`'s plan takes, with `o`'s date."""
+    def _job(self, o: Outgoing, names: tuple[str, ...]) -> _Job:
+        """What building the content of `o`'s plan takes, with `o`'s date, its keywords
+        under `names`."""
         address = sender_address(self.config.digest.sender)
         return _Job(
             digest_date=date.fromisoformat(o.digest_date),
             plan=o.plan,
-            names=tuple(self._name(k) for k in o.plan.keywords),
+            names=names,
             from_address=address,
             sender=self.config.digest.sender,
             list_id=f"arXiv digest <digest.{address.replace('@', '.')}>",
@@ -763,6 +822,20 @@ class Run:
     def _name(self, key: str) -> str:
         keyword = self.config.keywords.get(key)
         return keyword.name if keyword else key
+
+    def _names(self, o: Outgoing) -> tuple[str, ...]:
+        """The plan's keywords as `o`'s reader writes them (the file as it reads now)."""
+        keys = o.plan.keywords
+        if (names := self._named.get(keys)) is None:
+            names = self._named[keys] = tuple(self._name(k) for k in keys)
+        if self._spellers and (reader := self._spellers.find(o.email)) is not None:
+            return tuple(reader.spelled(k, n) for k, n in zip(keys, names, strict=True))
+        return names
+
+    @functools.cached_property
+    def _spellers(self) -> Subscribers:
+        """The subscribers who spell a keyword their own way."""
+        return self.config.subscribers.spelling_their_own()
 
     @property
     def _web_links(self) -> bool:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import bisect
 import heapq
 from array import array
-from collections.abc import Iterable, Iterator, Sequence
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import overload
@@ -20,11 +21,23 @@ from typing import overload
 
 @dataclass(frozen=True, slots=True)
 class Subscriber:
-    """One reader: where to mail, and the keywords (keys) in their order."""
+    """One reader: where to mail, and the keywords (keys) in their order.
+
+    `spellings` is each keyword as the reader wrote it, in the same order, when one
+    differs from the keyword's name; empty when all are as named (most readers): the
+    same spellings are then held once for everyone.
+    """
 
     email: str
     name: str | None
     keywords: tuple[str, ...]
+    spellings: tuple[str, ...] = ()
+
+    def spelled(self, key: str, name: str) -> str:
+        """The keyword `key` as this reader wrote it; `name` when they did not list it."""
+        if self.spellings and key in self.keywords:
+            return self.spellings[self.keywords.index(key)]
+        return name
 
 
 class Subscribers(Sequence[Subscriber]):
@@ -34,17 +47,19 @@ class Subscribers(Sequence[Subscriber]):
         self._text = bytearray()  # each one's address then name, UTF-8, end to end
         self._ends = array("Q", [0])  # where each one's text ends: the next one starts
         self._names = array("Q")  # where each one's name starts (its address ends)
-        self._lists: list[tuple[str, ...]] = []  # each distinct keyword list once
+        # Each distinct keyword list once, with its spellings (see Subscriber).
+        self._lists: list[tuple[tuple[str, ...], tuple[str, ...]]] = []
         self._list_of = array("I")  # each one's keyword list, as an index into _lists
-        ids: dict[tuple[str, ...], int] = {}
+        ids: dict[tuple[tuple[str, ...], tuple[str, ...]], int] = {}
         for s in subscribers:  # a generator is read once: the loader's objects do not pile up
             self._text += s.email.encode()
             self._names.append(len(self._text))
             self._text += (s.name or "").encode()
             self._ends.append(len(self._text))
-            if (index := ids.get(s.keywords)) is None:
-                index = ids[s.keywords] = len(self._lists)
-                self._lists.append(s.keywords)
+            spelled = (s.keywords, s.spellings)
+            if (index := ids.get(spelled)) is None:
+                index = ids[spelled] = len(self._lists)
+                self._lists.append(spelled)
             self._list_of.append(index)
         self._sorted = self._sort()
 
@@ -81,10 +96,12 @@ class Subscribers(Sequence[Subscriber]):
         if not 0 <= index < len(self):
             raise IndexError("subscriber index out of range")
         start, split, end = self._ends[index], self._names[index], self._ends[index + 1]
+        keywords, spellings = self._lists[self._list_of[index]]
         return Subscriber(
             email=self._text[start:split].decode(),
             name=self._text[split:end].decode() or None,
-            keywords=self._lists[self._list_of[index]],
+            keywords=keywords,
+            spellings=spellings,
         )
 
     def __iter__(self) -> Iterator[Subscriber]:
@@ -121,4 +138,26 @@ class Subscribers(Sequence[Subscriber]):
 
     def keyword_lists(self) -> list[tuple[str, ...]]:
         """Each distinct keyword list once."""
-        return list(self._lists)
+        return list(dict.fromkeys(keys for keys, _ in self._lists))
+
+    def spelling_their_own(self) -> Subscribers:
+        """Only the subscribers who spell a keyword their own way (few, usually)."""
+        own = {i for i, (_, spellings) in enumerate(self._lists) if spellings}
+        if not own:
+            return Subscribers()
+        return Subscribers(self[i] for i, at in enumerate(self._list_of) if at in own)
+
+    def common_spellings(self, names: Mapping[str, str]) -> dict[str, str]:
+        """Each keyword (key -> its name) as most subscribers write it; on a tie, its name."""
+        readers = Counter(self._list_of)  # per distinct list: no subscriber is unpacked
+        votes: dict[str, Counter[str]] = {}
+        for at, count in readers.items():
+            keys, spellings = self._lists[at]
+            for i, key in enumerate(keys):
+                spelled = spellings[i] if spellings else names.get(key, key)
+                votes.setdefault(key, Counter())[spelled] += count
+        common = dict(names)
+        for key, counted in votes.items():
+            name = names.get(key, key)
+            common[key] = max(counted, key=lambda s: (counted[s], s == name))
+        return common

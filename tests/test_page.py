@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import html
+import json
 import os
 import re
 import subprocess
@@ -535,3 +536,28 @@ def test_the_daemon_refreshes_the_page_after_a_run(
         "## low level vision",
         "## try on",
     ]
+
+
+def test_each_heading_is_spelled_as_most_readers_write_it(site: Config) -> None:
+    """Not in the spelling of the first reader or of a [keywords] table: in the one most
+    readers use; on a tie, the keyword's own name."""
+    readers = [
+        ("a", ["Virtual Try-On", "Person Re-ID"]),
+        ("b", ["virtual try-on", "PERSON RE-ID"]),
+        ("c", ["virtual  try-on", "low level vision"]),
+        ("d", ["Low Level Vision"]),
+        ("e", ["Low Level Vision"]),
+    ]
+    text = (
+        '[keywords."low level vision"]\n'
+        + CONFIG.split("[[subscriber]]")[0]
+        + "".join(
+            f'[[subscriber]]\nemail = "{who}@example.org"\nkeywords = {json.dumps(words)}\n'
+            for who, words in readers
+        )
+    )
+    site.path.write_text(text, encoding="utf-8")
+    config = load_config(site.path, env={}, db_path=site.db_path)
+
+    headings = [line for line in page_text(config).splitlines() if line.startswith("## ")]
+    assert headings == ["## Low Level Vision", "## virtual try-on", "## Person Re-ID"]

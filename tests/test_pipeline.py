@@ -176,9 +176,10 @@ def test_a_new_subscriber_gets_a_capped_first_digest_while_others_get_only_news(
 
     mail = received(smtp)
     assert sorted(mail) == ["new@example.org"]
-    # Keywords match case-insensitively: the newcomer shares the existing "Person Re-ID".
+    # Keywords match case-insensitively: the newcomer shares the existing "Person Re-ID",
+    # shown as they wrote it.
     assert {k: len(v) for k, v in sections(mail["new@example.org"][0]).items()} == {
-        "Person Re-ID": 10
+        "person re-id": 10
     }
     assert len(arxiv_fake.requests) == 8, "still one request per keyword per run"
 
@@ -509,3 +510,78 @@ def test_papers_with_hostile_fields_are_delivered_in_a_bounded_digest(
         assert len(record.data) < 300_000, "a digest's size stays bounded"
         text = text_part(record.message)
         assert "\x00" not in text and "\u202e" not in text
+
+
+def test_log_lines_count_what_happened_in_the_right_number(
+    write_config: WriteConfig, smtp: SMTPServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One refusal out of three: 2 sent, not 3; a limit of 1 is "1 permanent failure";
+    a second run with nothing new planned no content."""
+    config = write_config(digest="bounce_limit = 1")
+    smtp.rcpt_reply["student@example.org"] = "550 5.1.1 User unknown"
+    with caplog.at_level("INFO"):
+        run_digest(config)
+        first = [r.getMessage() for r in caplog.records]
+        caplog.clear()
+        run_digest(config, DAY1 + timedelta(hours=1))
+        second = [r.getMessage() for r in caplog.records]
+
+    assert "sent 2 of 3 digests, 1 not delivered" in first
+    assert "planned 3 digests (3 distinct contents)" in first
+    assert (
+        "student@example.org: 1 permanent failure in a row; "
+        "paused until `digest reenable student@example.org`"
+    ) in first
+    assert any(re.search(r"\b1 sending process$", line) for line in first)
+    assert "planned 0 digests (0 distinct contents)" in second
+
+
+SPELLINGS = """
+[keywords."low level vision"]
+
+[[subscriber]]
+email = "reader@example.org"
+keywords = ["Low Level Vision", "Person Re-ID"]
+
+[[subscriber]]
+email = "lab@example.org"
+keywords = ["low level vision", "Person Re-ID"]
+
+[[subscriber]]
+email = "fan@example.org"
+keywords = ["LOW  level vision", "PERSON re-ID"]
+"""
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_each_reader_sees_the_keywords_as_they_wrote_them(
+    write_config: WriteConfig, smtp: SMTPServer, env: dict[str, str], processes: int
+) -> None:
+    """The same papers in three digests, each under its reader's spelling (subject,
+    sections, table of contents, footer), whatever the table or another reader wrote."""
+    config = write_config(subscribers=SPELLINGS, smtp=f"connections = 2\nprocesses = {processes}")
+    store = open_store(config, dry_run=False)
+    try:
+        run = Run(config, store, now=DAY1, progress=Progress(tty=False))
+        report = run.execute()
+        assert (report.sent, run.processes, run.built) == (3, processes, 3)
+    finally:
+        store.close()
+
+    got = received(smtp)
+    spelled = {
+        "reader@example.org": ["Low Level Vision", "Person Re-ID"],
+        "lab@example.org": ["low level vision", "Person Re-ID"],
+        "fan@example.org": ["LOW level vision", "PERSON re-ID"],
+    }
+    papers = set()
+    for email, names in spelled.items():
+        [message] = got[email]
+        assert list(sections(message)) == names
+        papers.add(tuple(all_ids(message)))
+        html = message.get_body(preferencelist=("html",)).get_content()
+        assert f"You get this digest because you watch: {', '.join(names)}." in text_part(message)
+        assert names[0] in message["Subject"]
+        for name in names:  # paper titles may say "Person Re-ID": count the places
+            assert html.count(name) >= 2, "the table of contents and a section"
+    assert len(papers) == 1, "the same papers for all three"

@@ -376,3 +376,31 @@ def test_a_dry_run_shows_waiting_digests_once_then_what_would_follow(
     assert (
         summary.startswith("dry run for ") and "5 digests would be sent (listed above)" in summary
     )
+
+
+def test_a_second_run_with_the_server_still_down_counts_each_digest_once(
+    write_config: WriteConfig, smtp: SMTPServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The digests waiting from the first run are tried once per run and counted once,
+    though the run looks at the outbox both before and after planning."""
+    config = write_config()
+    smtp.stop()  # nothing listens on its port: every connection is refused
+    assert len(run_digest(config).failed) == 3
+
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        report = run_digest(config)
+
+    assert sorted(email for email, _ in report.failed) == [
+        "lab@example.org",
+        "reader@example.org",
+        "student@example.org",
+    ]
+    cannot = [r for r in caplog.records if "cannot connect" in r.getMessage()]
+    assert len(cannot) == 1 and cannot[0].levelname == "ERROR"
+    store = Store.open(config.db_path)
+    try:
+        run = store.recent_runs(1)[0]
+        assert (run["failed"], run["status"], store.pending_count()) == (3, "failed", 3)
+    finally:
+        store.close()

@@ -577,9 +577,10 @@ def test_preview_writes_the_next_digest_without_fetching_sending_or_storing(
 
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert lines[0] == "new@example.org would get 10 new papers: Person Re-ID 10"
+    # In the newcomer's own spelling, not the first subscriber's.
+    assert lines[0] == "new@example.org would get 10 new papers: person re-id 10"
     assert lines[1] == "Subject: arXiv digest · " + lines[1].split(" · ")[1] + (
-        " · 10 new papers: Person Re-ID (10)"
+        " · 10 new papers: person re-id (10)"
     )
     assert re.fullmatch(rf"wrote {re.escape(str(out))} \(\d+\.\d kB of HTML\)", lines[2])
     html = out.read_text(encoding="utf-8")

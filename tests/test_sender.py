@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import socket
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 
 import pytest
 
 from digest.config import SmtpSettings
+from digest.errors import DeliveryError
 from digest.mail import Envelope, Outcome, Sender, prepare_message
-from tests.fakes.smtp_server import SMTPServer
+from tests.fakes.smtp_server import SMTPServer, TLSMode
 
 HEAD = b"From: digest@example.org\r\nTo: r@example.org\r\nSubject: dots\r\n\r\n"
 
@@ -97,3 +99,88 @@ def test_prepared_messages_are_crlf_only_whatever_the_text() -> None:
     assert data.endswith(b"\r\n")
     assert data.count(b"\r") == data.count(b"\n") == data.count(b"\r\n")
     assert b"lone cr=0D" not in data and b"lone cr\r\nand" in data
+
+
+def settings_for(port: int, security: str = "none", attempts: int = 3) -> SmtpSettings:
+    return SmtpSettings(
+        host="127.0.0.1",
+        port=port,
+        security=security,
+        username=None,
+        password=None,
+        timeout=10.0,
+        connections=1,
+        attempts=attempts,
+        backoff=0.0,
+    )
+
+
+class Sleeps(list[float]):
+    """An injected sleep that records the waits between tries instead of waiting."""
+
+    async def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+
+
+def one_message(sender: Sender) -> Outcome:
+    outcomes: list[Outcome] = []
+
+    async def envelopes() -> AsyncIterator[Envelope]:
+        yield Envelope(0, "digest@example.org", "r@example.org", HEAD + b"hi\r\n", True)
+
+    asyncio.run(sender.deliver(envelopes(), outcomes.append))
+    [outcome] = outcomes
+    return outcome
+
+
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    """A port on 127.0.0.1 bound by no listener: a connection to it is refused."""
+    with socket.socket() as bound:
+        bound.bind(("127.0.0.1", 0))
+        yield bound.getsockname()[1]
+
+
+def test_a_refused_connection_is_called_refused_and_names_the_server(closed_port: int) -> None:
+    sleeps = Sleeps()
+    sender = Sender(settings_for(closed_port), sleep=sleeps)
+    with pytest.raises(DeliveryError) as caught:
+        asyncio.run(sender.check())
+    assert str(caught.value) == (
+        f"SMTP 127.0.0.1:{closed_port}: cannot connect (connection refused); "
+        "check [smtp] host, port and security"
+    )
+    assert len(sleeps) == 2, "a server restarting refuses for a moment: tried 3 times"
+
+    outcome = one_message(Sender(settings_for(closed_port), sleep=Sleeps()))
+    assert (outcome.accepted, outcome.permanent) == (False, False)
+    assert outcome.error == f"connection refused by 127.0.0.1:{closed_port}"
+
+
+HINT = "for a self-signed server give its certificate with --cafile or DIGEST_SMTP_CAFILE"
+
+
+@pytest.mark.parametrize(("mode", "security"), [("implicit", "tls"), ("starttls", "starttls")])
+def test_an_untrusted_certificate_fails_at_once_with_the_cafile_hint(
+    mode: TLSMode, security: str
+) -> None:
+    with SMTPServer(tls=mode) as server:
+        sleeps = Sleeps()
+        sender = Sender(settings_for(server.port, security), sleep=sleeps)
+        with pytest.raises(DeliveryError) as caught:
+            asyncio.run(sender.check())
+        message = str(caught.value)
+        assert message.startswith(
+            f"SMTP 127.0.0.1:{server.port}: the server's TLS certificate is not trusted ("
+        )
+        assert message.endswith(HINT) and "\n" not in message
+        assert sleeps == [], "retried as if it could pass next time"
+
+        outcome = one_message(sender)
+        assert (outcome.accepted, outcome.permanent) == (False, False)
+        assert outcome.error is not None and outcome.error.endswith(HINT)
+        assert sleeps == []
+
+        trusted = Sender(settings_for(server.port, security), cafile=server.cafile, sleep=sleeps)
+        asyncio.run(trusted.check())
+        assert one_message(trusted).accepted and server.wait_for(1)
