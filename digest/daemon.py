@@ -40,6 +40,7 @@ from digest.sdnotify import Notifier, watchdog_interval
 from digest.store import Store
 from digest.timing import describe, digest_due, next_send, previous_run
 from digest.web import Unsubscriber, WebServer
+from digest.words import plural
 
 log = logging.getLogger("digest.daemon")
 
@@ -506,7 +507,7 @@ def _result(report: RunReport, status: str) -> str:
     if report.failed:
         text += f", {len(report.failed)} not delivered"
     if report.failed_keywords:
-        text += f", {len(report.failed_keywords)} keywords failed"
+        text += f", {plural(len(report.failed_keywords), 'keyword')} failed"
     return text
 
 

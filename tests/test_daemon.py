@@ -723,3 +723,17 @@ def test_a_second_signal_stops_at_once_while_the_worker_is_stuck(
     smtp.release()
     assert code == 130 and took < 5
     daemon.wait_log(r"stopping now without waiting for the run")
+
+
+def test_the_status_line_counts_in_the_right_number() -> None:
+    from datetime import date
+
+    from digest.daemon import _result
+    from digest.run import RunReport
+
+    one = RunReport(date(2026, 3, 29), sent=3, failed_keywords=[("Person Re-ID", "down")])
+    two = RunReport(date(2026, 3, 29), failed=[("a@example.org", "x")] * 2)
+    two.failed_keywords = [("a", "x"), ("b", "y")]
+
+    assert _result(one, "partial") == "2026-03-29 partial, 3 sent, 1 keyword failed"
+    assert _result(two, "failed") == "2026-03-29 failed, 0 sent, 2 not delivered, 2 keywords failed"
