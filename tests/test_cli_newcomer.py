@@ -395,3 +395,19 @@ def test_sigterm_during_send_says_what_went_out(env: dict[str, str], smtp: SMTPS
         pending = db.execute("SELECT count(*) FROM digests WHERE status='pending'").fetchone()[0]
     assert (status, recorded, waiting) == ("interrupted", sent, pending)
     assert sent == len(smtp.messages) and sent + waiting == READERS
+
+
+def test_one_digest_is_counted_in_the_singular(
+    write_config: WriteConfig, env: dict[str, str], tmp_path: Path
+) -> None:
+    write_config(subscribers='[[subscriber]]\nemail = "ann@example.org"\nkeywords = ["try on"]\n')
+    out = tmp_path / "preview"
+    result = digest("send", "--dry-run", "--out", str(out), env=env)
+    assert result.exit_code == 0, result.output
+    summary, wrote = result.stdout.splitlines()[-2:]
+    assert re.fullmatch(
+        r"dry run for \d{4}-\d\d-\d\d: 1 digest would be sent \(listed above\); "
+        r"\d+ papers fetched, \d+ new; nothing was sent or stored",
+        summary,
+    ), summary
+    assert wrote == f"wrote 1 digest to {out}/"
