@@ -275,7 +275,7 @@ def check(subscribers: Path | None, db: Path | None) -> None:
 )
 @click.option(
     "--cafile",
-    # Checked by `cafile_option`, not by click: click would blame --cafile for a bad
+    # Checked by `check_cafile`, not by click: click would blame --cafile for a bad
     # $DIGEST_SMTP_CAFILE.
     type=click.Path(path_type=str),
     envvar="DIGEST_SMTP_CAFILE",
@@ -574,7 +574,7 @@ def preview(
 @config_options
 @click.option(
     "--cafile",
-    # Checked by `cafile_option`, not by click: click would blame --cafile for a bad
+    # Checked by `check_cafile`, not by click: click would blame --cafile for a bad
     # $DIGEST_SMTP_CAFILE.
     type=click.Path(path_type=str),
     envvar="DIGEST_SMTP_CAFILE",
