@@ -195,7 +195,7 @@ def stored(config: Config, *, missing_ok: bool = False) -> None:
         pass  # SQLite names it
 
 
-def writable_folder(folder: Path, option: str, *, create: bool = False) -> None:
+def writable_folder(folder: Path, what: str, *, create: bool = False) -> None:
     """--out's folder can take our files: checked before anything is fetched or built."""
     import tempfile
 
@@ -206,8 +206,8 @@ def writable_folder(folder: Path, option: str, *, create: bool = False) -> None:
             pass
     except OSError as e:
         raise ConfigError(
-            f"{folder}: cannot write there ({e.strerror or e}); give {option} a folder you can "
-            "write to"
+            f"{folder}: cannot write {what} there ({e.strerror or e}); "
+            "give --out a folder you can write to"
         ) from None
 
 
@@ -297,7 +297,7 @@ def send(
     check_cafile(cafile)
     config = load(subscribers, db)
     if out:
-        writable_folder(out, "--out", create=True)
+        writable_folder(out, "the digests", create=True)
     shown = 0
 
     def show(preview: Preview) -> None:
@@ -311,7 +311,10 @@ def send(
             try:
                 write_preview(preview, out)
             except OSError as e:
-                raise ConfigError(f"{out}: cannot write the digests there ({e.strerror})") from e
+                raise ConfigError(
+                    f"{out}: cannot write the digests there ({e.strerror}); "
+                    "give --out a folder you can write to"
+                ) from e
 
     # Never two runs at once (exit 7); a dry run only reads a snapshot, so it needs no lock.
     with nullcontext() if dry_run else RunLock(config.db_path):
@@ -539,7 +542,7 @@ def preview(
         raise ConfigError(f'{config.path}: no subscriber "{email}"; subscribers are: {listed}')
     # Only this reader, and their digest even when empty: a preview shows what they would get.
     out = out or Path("preview-" + re.sub(r"[^\w@.+-]", "_", chosen.email) + ".html")
-    writable_folder(out.parent, "--out")
+    writable_folder(out.parent, "the preview")
     stored(config)
     settings = dataclasses.replace(config.digest, send_empty=True)
     config = dataclasses.replace(config, subscribers=Subscribers([chosen]), digest=settings)

@@ -141,7 +141,7 @@ def test_send_out_into_a_folder_it_cannot_make_stops_before_fetching(
     result = digest("send", "--dry-run", "--out", str(out), env=env)
     assert (result.exit_code, result.stdout) == (2, "")
     assert result.stderr == (
-        f"Error: {out}: cannot write there (Not a directory); "
+        f"Error: {out}: cannot write the digests there (Not a directory); "
         "give --out a folder you can write to\n"
     )
     assert arxiv_fake.requests == [], "nothing fetched"
@@ -160,7 +160,7 @@ def test_send_out_into_a_read_only_folder_stops_before_fetching(
         out.chmod(0o700)
     assert (result.exit_code, result.stdout) == (2, "")
     assert result.stderr == (
-        f"Error: {out}: cannot write there (Permission denied); "
+        f"Error: {out}: cannot write the digests there (Permission denied); "
         "give --out a folder you can write to\n"
     )
     assert arxiv_fake.requests == []
@@ -186,7 +186,7 @@ def test_preview_out_into_a_folder_it_cannot_write_is_found_before_rendering(
     result = digest("-c", str(listfile), "--db", str(db), "preview", "--out", str(out))
     assert (result.exit_code, result.stdout) == (2, "")
     assert result.stderr == (
-        f"Error: {out.parent}: cannot write there (Not a directory); "
+        f"Error: {out.parent}: cannot write the preview there (Not a directory); "
         "give --out a folder you can write to\n"
     )
 
