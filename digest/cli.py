@@ -341,12 +341,12 @@ def send(
         failed_keywords = f"; {plural(len(report.failed_keywords), 'keyword')} failed (see above)"
     if dry_run:
         click.echo(
-            f"dry run for {date}: {shown} digests would be sent{' (listed above)' if shown else ''}; "
+            f"dry run for {date}: {plural(shown, 'digest')} would be sent{' (listed above)' if shown else ''}; "
             f"{report.fetched} papers fetched, {report.new_papers} new{failed_keywords}; "
             "nothing was sent or stored"
         )
         if out:
-            click.echo(f"wrote {shown} digests to {out}/")
+            click.echo(f"wrote {plural(shown, 'digest')} to {out}/")
     elif run.cancel.is_set():
         # Asked to stop (SIGTERM, Ctrl-C): not a failure; the rest goes out next run.
         click.echo(
@@ -542,8 +542,8 @@ def preview(
         raise ConfigError(f'{config.path}: no subscriber "{email}"; subscribers are: {listed}')
     # Only this reader, and their digest even when empty: a preview shows what they would get.
     out = out or Path("preview-" + re.sub(r"[^\w@.+-]", "_", chosen.email) + ".html")
-    writable_folder(out.parent, "the preview")
     stored(config)
+    writable_folder(out.parent, "the preview")
     settings = dataclasses.replace(config.digest, send_empty=True)
     config = dataclasses.replace(config, subscribers=Subscribers([chosen]), digest=settings)
     store = open_store(config, dry_run=True)  # a private copy: nothing is written back
