@@ -183,7 +183,8 @@ def test_preview_out_into_a_folder_it_cannot_write_is_found_before_rendering(
     out = tmp_path / "notes.txt" / "p.html"
     db = tmp_path / "digest.db"
     Store.open(db).close()
-    result = digest("-c", str(listfile), "--db", str(db), "preview", "--out", str(out))
+    env = {"DIGEST_SUBSCRIBERS": str(listfile), "DIGEST_DB": str(db)}
+    result = digest("preview", "--out", str(out), env=env)
     assert (result.exit_code, result.stdout) == (2, "")
     assert result.stderr == (
         f"Error: {out.parent}: cannot write the preview there (Not a directory); "
@@ -205,7 +206,7 @@ def test_a_read_command_without_a_database_says_where_to_look(
 ) -> None:
     """From /tmp, say, there is no database: not an empty one to report on (exit 8)."""
     monkeypatch.chdir(tmp_path)
-    result = digest("-c", str(listfile), *command)
+    result = digest(*command, env={"DIGEST_SUBSCRIBERS": str(listfile)})
     assert (result.exit_code, result.stdout, result.stderr) == (8, "", NO_DATABASE)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lab"], "no database was created"
 
@@ -214,7 +215,7 @@ def test_page_without_a_database_keeps_its_own_message(
     listfile: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    result = digest("-c", str(listfile), "page")
+    result = digest("page", env={"DIGEST_SUBSCRIBERS": str(listfile)})
     assert (result.exit_code, result.stderr) == (
         8,
         "Error: digest.db: no papers stored yet; run `digest send` first\n",
@@ -228,7 +229,8 @@ def test_under_systemd_the_state_directory_holds_the_database(
     state.mkdir()
     Store.open(state / "digest.db").close()
     monkeypatch.chdir(tmp_path)
-    result = digest("-c", str(listfile), "status", env={"STATE_DIRECTORY": str(state)})
+    env = {"DIGEST_SUBSCRIBERS": str(listfile), "STATE_DIRECTORY": str(state)}
+    result = digest("status", env=env)
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith(f"database: {state / 'digest.db'}\nno runs yet\n")
 
@@ -270,9 +272,9 @@ def test_a_read_command_in_a_folder_it_cannot_read_is_one_line(command: list[str
         Store.open(private / "digest.db").close()
         env = {k: v for k, v in os.environ.items() if k not in CLEAN}
         done = subprocess.run(
-            [sys.executable, "-c", AS_ANOTHER_USER, str(private), "-c", str(listfile), *command],
+            [sys.executable, "-c", AS_ANOTHER_USER, str(private), *command],
             cwd=REPO,
-            env={**env, "PYTHONPATH": str(REPO)},
+            env={**env, "PYTHONPATH": str(REPO), "DIGEST_SUBSCRIBERS": str(listfile)},
             capture_output=True,
             text=True,
             timeout=60,
