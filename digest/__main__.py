@@ -1,3 +1,3 @@
 from digest.cli import main
 
-main()
+main(prog_name="digest")

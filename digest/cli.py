@@ -1,30 +1,34 @@
-"""The `digest` command: parse options, call the library, turn DigestError into a message and exit code."""
+"""The `digest` command: parse options, call the library, turn DigestError into a message and exit code.
+
+Only what every command needs is imported here: `digest --help` and `digest check` must
+not pay for the pipeline (render, premailer, arxiv, SMTP, sqlite-utils: ~0.5 s), so
+each command imports what it uses when it runs.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import logging
 import os
-import sqlite3
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from digest import __version__
-from digest.config import Config, default_subscribers_path, load_config
-from digest.errors import EXIT_INTERNAL, ConfigError, DigestError
-from digest.files import replace_file
+from digest.errors import EXIT_INTERNAL, ConfigError, DigestError, EmptyStoreError, StateError
 from digest.logs import log_to_stderr
-from digest.progress import Progress
-from digest.run import Preview, Run, open_store, write_preview
-from digest.store import Store, state_error
-from digest.subscribers import Subscribers
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from digest.config import Config
+    from digest.run import Preview
+    from digest.store import Store
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -69,43 +73,160 @@ def handle_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def config_options(func: F) -> F:
-    """--subscribers and --db, shared by every command that reads the configuration."""
+SUBSCRIBERS_HELP = (
+    "Configuration and subscriber list. [default: $DIGEST_SUBSCRIBERS, else ./subscribers.toml]"
+)
+DB_HELP = (
+    "SQLite database. [default: $DIGEST_DB, else $STATE_DIRECTORY/digest.db, else ./digest.db]"
+)
+VERBOSE_HELP = "More log lines (-vv for debugging)."
+
+
+def _global_options(func: F) -> F:
+    """-c/--subscribers, --db and -v: on the group and on every command, so that they work
+    where users type them (`digest -c FILE send`, `digest send -v`)."""
+    func = click.option("-v", "--verbose", count=True, help=VERBOSE_HELP)(func)
     func = click.option(
-        "--db",
-        "db",
-        type=click.Path(dir_okay=False, path_type=Path),
-        help="SQLite database. [default: $DIGEST_DB, else $STATE_DIRECTORY/digest.db, else ./digest.db]",
+        "--db", "db", type=click.Path(dir_okay=False, path_type=Path), help=DB_HELP
     )(func)
     func = click.option(
         "--subscribers",
         "-c",
         "subscribers",
         type=click.Path(dir_okay=False, path_type=Path),
-        help="Configuration and subscriber list. [default: $DIGEST_SUBSCRIBERS, else ./subscribers.toml]",
+        help=SUBSCRIBERS_HELP,
     )(func)
     return func
 
 
+def config_options(func: F) -> F:
+    """The global options on a command. Given after the command's name they win over the
+    same option given before it; -v counts add up (`digest -v send -v` is -vv)."""
+
+    @functools.wraps(func)
+    def wrapper(
+        *args: Any, subscribers: Path | None, db: Path | None, verbose: int, **kwargs: Any
+    ) -> Any:
+        ctx = click.get_current_context()
+        before = ctx.ensure_object(dict)
+        if verbose:
+            before["verbose"] = before.get("verbose", 0) + verbose
+            setup_logging(before["verbose"])
+        subscribers = subscribers or before.get("subscribers")
+        db = db or before.get("db")
+        return func(*args, subscribers=subscribers, db=db, **kwargs)
+
+    return _global_options(wrapper)  # type: ignore[return-value]
+
+
+def plural(count: int, noun: str) -> str:
+    """`1 digest`, `3 digests`."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def check_cafile(cafile: str | None) -> None:
+    """--cafile or $DIGEST_SMTP_CAFILE names a file of CA certificates: the error names
+    whichever of the two was given."""
+    if cafile is None:
+        return
+    source = click.get_current_context().get_parameter_source("cafile")
+    where = (
+        f"DIGEST_SMTP_CAFILE={cafile}"
+        if source == click.core.ParameterSource.ENVIRONMENT
+        else f"--cafile {cafile}"
+    )
+    problem = None
+    try:
+        with open(cafile, "rb"):
+            pass
+    except IsADirectoryError:
+        problem = "is a folder"
+    except FileNotFoundError:
+        problem = "no such file"
+    except OSError as e:
+        problem = f"cannot read it ({e.strerror})"
+    if problem:
+        raise ConfigError(
+            f"{where}: {problem}; name a file of CA certificates (PEM), or leave it unset "
+            "for the system's"
+        )
+
+
 def load(subscribers: Path | None, db: Path | None) -> Config:
+    from digest.config import load_config
+
     return load_config(subscribers, db_path=db)
+
+
+def subscribers_path(subscribers: Path | None) -> Path:
+    from digest.config import default_subscribers_path
+
+    return subscribers or default_subscribers_path(os.environ)
+
+
+def stored(config: Config, *, missing_ok: bool = False) -> None:
+    """For the commands that only read the database: it must be there, and readable.
+
+    Without this a missing file reads as an empty database ("no runs yet"), which hides
+    being in the wrong folder or not the service's user; and a folder that user cannot
+    read was a PermissionError traceback.
+    """
+    path = config.db_path
+    try:
+        os.close(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
+    except FileNotFoundError:
+        if missing_ok:
+            return
+        raise EmptyStoreError(
+            f"{path}: no database here yet; run `digest send` first, or point --db or "
+            "DIGEST_DB at the service's database (/var/lib/digest/digest.db in the README's setup)"
+        ) from None
+    except NotADirectoryError:
+        raise EmptyStoreError(
+            f"{path}: no database here ({path.parent} is not a folder); "
+            "point --db or DIGEST_DB at the database"
+        ) from None
+    except PermissionError as e:
+        raise StateError(
+            f"{path}: cannot read the database ({e.strerror}); run as the user who owns it "
+            "(the service's: sudo -u digest), or point --db or DIGEST_DB at one you can read"
+        ) from None
+    except IsADirectoryError:
+        pass  # SQLite names it
+
+
+def writable_folder(folder: Path, what: str, *, create: bool = False) -> None:
+    """--out's folder can take our files: checked before anything is fetched or built."""
+    import tempfile
+
+    try:
+        if create:
+            folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise ConfigError(
+            f"{folder}: cannot write {what} there ({e.strerror or e}); "
+            "give --out a folder you can write to"
+        ) from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="digest")
-@click.option("-v", "--verbose", count=True, help="More log lines (-vv for debugging).")
+@_global_options
 @click.pass_context
-def main(ctx: click.Context, verbose: int) -> None:
+def main(ctx: click.Context, subscribers: Path | None, db: Path | None, verbose: int) -> None:
     """Daily arXiv digests by email: each subscriber gets the new papers for their keywords.
 
     Configuration and subscribers live in subscribers.toml; state in a SQLite database.
+    -c, --db and -v may also follow the command's name.
     Exit codes: 0 ok, 1 internal error, 2 bad configuration or usage, 3 some keywords
     could not be fetched, 4 some digests were not delivered, 5 both, 6 database unusable,
-    7 another run is in progress, 8 nothing stored yet (digest page), 9 the command
-    mailbox cannot be read.
+    7 another run is in progress, 8 nothing stored yet (no database, or digest page
+    before any run), 9 the command mailbox cannot be read.
     """
     ctx.ensure_object(dict)
-    ctx.obj["verbose"] = verbose
+    ctx.obj.update(subscribers=subscribers, db=db, verbose=verbose)
     setup_logging(verbose)
 
 
@@ -161,7 +282,9 @@ def check(subscribers: Path | None, db: Path | None) -> None:
 )
 @click.option(
     "--cafile",
-    type=click.Path(exists=True, dir_okay=False),
+    # Checked by `check_cafile`, not by click: click would blame --cafile for a bad
+    # $DIGEST_SMTP_CAFILE.
+    type=click.Path(path_type=str),
     envvar="DIGEST_SMTP_CAFILE",
     help="CA certificates to verify the SMTP server with. [default: the system's; $DIGEST_SMTP_CAFILE]",
 )
@@ -173,10 +296,15 @@ def send(
     from contextlib import nullcontext
 
     from digest.lock import RunLock
+    from digest.progress import Progress
+    from digest.run import Run, open_store, write_preview
 
     if out and not dry_run:
         raise ConfigError("--out only goes with --dry-run (a real run mails the digests)")
+    check_cafile(cafile)
     config = load(subscribers, db)
+    if out:
+        writable_folder(out, "the digests", create=True)
     shown = 0
 
     def show(preview: Preview) -> None:
@@ -190,7 +318,10 @@ def send(
             try:
                 write_preview(preview, out)
             except OSError as e:
-                raise ConfigError(f"{out}: cannot write the digests there ({e.strerror})") from e
+                raise ConfigError(
+                    f"{out}: cannot write the digests there ({e.strerror}); "
+                    "give --out a folder you can write to"
+                ) from e
 
     # Never two runs at once (exit 7); a dry run only reads a snapshot, so it needs no lock.
     with nullcontext() if dry_run else RunLock(config.db_path):
@@ -206,25 +337,33 @@ def send(
                 on_preview=show if dry_run else None,
             )
             report = run.execute()
+            waiting = store.pending_count() if run.cancel.is_set() and not dry_run else 0
         finally:
             store.close()
     date = report.digest_date.isoformat()
-    failed_keywords = (
-        f"; {len(report.failed_keywords)} keywords failed (see above)"
-        if report.failed_keywords
-        else ""
-    )
+    failed_keywords = ""
+    if report.failed_keywords and len(report.failed_keywords) == len(config.keywords):
+        failed_keywords = "; no keyword could be fetched (see above)"
+    elif report.failed_keywords:
+        failed_keywords = f"; {plural(len(report.failed_keywords), 'keyword')} failed (see above)"
     if dry_run:
         click.echo(
-            f"dry run for {date}: {shown} digests would be sent{' (listed above)' if shown else ''}; "
+            f"dry run for {date}: {plural(shown, 'digest')} would be sent{' (listed above)' if shown else ''}; "
             f"{report.fetched} papers fetched, {report.new_papers} new{failed_keywords}; "
             "nothing was sent or stored"
         )
         if out:
-            click.echo(f"wrote {shown} digests to {out}/")
+            click.echo(f"wrote {plural(shown, 'digest')} to {out}/")
+    elif run.cancel.is_set():
+        # Asked to stop (SIGTERM, Ctrl-C): not a failure; the rest goes out next run.
+        click.echo(
+            f"{date}: interrupted: sent {plural(report.sent, 'digest')}, "
+            f"{len(report.failed)} failed, {waiting} left pending for the next run; "
+            f"{report.fetched} papers fetched, {report.new_papers} new{failed_keywords}"
+        )
     else:
         click.echo(
-            f"{date}: sent {report.sent} digests, {len(report.failed)} failed; "
+            f"{date}: sent {plural(report.sent, 'digest')}, {len(report.failed)} failed; "
             f"{report.fetched} papers fetched, {report.new_papers} new{failed_keywords}"
         )
         for email, reason in report.failed:
@@ -237,11 +376,13 @@ def send(
 @handle_errors
 def status(subscribers: Path | None, db: Path | None) -> None:
     """Show recent runs, digests waiting in the outbox, and paused (bouncing) subscribers."""
+    import json
     import sqlite3
 
-    from digest.store import state_error
+    from digest.store import Store, state_error
 
     config = load(subscribers, db)
+    stored(config)
     store = Store.snapshot(config.db_path)
     try:
         runs, pending, bouncing = store.recent_runs(10), store.pending_count(), store.bouncing()
@@ -278,7 +419,7 @@ def reenable(subscribers: Path | None, db: Path | None, email: str) -> None:
     """Resume mailing a subscriber paused after repeated permanent delivery failures."""
     import sqlite3
 
-    from digest.store import state_error
+    from digest.store import Store, state_error
 
     config = load(subscribers, db)
     store = Store.open(config.db_path)
@@ -335,6 +476,7 @@ def page(
 
     config = load(subscribers, db)
     chosen = choose_keywords(config, keywords)
+    stored(config, missing_ok=True)  # build_page says "no papers stored yet" (exit 8)
     today = digest_date_for(datetime.now(UTC), config.digest.timezone)
     store = Store.snapshot(config.db_path)  # a private copy: the file is only read
     try:
@@ -392,6 +534,10 @@ def preview(
     import re
     import webbrowser
 
+    from digest.files import replace_file
+    from digest.run import Run, open_store
+    from digest.subscribers import Subscribers
+
     config = load(subscribers, db)
     known = [s.email for s in config.subscribers]
     if not known:
@@ -402,6 +548,9 @@ def preview(
         listed = ", ".join(known[:5]) + (", …" if len(known) > 5 else "")
         raise ConfigError(f'{config.path}: no subscriber "{email}"; subscribers are: {listed}')
     # Only this reader, and their digest even when empty: a preview shows what they would get.
+    out = out or Path("preview-" + re.sub(r"[^\w@.+-]", "_", chosen.email) + ".html")
+    stored(config)
+    writable_folder(out.parent, "the preview")
     settings = dataclasses.replace(config.digest, send_empty=True)
     config = dataclasses.replace(config, subscribers=Subscribers([chosen]), digest=settings)
     store = open_store(config, dry_run=True)  # a private copy: nothing is written back
@@ -416,7 +565,6 @@ def preview(
             "see `digest status`)"
         )
     first = found[0]  # a digest an earlier run left pending goes out before a new one
-    out = out or Path("preview-" + re.sub(r"[^\w@.+-]", "_", chosen.email) + ".html")
     replace_file(out, first.html, what="the preview")
     total = sum(n for _, n in first.counts)
     if total:
@@ -425,8 +573,6 @@ def preview(
         click.echo(f"{chosen.email} would get {total} {papers}: {detail}")
     else:
         click.echo(f"{chosen.email} has no new papers: their next digest is empty")
-        if not config.db_path.exists():
-            click.echo(f"({config.db_path} does not exist yet: `digest send` fills it)", err=True)
     click.echo(f"Subject: {first.subject}")
     size = len(first.html.encode("utf-8"))
     click.echo(f"wrote {out} ({size / 1000:.1f} kB of HTML)")
@@ -438,7 +584,9 @@ def preview(
 @config_options
 @click.option(
     "--cafile",
-    type=click.Path(exists=True, dir_okay=False),
+    # Checked by `check_cafile`, not by click: click would blame --cafile for a bad
+    # $DIGEST_SMTP_CAFILE.
+    type=click.Path(path_type=str),
     envvar="DIGEST_SMTP_CAFILE",
     help="CA certificates to verify the SMTP server with. [default: the system's; $DIGEST_SMTP_CAFILE]",
 )
@@ -451,7 +599,9 @@ def inbox(subscribers: Path | None, db: Path | None, cafile: str | None) -> None
     """
     # Imported here to keep these commands one self-contained block of the shared cli.py.
     from digest.inbox import inbox_warnings, process_inbox
+    from digest.store import Store
 
+    check_cafile(cafile)
     config = load(subscribers, db)
     for warning in inbox_warnings(config):
         click.echo(f"Warning: {warning}", err=True)
@@ -494,7 +644,7 @@ def subscribe_command(
 
     # Not loaded first: the change is checked by loading the new file, once (~5 s at
     # 100,000 subscribers).
-    change = subscribe(subscribers or default_subscribers_path(os.environ), email, keywords, name)
+    change = subscribe(subscribers_path(subscribers), email, keywords, name)
     if not change.was_subscribed:
         click.echo(f"subscribed {change.email}: {', '.join(change.keywords)}")
     elif change.changed:
@@ -511,7 +661,7 @@ def unsubscribe_command(subscribers: Path | None, db: Path | None, email: str) -
     """Remove a subscriber from subscribers.toml."""
     from digest.subscriptions import unsubscribe
 
-    if not unsubscribe(subscribers or default_subscribers_path(os.environ), email).changed:
+    if not unsubscribe(subscribers_path(subscribers), email).changed:
         raise ConfigError(f"{email} is not subscribed; `digest subscribers` lists who is")
     click.echo(f"unsubscribed {email}")
 
@@ -535,6 +685,10 @@ def subscribers_command(subscribers: Path | None, db: Path | None) -> None:
 @contextlib.contextmanager
 def _held(config: Config) -> Iterator[Store]:
     """The database, for the held subscriptions; an SQLite failure is exit 6, in one line."""
+    import sqlite3
+
+    from digest.store import Store, state_error
+
     store = Store.open(config.db_path)
     try:
         yield store
@@ -550,6 +704,7 @@ def _held(config: Config) -> Iterator[Store]:
 def pending(subscribers: Path | None, db: Path | None) -> None:
     """List the subscriptions by mail waiting for approval ([inbox] approve = true)."""
     config = load(subscribers, db)
+    stored(config)
     with _held(config) as store:
         held = store.held()
     if not held:

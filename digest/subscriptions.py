@@ -38,9 +38,23 @@ class Change:
     was_subscribed: bool  # before the change
 
 
+def _missing(path: Path) -> ConfigError:
+    return ConfigError(
+        f"{path}: no such file; create it (see the example subscribers.toml) "
+        "or point DIGEST_SUBSCRIBERS / --subscribers at it"
+    )
+
+
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
     lock = path.with_name(path.name + ".lock")
+    # No list, nothing to change: say so before making a lock file, which would stay behind.
+    try:
+        path.stat()
+    except FileNotFoundError:
+        raise _missing(path) from None
+    except OSError:
+        pass  # opening the lock, or reading the file, says what is wrong
     try:
         handle = open(lock, "a", opener=private_opener)  # noqa: SIM115 - closed below
     except OSError as e:
@@ -60,7 +74,7 @@ def _read(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
+        raise _missing(path) from None
     except UnicodeDecodeError as e:
         load_config(path, env=os.environ)  # names the line of the first bad byte
         raise ConfigError(f"{path}: cannot read it for a change ({e})") from e

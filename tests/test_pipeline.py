@@ -262,7 +262,8 @@ def test_dry_run_sends_nothing_writes_nothing_and_is_repeatable(
     blocked = runner.invoke(main, ["send", "--dry-run", "--out", str(db / "out")], env=env)
     assert (blocked.exit_code, blocked.stderr.splitlines()[-1]) == (
         2,
-        f"Error: {db / 'out'}: cannot write the digests there (Not a directory)",
+        f"Error: {db / 'out'}: cannot write the digests there (Not a directory); "
+        "give --out a folder you can write to",
     )
     # The real run afterwards still has that paper to send: the dry run marked nothing seen.
     assert run_digest(config, DAY2).sent == 2

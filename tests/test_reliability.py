@@ -103,6 +103,7 @@ def test_bounce_limit_pauses_a_subscriber_until_reenabled(
 
 def test_status_on_a_fresh_database(write_config: WriteConfig, env: dict[str, str]) -> None:
     write_config()
+    Store.open(Path(env["DIGEST_DB"])).close()  # no file at all is exit 8 (test_cli_newcomer)
     result = CliRunner().invoke(main, ["status"], env=env)
     assert result.exit_code == 0
     assert result.stdout == (
