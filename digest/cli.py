@@ -342,7 +342,7 @@ def send(
             store.close()
     date = report.digest_date.isoformat()
     failed_keywords = ""
-    if report.failed_keywords and len(report.failed_keywords) == len(config.keywords):
+    if report.all_keywords_failed:
         failed_keywords = "; no keyword could be fetched (see above)"
     elif report.failed_keywords:
         failed_keywords = f"; {plural(len(report.failed_keywords), 'keyword')} failed (see above)"
