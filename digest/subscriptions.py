@@ -72,7 +72,9 @@ def _locked(path: Path) -> Iterator[None]:
 
 def _read(path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8")
+        # A BOM (Windows editors write one) is accepted by the loader; tomlkit would take
+        # it for a key. The changed file is written without it.
+        return path.read_text(encoding="utf-8").removeprefix("\ufeff")
     except FileNotFoundError:
         raise _missing(path) from None
     except UnicodeDecodeError as e:

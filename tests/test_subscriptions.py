@@ -74,6 +74,16 @@ def test_subscribing_and_leaving_again_gives_back_the_file(tmp_path: Path, after
     assert path.read_text(encoding="utf-8") == LIST.rpartition("\n\n[[")[0] + "\n" + after
 
 
+def test_a_file_that_starts_with_a_bom_can_be_changed(listing: Path) -> None:
+    listing.write_bytes(b"\xef\xbb\xbf" + listing.read_bytes())
+
+    change = subscribe(listing, "ann@example.org", ["Diffusion Models"])
+
+    assert change.changed
+    assert not listing.read_bytes().startswith(b"\xef\xbb\xbf")
+    assert load_config(listing).subscribers.find("ann@example.org") is not None
+
+
 def test_keyword_changes_and_unsubscribe(listing: Path) -> None:
     assert add_keywords(listing, "READER@example.org", ["try on"]).keywords == (
         "Person Re-ID",
