@@ -22,6 +22,7 @@ import click
 from digest import __version__
 from digest.errors import EXIT_INTERNAL, ConfigError, DigestError, EmptyStoreError, StateError
 from digest.logs import log_to_stderr
+from digest.words import plural
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -117,11 +118,6 @@ def config_options(func: F) -> F:
         return func(*args, subscribers=subscribers, db=db, **kwargs)
 
     return _global_options(wrapper)  # type: ignore[return-value]
-
-
-def plural(count: int, noun: str) -> str:
-    """`1 digest`, `3 digests`."""
-    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def check_cafile(cafile: str | None) -> None:
