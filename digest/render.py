@@ -103,6 +103,7 @@ class Entry:
     """A paper as the templates show it: plain readable text, LaTeX converted."""
 
     title: str
+    arxiv_id: str
     abs_url: str
     pdf_url: str
     authors: str
@@ -125,10 +126,10 @@ class Shown:
 
 
 def short_authors(authors: Sequence[str]) -> str:
-    """'A, B, C … Z' for long author lists."""
+    """'A, B, C … Z (57 authors)' for long author lists: the count says how many are left out."""
     if len(authors) <= AUTHORS_SHOWN + 1:
         return ", ".join(authors)
-    return ", ".join(authors[:AUTHORS_SHOWN]) + " … " + authors[-1]
+    return f"{', '.join(authors[:AUTHORS_SHOWN])} … {authors[-1]} ({len(authors)} authors)"
 
 
 def shorten(text: str, limit: int = ABSTRACT_LIMIT) -> str:
@@ -218,6 +219,7 @@ def entry(item: Item) -> Entry:
     abstract = shorten(summary)
     return Entry(
         title=readable(p.title),
+        arxiv_id=p.arxiv_id,
         abs_url=p.abs_url,
         pdf_url=p.pdf_url,
         authors=short_authors([readable(a) for a in p.authors]),
