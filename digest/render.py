@@ -9,16 +9,21 @@ template line produces gets that line's style, and the inlined template renders 
 what inlining each rendered digest would give (tests/test_render.py checks this on the
 reference data). Rendering a content is then Jinja alone.
 
-Gmail clips HTML past about 102 KB, so the HTML has a byte budget. The template renders
+Gmail clips HTML past about 102 KB, so the HTML has a byte budget, counted as the message
+carries it: quoted-printable UTF-8 with CRLF line ends (digest/mail.py), where every "=" and
+every byte of a non-ASCII character takes three. The template renders
 every paper twice, in full and as a title-only line, between comment markers; premailer
-inlines that document once; `InlinedDigest` then measures each piece's exact inlined bytes and
+inlines that document once; `InlinedDigest` then measures each piece's exact encoded bytes and
 chooses, per keyword, how many papers stay in full, how many become title lines and how
 many are folded into "and N more" with a link to arXiv's search. Inlining once and
-choosing by structure keeps the size exact without a second premailer call.
+choosing by structure keeps the size exact without a second premailer call. Each piece
+starts a line (the markers have lines of their own), and quoted-printable encodes line by
+line, so the pieces' encoded sizes add up to the digest's.
 """
 
 from __future__ import annotations
 
+import binascii
 import functools
 import html
 import logging
@@ -43,7 +48,9 @@ MORE_PLACEHOLDER = "%%DIGEST-MORE%%"
 ABSTRACT_LIMIT = 600
 AUTHORS_SHOWN = 3
 TEXT_WIDTH = 78
-HTML_LIMIT = 100_000  # bytes of HTML a digest never exceeds; Gmail clips at about 102 KB
+# Encoded bytes of HTML a digest never exceeds: Gmail clips at about 102 KB, and a margin
+# under it keeps a digest whole when a relay adds a little.
+HTML_LIMIT = 92_000
 # Room left for the personal unsubscribe link that replaces the placeholder.
 HTML_BUDGET = HTML_LIMIT - 2_000
 # Full entries may fill this share of the budget before title lines get theirs; what the
@@ -278,9 +285,9 @@ class InlinedDigest:
         shape = [len(p) for p in self.papers]
         if shape != list(counts) or len(self.labels) != len(shape):
             raise RuntimeError("digest.html: the digest:* markers do not match the papers")
-        self.sizes = [[(_bytes(f), _bytes(b)) for f, b in ps] for ps in self.papers]
-        self.label_sizes = [_bytes(label) for label in self.labels]
-        self.fixed = sum(_bytes(p) for p in self.parts if isinstance(p, str))
+        self.sizes = [[(encoded_size(f), encoded_size(b)) for f, b in ps] for ps in self.papers]
+        self.label_sizes = [encoded_size(label) for label in self.labels]
+        self.fixed = sum(encoded_size(p) for p in self.parts if isinstance(p, str))
 
     def more_text(self, section: int, hidden: int) -> str:
         if not hidden:
@@ -290,10 +297,10 @@ class InlinedDigest:
         )
 
     def more_bytes(self, section: int, hidden: int) -> int:
-        return _bytes(self.more_text(section, hidden))
+        return encoded_size(self.more_text(section, hidden))
 
     def size(self, fits: Sequence[Fit]) -> int:
-        """Bytes of the HTML `html(fits)` would return."""
+        """Encoded bytes of the HTML `html(fits)` would return (see `encoded_size`)."""
         total = self.fixed
         for s, fit in enumerate(fits):
             sizes = self.sizes[s]
@@ -369,8 +376,13 @@ class InlinedDigest:
         return [Fit(f, n) for f, n in zip(full, shown, strict=True)]
 
 
-def _bytes(text: str) -> int:
-    return len(text.encode("utf-8"))
+def encoded_size(text: str) -> int:
+    """Bytes of `text` as the message carries it: quoted-printable UTF-8, CRLF line ends.
+
+    The same encoding as digest/mail.py's; additive over pieces that each start a line.
+    """
+    encoded = binascii.b2a_qp(text.encode("utf-8"), istext=True)
+    return len(encoded) + encoded.count(b"\n")
 
 
 class Renderer:

@@ -23,14 +23,18 @@ from hypothesis import strategies as st
 
 from digest.cli import main
 from digest.latex import to_unicode
+from digest.mail import prepare_message
 from digest.paper import Paper
 from digest.render import (
     HTML_LIMIT,
+    UNSUBSCRIBE_PLACEHOLDER,
     Fit,
     InlinedDigest,
+    Rendered,
     Renderer,
     Section,
     cells,
+    encoded_size,
     personalize,
     short_authors,
     wrap,
@@ -280,6 +284,27 @@ def test_period_given_by_the_caller_wins() -> None:
 # -- the size cap ----------------------------------------------------------------
 
 
+def sent_html_size(rendered: Rendered) -> int:
+    """Bytes of the HTML part's body in the message as sent (quoted-printable, CRLF)."""
+    prepared = prepare_message(
+        sender=f"arXiv digest <{FROM}>",
+        subject=rendered.subject,
+        text=rendered.text,
+        html_text=rendered.html,
+        link_slot=UNSUBSCRIBE_PLACEHOLDER,
+        date=datetime(2026, 11, 22, 7, 0, tzinfo=UTC),
+        list_id="arXiv digest <digest.digest.example.org>",
+    )
+    data = prepared.for_recipient("reader@example.org", None, "<id@example.org>", UNSUBSCRIBE)
+    body = data.split(b'Content-Type: text/html; charset="utf-8"\r\n', 1)[1]
+    body = body.split(b"\r\n\r\n", 1)[1].rsplit(b"\r\n--=_digest_", 1)[0]
+    decoded = BytesParser(policy=policy.default).parsebytes(data).get_body(("html",))
+    assert decoded is not None
+    sent = decoded.get_content().replace("\r\n", "\n")
+    assert sent == personalize(rendered, UNSUBSCRIBE)[1], "the part measured is the HTML"
+    return len(body)
+
+
 def stages(html: str) -> list[str]:
     """Per keyword section, its rows as letters: F full, T title-only, M "and N more"."""
     chunks = html.split('<td class="keyword"')[1:]
@@ -295,7 +320,9 @@ def test_the_largest_digest_stays_under_the_gmail_clip(reference: list[Entry]) -
     text, html = personalize(rendered, UNSUBSCRIBE)
 
     assert [len(s.items) for s in sections] == [100] * 7
-    assert len(html.encode("utf-8")) < HTML_LIMIT
+    # Gmail clips what is sent: the HTML part as quoted-printable, not the decoded HTML.
+    assert encoded_size(html) < HTML_LIMIT
+    assert sent_html_size(rendered) < HTML_LIMIT
     assert renderer.inlined == 1, "one premailer call, however much had to be cut"
     # Per keyword: full entries, then title lines, then "and N more", in that order.
     shapes = stages(html)
@@ -356,7 +383,7 @@ def test_a_smaller_budget_folds_more_and_is_never_exceeded(reference: list[Entry
         rendered = Renderer(budget=budget).render(
             DIGEST_DATE, sections, ["a", "b"], from_address=FROM
         )
-        assert len(rendered.html.encode("utf-8")) <= budget
+        assert encoded_size(rendered.html) <= budget
         assert all(re.fullmatch(r"F+T+M", s) for s in stages(rendered.html))
 
 
@@ -367,14 +394,14 @@ def test_a_digest_that_fits_is_shown_in_full() -> None:
 
 def synthetic_cut(sizes: list[list[tuple[int, int]]]) -> InlinedDigest:
     """An 'inlined' document with markers and paper pieces of the given byte sizes."""
-    parts = ["<head>"]
+    parts = ["<head>\n"]
     for papers in sizes:
-        parts += ["<h2>", "<!--digest:label-->", "More in", "<!--digest:end-->"]
+        parts += ["<h2>\n", "<!--digest:label-->", "\nMore in ±\n", "<!--digest:end-->"]
         for full, brief in papers:
-            parts += ["<!--digest:full-->", "f" * full, "<!--digest:brief-->", "b" * brief]
-            parts.append("<!--digest:end-->")
-        parts += ["<!--digest:more-->", "and %%DIGEST-MORE%%", "<!--digest:end-->"]
-    return InlinedDigest("".join(parts), [len(p) for p in sizes])
+            parts += ["<!--digest:full-->", f"\n{'f=' * (full // 2)}\n", "<!--digest:brief-->"]
+            parts += [f"\n{'bé' * (brief // 2)}\n", "<!--digest:end-->"]
+        parts += ["<!--digest:more-->", "\nand %%DIGEST-MORE%%\n", "<!--digest:end-->"]
+    return InlinedDigest("\n".join(parts), [len(p) for p in sizes])
 
 
 @settings(max_examples=200, deadline=None)
@@ -393,12 +420,12 @@ def test_fitting_is_exact_and_keeps_the_stage_order(
     fits = cut.fit(budget)
 
     html = cut.html(fits)
-    assert cut.size(fits) == len(html.encode("utf-8"))
+    assert cut.size(fits) == encoded_size(html), "exact, in quoted-printable as sent"
     floor = cut.size([Fit(0, 0) for _ in sizes])
-    assert len(html) <= max(budget, floor)
+    assert encoded_size(html) <= max(budget, floor)
     for fit, papers in zip(fits, sizes, strict=True):
         assert 0 <= fit.full <= fit.shown <= len(papers)
-    if sum(f for p in sizes for f, _ in p) + cut.fixed <= budget * 0.6:
+    if sum(f for p in cut.sizes for f, _ in p) + cut.fixed <= budget * 0.6:
         assert fits == [Fit(len(p), len(p)) for p in sizes], "what fits is shown in full"
 
 
