@@ -57,6 +57,10 @@ HTML_BUDGET = HTML_LIMIT - 2_000
 # titles leave unused goes back to full entries.
 FULL_SHARE = 0.6
 SEARCH_URL = "https://arxiv.org/search/?query={}&searchtype=all&order=-announced_date_first"
+QUERY_URL = (
+    "https://export.arxiv.org/api/query?search_query={}"
+    "&sortBy=submittedDate&sortOrder=descending&max_results={}"
+)
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 MONTHS = (
     "January", "February", "March", "April", "May", "June", "July", "August", "September",
@@ -82,10 +86,16 @@ def templates_dir() -> Path:
 
 @dataclass(frozen=True)
 class Section:
-    """One keyword's papers in a digest."""
+    """One keyword's papers in a digest.
+
+    `query` is the search_query arXiv's API was asked for the keyword's papers, category
+    filter included (digest.arxiv_source.build_query): where papers are cut, "and N more"
+    links to that same query. Without it the link searches arXiv's site for the name.
+    """
 
     keyword: str
     items: tuple[Item, ...]
+    query: str = ""
 
 
 @dataclass(frozen=True)
@@ -130,6 +140,7 @@ class Shown:
     anchor: str
     entries: tuple[Entry, ...]
     search_url: str
+    search_label: str  # what search_url shows, for its link
 
 
 def short_authors(authors: Sequence[str]) -> str:
@@ -216,6 +227,21 @@ def search_url(keyword: str) -> str:
     """arXiv's listing search for a keyword, newest first; a phrase is searched as a phrase."""
     phrase = f'"{keyword}"' if " " in keyword.strip() else keyword
     return SEARCH_URL.format(quote_plus(phrase))
+
+
+def more_link(section: Section) -> tuple[str, str]:
+    """Where "and N more" leads, and its link text: the papers, newest first, as arXiv finds them.
+
+    With the keyword's query, arXiv's API feed for that query, categories included, as many
+    papers as the section has; without, a search of arXiv's site for the keyword's name.
+    """
+    if not section.query:
+        return search_url(section.keyword), f"search arXiv for “{section.keyword}”"
+    n = len(section.items)
+    return (
+        QUERY_URL.format(quote(section.query, safe=""), n),
+        f"the newest {n} “{section.keyword}” papers in arXiv’s feed",
+    )
 
 
 @functools.lru_cache(maxsize=4096)
@@ -422,7 +448,7 @@ class Renderer:
         of its papers' dates.
         """
         shown = [
-            Shown(s.keyword, f"k{n}", tuple(entry(i) for i in s.items), search_url(s.keyword))
+            Shown(s.keyword, f"k{n}", tuple(entry(i) for i in s.items), *more_link(s))
             for n, s in enumerate((s for s in sections if s.items), start=1)
         ]
         total = sum(len(s.entries) for s in shown)

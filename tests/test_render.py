@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from email import policy
 from email.parser import BytesParser
@@ -385,6 +386,32 @@ def test_a_smaller_budget_folds_more_and_is_never_exceeded(reference: list[Entry
         )
         assert encoded_size(rendered.html) <= budget
         assert all(re.fullmatch(r"F+T+M", s) for s in stages(rendered.html))
+
+
+def test_and_n_more_links_to_the_keywords_own_query_categories_included(
+    reference: list[Entry],
+) -> None:
+    query = '(ti:"person re-id" OR abs:"person re-id") AND (cat:cs.CV OR cat:cs.LG)'
+    reid = replace(large_sections(reference)[0], query=query)
+    plain = Section("Virtual Try-On", large_sections(reference)[1].items)
+
+    rendered = Renderer(budget=40_000).render(
+        DIGEST_DATE, [reid, plain], ["Person Re-ID", "Virtual Try-On"], from_address=FROM
+    )
+
+    feed = (
+        "https://export.arxiv.org/api/query?search_query=%28ti%3A%22person%20re-id%22%20OR%20"
+        "abs%3A%22person%20re-id%22%29%20AND%20%28cat%3Acs.CV%20OR%20cat%3Acs.LG%29"
+        "&sortBy=submittedDate&sortOrder=descending&max_results=100"
+    )
+    [first, second] = rendered.html.split('<td class="keyword"')[1:]
+    assert re.search(r"…and \d+ more papers: <a href=\"([^\"]+)\"", first)[1] == feed.replace(  # type: ignore[index]
+        "&", "&amp;"
+    )
+    assert "the newest 100 “Person Re-ID” papers in arXiv’s feed</a>" in first
+    # A section without its query (an older caller) still links to a search by name.
+    assert "https://arxiv.org/search/?query=%22Virtual+Try-On%22" in second
+    assert f"The newest 100 “Person Re-ID” papers in arXiv’s feed:\n{feed}\n" in rendered.text
 
 
 def test_a_digest_that_fits_is_shown_in_full() -> None:
