@@ -119,6 +119,7 @@ def axe() -> str:
     return AXE.read_text(encoding="utf-8")
 
 
+@pytest.mark.parametrize("width", [600, 375])
 @pytest.mark.parametrize("dark", [False, True], ids=["light", "dark"])
 @pytest.mark.parametrize("digest", ["golden", "large"])
 def test_axe_finds_no_serious_accessibility_violation(
@@ -128,6 +129,7 @@ def test_axe_finds_no_serious_accessibility_violation(
     reference: list[Entry],
     digest: str,
     dark: bool,
+    width: int,
 ) -> None:
     """WCAG 2.1 AA as axe-core checks it, in each colour scheme: nothing serious or critical."""
     if digest == "golden":
@@ -136,7 +138,7 @@ def test_axe_finds_no_serious_accessibility_violation(
         page = write_digest(
             tmp_path / "large.html", large_sections(reference), list(SECTION_CATEGORIES)
         )
-    browser.load(page, 600, "JSON.stringify({})", dark=dark)
+    browser.load(page, width, "JSON.stringify({})", dark=dark)
     browser.evaluate(axe)
 
     violations = browser.evaluate(AXE_RUN, wait=True)

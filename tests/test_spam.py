@@ -27,8 +27,9 @@ CIRCUMSTANCE = {"NO_RECEIVED", "NO_RELAYS", "HTML_MESSAGE", "MAILING_LIST_MULTI"
 RULE = re.compile(r"^ *(-?\d+\.\d+) ([A-Z0-9_]+) ", re.M)
 
 
-def message(rendered: Rendered) -> bytes:
-    """The digest as a reader's server receives it: both parts, list headers, one-click."""
+def message(rendered: Rendered, *, web: bool = True) -> bytes:
+    """The digest as a reader's server receives it: both parts, list headers, and one-click
+    unsubscribe with `web` (the [web] setting), else a mailto: one."""
     prepared = prepare_message(
         sender=f"arXiv digest <{FROM}>",
         subject=rendered.subject,
@@ -37,14 +38,14 @@ def message(rendered: Rendered) -> bytes:
         link_slot=UNSUBSCRIBE_PLACEHOLDER,
         date=datetime(2026, 11, 22, 7, 0, tzinfo=UTC),
         list_id="arXiv digest <digest.digest.example.org>",
-        also_unsubscribe=f"mailto:{FROM}?subject=unsubscribe",
-        one_click=True,
+        also_unsubscribe=f"mailto:{FROM}?subject=unsubscribe" if web else None,
+        one_click=web,
+    )
+    link = (
+        "https://digest.example.org/u/Zx8Qm3kP2vR7" if web else f"mailto:{FROM}?subject=unsubscribe"
     )
     return prepared.for_recipient(
-        "reader@example.org",
-        "A. Reader",
-        "<20261122070000.a1b2c3@example.org>",
-        "https://digest.example.org/u/Zx8Qm3kP2vR7",
+        "reader@example.org", "A. Reader", "<20261122070000.a1b2c3@example.org>", link
     )
 
 
@@ -80,6 +81,7 @@ def test_golden_digests_do_not_look_like_spam(reference: list[Entry], tmp_path: 
     }
 
     verdicts = {name: score(message(r), tmp_path) for name, r in digests.items()}
+    verdicts["golden, mailto: unsubscribe"] = score(message(digests["golden"], web=False), tmp_path)
 
     for name, (total, rules) in verdicts.items():
         avoidable = {rule: p for rule, p in rules.items() if rule not in CIRCUMSTANCE and p > 0}
