@@ -9,16 +9,21 @@ template line produces gets that line's style, and the inlined template renders 
 what inlining each rendered digest would give (tests/test_render.py checks this on the
 reference data). Rendering a content is then Jinja alone.
 
-Gmail clips HTML past about 102 KB, so the HTML has a byte budget. The template renders
+Gmail clips HTML past about 102 KB, so the HTML has a byte budget, counted as the message
+carries it: quoted-printable UTF-8 with CRLF line ends (digest/mail.py), where every "=" and
+every byte of a non-ASCII character takes three. The template renders
 every paper twice, in full and as a title-only line, between comment markers; premailer
-inlines that document once; `InlinedDigest` then measures each piece's exact inlined bytes and
+inlines that document once; `InlinedDigest` then measures each piece's exact encoded bytes and
 chooses, per keyword, how many papers stay in full, how many become title lines and how
 many are folded into "and N more" with a link to arXiv's search. Inlining once and
-choosing by structure keeps the size exact without a second premailer call.
+choosing by structure keeps the size exact without a second premailer call. Each piece
+starts a line (the markers have lines of their own), and quoted-printable encodes line by
+line, so the pieces' encoded sizes add up to the digest's.
 """
 
 from __future__ import annotations
 
+import binascii
 import functools
 import html
 import logging
@@ -43,13 +48,19 @@ MORE_PLACEHOLDER = "%%DIGEST-MORE%%"
 ABSTRACT_LIMIT = 600
 AUTHORS_SHOWN = 3
 TEXT_WIDTH = 78
-HTML_LIMIT = 100_000  # bytes of HTML a digest never exceeds; Gmail clips at about 102 KB
+# Encoded bytes of HTML a digest never exceeds: Gmail clips at about 102 KB, and a margin
+# under it keeps a digest whole when a relay adds a little.
+HTML_LIMIT = 92_000
 # Room left for the personal unsubscribe link that replaces the placeholder.
 HTML_BUDGET = HTML_LIMIT - 2_000
 # Full entries may fill this share of the budget before title lines get theirs; what the
 # titles leave unused goes back to full entries.
 FULL_SHARE = 0.6
 SEARCH_URL = "https://arxiv.org/search/?query={}&searchtype=all&order=-announced_date_first"
+QUERY_URL = (
+    "https://export.arxiv.org/api/query?search_query={}"
+    "&sortBy=submittedDate&sortOrder=descending&max_results={}"
+)
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 MONTHS = (
     "January", "February", "March", "April", "May", "June", "July", "August", "September",
@@ -75,10 +86,16 @@ def templates_dir() -> Path:
 
 @dataclass(frozen=True)
 class Section:
-    """One keyword's papers in a digest."""
+    """One keyword's papers in a digest.
+
+    `query` is the search_query arXiv's API was asked for the keyword's papers, category
+    filter included (digest.arxiv_source.build_query): where papers are cut, "and N more"
+    links to that same query. Without it the link searches arXiv's site for the name.
+    """
 
     keyword: str
     items: tuple[Item, ...]
+    query: str = ""
 
 
 @dataclass(frozen=True)
@@ -103,6 +120,7 @@ class Entry:
     """A paper as the templates show it: plain readable text, LaTeX converted."""
 
     title: str
+    arxiv_id: str
     abs_url: str
     pdf_url: str
     authors: str
@@ -122,13 +140,14 @@ class Shown:
     anchor: str
     entries: tuple[Entry, ...]
     search_url: str
+    search_label: str  # what search_url shows, for its link
 
 
 def short_authors(authors: Sequence[str]) -> str:
-    """'A, B, C … Z' for long author lists."""
+    """'A, B, C … Z (57 authors)' for long author lists: the count says how many are left out."""
     if len(authors) <= AUTHORS_SHOWN + 1:
         return ", ".join(authors)
-    return ", ".join(authors[:AUTHORS_SHOWN]) + " … " + authors[-1]
+    return f"{', '.join(authors[:AUTHORS_SHOWN])} … {authors[-1]} ({len(authors)} authors)"
 
 
 def shorten(text: str, limit: int = ABSTRACT_LIMIT) -> str:
@@ -210,6 +229,21 @@ def search_url(keyword: str) -> str:
     return SEARCH_URL.format(quote_plus(phrase))
 
 
+def more_link(section: Section) -> tuple[str, str]:
+    """Where "and N more" leads, and its link text: the papers, newest first, as arXiv finds them.
+
+    With the keyword's query, arXiv's API feed for that query, categories included, as many
+    papers as the section has; without, a search of arXiv's site for the keyword's name.
+    """
+    if not section.query:
+        return search_url(section.keyword), f"search arXiv for “{section.keyword}”"
+    n = len(section.items)
+    return (
+        QUERY_URL.format(quote(section.query, safe=""), n),
+        f"the newest {n} “{section.keyword}” papers in arXiv’s feed",
+    )
+
+
 @functools.lru_cache(maxsize=4096)
 def entry(item: Item) -> Entry:
     """What the templates show of one paper; cached, as papers recur across contents."""
@@ -218,6 +252,7 @@ def entry(item: Item) -> Entry:
     abstract = shorten(summary)
     return Entry(
         title=readable(p.title),
+        arxiv_id=p.arxiv_id,
         abs_url=p.abs_url,
         pdf_url=p.pdf_url,
         authors=short_authors([readable(a) for a in p.authors]),
@@ -276,9 +311,9 @@ class InlinedDigest:
         shape = [len(p) for p in self.papers]
         if shape != list(counts) or len(self.labels) != len(shape):
             raise RuntimeError("digest.html: the digest:* markers do not match the papers")
-        self.sizes = [[(_bytes(f), _bytes(b)) for f, b in ps] for ps in self.papers]
-        self.label_sizes = [_bytes(label) for label in self.labels]
-        self.fixed = sum(_bytes(p) for p in self.parts if isinstance(p, str))
+        self.sizes = [[(encoded_size(f), encoded_size(b)) for f, b in ps] for ps in self.papers]
+        self.label_sizes = [encoded_size(label) for label in self.labels]
+        self.fixed = sum(encoded_size(p) for p in self.parts if isinstance(p, str))
 
     def more_text(self, section: int, hidden: int) -> str:
         if not hidden:
@@ -288,10 +323,10 @@ class InlinedDigest:
         )
 
     def more_bytes(self, section: int, hidden: int) -> int:
-        return _bytes(self.more_text(section, hidden))
+        return encoded_size(self.more_text(section, hidden))
 
     def size(self, fits: Sequence[Fit]) -> int:
-        """Bytes of the HTML `html(fits)` would return."""
+        """Encoded bytes of the HTML `html(fits)` would return (see `encoded_size`)."""
         total = self.fixed
         for s, fit in enumerate(fits):
             sizes = self.sizes[s]
@@ -367,8 +402,13 @@ class InlinedDigest:
         return [Fit(f, n) for f, n in zip(full, shown, strict=True)]
 
 
-def _bytes(text: str) -> int:
-    return len(text.encode("utf-8"))
+def encoded_size(text: str) -> int:
+    """Bytes of `text` as the message carries it: quoted-printable UTF-8, CRLF line ends.
+
+    The same encoding as digest/mail.py's; additive over pieces that each start a line.
+    """
+    encoded = binascii.b2a_qp(text.encode("utf-8"), istext=True)
+    return len(encoded) + encoded.count(b"\n")
 
 
 class Renderer:
@@ -408,7 +448,7 @@ class Renderer:
         of its papers' dates.
         """
         shown = [
-            Shown(s.keyword, f"k{n}", tuple(entry(i) for i in s.items), search_url(s.keyword))
+            Shown(s.keyword, f"k{n}", tuple(entry(i) for i in s.items), *more_link(s))
             for n, s in enumerate((s for s in sections if s.items), start=1)
         ]
         total = sum(len(s.entries) for s in shown)

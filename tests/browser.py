@@ -19,6 +19,9 @@ from pathlib import Path
 from typing import Any
 
 CHROMIUM = os.environ.get("DIGEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+# axe-core, the accessibility checker, as scripts/install-test-deps installs it from npm.
+_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+AXE = Path(os.environ.get("DIGEST_AXE") or _CACHE / "digest-tests/node_modules/axe-core/axe.min.js")
 # The closed test network makes Chromium's background services hang or retry: all off.
 FLAGS = (
     "--headless --no-sandbox --disable-gpu --disable-quic --no-first-run "
@@ -100,11 +103,17 @@ class Browser:
         while not any(e.get("method") == "Page.loadEventFired" for e in self._events):
             self._events.append(self._receive(deadline))
 
-    def evaluate(self, expression: str) -> Any:
-        """The value of a JavaScript expression in the page."""
+    def evaluate(self, expression: str, *, wait: bool = False) -> Any:
+        """The value of a JavaScript expression in the page; `wait` awaits a promise's value."""
         result = self.call(
-            "Runtime.evaluate", session=True, expression=expression, returnByValue=True
+            "Runtime.evaluate",
+            session=True,
+            expression=expression,
+            returnByValue=True,
+            awaitPromise=wait,
         )
+        if "exceptionDetails" in result:
+            raise RuntimeError(f"JavaScript failed: {result['exceptionDetails']}")
         return result["result"].get("value")
 
     def load(self, path: Path, width: int, probe: str, *, dark: bool = False) -> dict[str, Any]:
@@ -142,12 +151,6 @@ class Browser:
         self.process.wait(10)
         os.close(self._out)
         os.close(self._in)
-
-
-def _high(fd: int) -> int:
-    high = fcntl.fcntl(fd, fcntl.F_DUPFD, 10)
-    os.close(fd)
-    return high
 
 
 def _high(fd: int) -> int:

@@ -15,11 +15,12 @@ from typing import Any
 import pytest
 
 from digest.render import Renderer, personalize
-from tests.browser import CHROMIUM, Browser
+from tests.browser import AXE, CHROMIUM, Browser
 from tests.fakes.arxiv_server import SECTION_CATEGORIES, Entry
 from tests.test_render import (
     DIGEST_DATE,
     FROM,
+    GOLDEN,
     UNSUBSCRIBE,
     WATCHED,
     golden_sections,
@@ -104,3 +105,75 @@ def test_hard_cases_fit_the_screen_light_and_dark(
     assert probe["background"] == ("rgb(22, 27, 34)" if dark else "rgb(255, 255, 255)")
     name = f"small-{width}{'-dark' if dark else ''}.png"
     browser.screenshot(artifacts / name, width, 0, probe["height"])
+
+
+# axe-core's verdict, as [[rule, impact, [a failing element's HTML, …]], …].
+AXE_RUN = """axe.run(document, {resultTypes: ['violations']}).then(r => r.violations.map(
+  v => [v.id, v.impact, v.nodes.slice(0, 3).map(n => n.html.slice(0, 160))]))"""
+
+
+@pytest.fixture(scope="module")
+def axe() -> str:
+    if not AXE.is_file():
+        pytest.skip(f"no axe-core at {AXE}: run scripts/install-test-deps (or set DIGEST_AXE)")
+    return AXE.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("width", [600, 375])
+@pytest.mark.parametrize("dark", [False, True], ids=["light", "dark"])
+@pytest.mark.parametrize("digest", ["golden", "large"])
+def test_axe_finds_no_serious_accessibility_violation(
+    browser: Browser,
+    axe: str,
+    tmp_path: Path,
+    reference: list[Entry],
+    digest: str,
+    dark: bool,
+    width: int,
+) -> None:
+    """WCAG 2.1 AA as axe-core checks it, in each colour scheme: nothing serious or critical."""
+    if digest == "golden":
+        page = GOLDEN / "digest.html"
+    else:
+        page = write_digest(
+            tmp_path / "large.html", large_sections(reference), list(SECTION_CATEGORIES)
+        )
+    browser.load(page, width, "JSON.stringify({})", dark=dark)
+    browser.evaluate(axe)
+
+    violations = browser.evaluate(AXE_RUN, wait=True)
+
+    serious = [v for v in violations if v[1] in ("serious", "critical")]
+    assert serious == [], serious
+    scheme = browser.evaluate("matchMedia('(prefers-color-scheme: dark)').matches")
+    assert scheme is dark, "the colour scheme axe saw is the one asked for"
+
+
+def test_links_are_named_after_their_paper_and_headings_outline_the_digest(
+    browser: Browser, tmp_path: Path
+) -> None:
+    """What a screen reader announces: the accessibility tree Chromium builds for the page."""
+    browser.load(GOLDEN / "digest.html", 600, "JSON.stringify({})")
+    browser.call("Accessibility.enable", session=True)
+    nodes = browser.call("Accessibility.getFullAXTree", session=True)["nodes"]
+
+    def named(role: str) -> list[str]:
+        return [
+            n["name"]["value"]
+            for n in nodes
+            if n.get("role", {}).get("value") == role and not n.get("ignored")
+        ]
+
+    title = "Robust σ-Aware Person Re-ID with Cross-View Attention – a study"
+    links = named("link")
+    assert f"PDF of “{title}”" in links and f"more of “{title}”" in links
+    assert "PDF" not in links and "more" not in links, "no link is named by its word alone"
+    headings = named("heading")
+    # The tree lists nodes breadth first, not in page order: compare as sets.
+    assert {"Sunday 22 November 2026", "Person Re-ID (3)", "Virtual Try-On (1)", title} <= set(
+        headings
+    )
+    assert len(headings) == 1 + 2 + 4, "the date, a heading per keyword and per paper"
+    levels = browser.evaluate("[...document.querySelectorAll('h1, h2, h3')].map(h => h.tagName)")
+    assert levels == ["H1", "H2", "H3", "H3", "H3", "H2", "H3"]
+    assert len(named("main")) == 1

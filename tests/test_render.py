@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from email import policy
 from email.parser import BytesParser
@@ -23,14 +24,18 @@ from hypothesis import strategies as st
 
 from digest.cli import main
 from digest.latex import to_unicode
+from digest.mail import prepare_message
 from digest.paper import Paper
 from digest.render import (
     HTML_LIMIT,
+    UNSUBSCRIBE_PLACEHOLDER,
     Fit,
     InlinedDigest,
+    Rendered,
     Renderer,
     Section,
     cells,
+    encoded_size,
     personalize,
     short_authors,
     wrap,
@@ -182,7 +187,7 @@ def text_sections(text: str) -> dict[str, list[str]]:
     marks = list(SECTION.finditer(text))
     found = {}
     for i, mark in enumerate(marks):
-        end = marks[i + 1].start() if i + 1 < len(marks) else text.index("\n--\n")
+        end = marks[i + 1].start() if i + 1 < len(marks) else text.index("\n-- \n")
         ids = ABS.findall(text[mark.end() : end])
         assert len(ids) == int(mark["count"]), mark.group(0)
         found[mark["keyword"]] = ids
@@ -201,9 +206,8 @@ def assert_wrapped(text: str) -> None:
 def test_golden_digest_text_and_html() -> None:
     subject, text, html = render_golden()
 
-    assert (
-        subject == "arXiv digest · 2026-11-22 · 4 new papers: Person Re-ID (3), Virtual Try-On (1)"
-    )
+    # What is new leads; the date keeps each day's subject apart (Gmail threads equal ones).
+    assert subject == "Person Re-ID (3), Virtual Try-On (1): 4 new papers · 2026-11-22"
     check_golden("digest.txt", text)
     check_golden("digest.html", html)
 
@@ -217,7 +221,7 @@ def test_golden_digest_is_readable_on_its_own() -> None:
     }
     assert_wrapped(text)
     assert "Robust σ-Aware Person Re-ID with Cross-View Attention – a study" in text
-    assert "Zoë Müller, Wei Zhang, Aisha Okafor … Lin Chen" in text
+    assert "Zoë Müller, Wei Zhang, Aisha Okafor … Lin Chen (5 authors)" in text
     assert "also: Virtual Try-On" in text
     assert (
         "You get this digest because you watch: Person Re-ID, Virtual Try-On, low level\nvision."
@@ -236,12 +240,33 @@ def test_golden_digest_is_readable_on_its_own() -> None:
     assert "%%" not in html and "%%" not in text, "no placeholder left behind"
 
 
+def test_golden_digest_structure_for_screen_readers_and_mail_readers() -> None:
+    _, text, html = render_golden()
+
+    # A heading per keyword and per paper, inside a main landmark.
+    assert html.count('role="main"') == 1
+    assert re.findall(r"<h2[^>]*>([^<]*)<", html) == ["Person Re-ID ", "Virtual Try-On "]
+    assert len(re.findall(r'<h3 class="title"', html)) == 4
+    # "PDF" and "more" are named after their paper, in text that survives attribute stripping.
+    title = "Robust σ-Aware Person Re-ID with Cross-View Attention – a study"
+    assert re.search(rf'>PDF<span class="vh"[^>]*> of “{title}”</span></a>', html)
+    assert re.search(rf'>more<span class="vh"[^>]*> of “{title}”</span></a>', html)
+    # Links inside sentences are underlined, not set apart by colour alone.
+    assert re.search(r'<p class="meta"[^>]*>.*?<a [^>]*text-decoration:underline', html)
+    # The arXiv id in both parts; the signature separator with its space.
+    assert "arXiv:2611.01001" in html and "· arXiv:2611.01001 · cs.CV" in text
+    assert "\n-- \n" in text and "\n--\n" not in text
+    # A title too long for a line goes on indented, apart from the authors below it.
+    assert "Without-\n    Spaces\n  Zoë Müller" in text
+    assert "stop these mails" not in (text + html).lower()
+
+
 def test_empty_digest() -> None:
     rendered = Renderer().render(
         DIGEST_DATE, [Section("Person Re-ID", ())], ["Person Re-ID"], from_address=FROM
     )
 
-    assert rendered.subject == "arXiv digest · 2026-11-22 · no new papers"
+    assert rendered.subject == "No new papers for your keywords · 2026-11-22"
     assert "No new papers today for the keywords you watch." in rendered.text
     assert "No new papers today" in rendered.html
     assert "It covers" not in rendered.text, "no papers, no period unless the caller gives one"
@@ -260,6 +285,27 @@ def test_period_given_by_the_caller_wins() -> None:
 # -- the size cap ----------------------------------------------------------------
 
 
+def sent_html_size(rendered: Rendered) -> int:
+    """Bytes of the HTML part's body in the message as sent (quoted-printable, CRLF)."""
+    prepared = prepare_message(
+        sender=f"arXiv digest <{FROM}>",
+        subject=rendered.subject,
+        text=rendered.text,
+        html_text=rendered.html,
+        link_slot=UNSUBSCRIBE_PLACEHOLDER,
+        date=datetime(2026, 11, 22, 7, 0, tzinfo=UTC),
+        list_id="arXiv digest <digest.digest.example.org>",
+    )
+    data = prepared.for_recipient("reader@example.org", None, "<id@example.org>", UNSUBSCRIBE)
+    body = data.split(b'Content-Type: text/html; charset="utf-8"\r\n', 1)[1]
+    body = body.split(b"\r\n\r\n", 1)[1].rsplit(b"\r\n--=_digest_", 1)[0]
+    decoded = BytesParser(policy=policy.default).parsebytes(data).get_body(("html",))
+    assert decoded is not None
+    sent = decoded.get_content().replace("\r\n", "\n")
+    assert sent == personalize(rendered, UNSUBSCRIBE)[1], "the part measured is the HTML"
+    return len(body)
+
+
 def stages(html: str) -> list[str]:
     """Per keyword section, its rows as letters: F full, T title-only, M "and N more"."""
     chunks = html.split('<td class="keyword"')[1:]
@@ -275,7 +321,9 @@ def test_the_largest_digest_stays_under_the_gmail_clip(reference: list[Entry]) -
     text, html = personalize(rendered, UNSUBSCRIBE)
 
     assert [len(s.items) for s in sections] == [100] * 7
-    assert len(html.encode("utf-8")) < HTML_LIMIT
+    # Gmail clips what is sent: the HTML part as quoted-printable, not the decoded HTML.
+    assert encoded_size(html) < HTML_LIMIT
+    assert sent_html_size(rendered) < HTML_LIMIT
     assert renderer.inlined == 1, "one premailer call, however much had to be cut"
     # Per keyword: full entries, then title lines, then "and N more", in that order.
     shapes = stages(html)
@@ -311,7 +359,7 @@ def test_inlining_the_template_once_equals_inlining_every_digest(
         Section(s.keyword, tuple(filter(quoteless, s.items))) for s in large_sections(reference)
     ]
     watched = [s.keyword for s in sections]
-    for budget in (HTML_LIMIT, 30_000):  # 30 KB: title lines, labels and "and N more" too
+    for budget in (10**6, 30_000):  # 30 KB: title lines, labels and "and N more" too
         once, each = Renderer(budget=budget), Renderer(budget=budget, inline_each=True)
         htmls = []
         for some in (sections[:3], sections[4:], [Section("Empty", ())]):
@@ -319,7 +367,7 @@ def test_inlining_the_template_once_equals_inlining_every_digest(
             b = each.render(DIGEST_DATE, some, watched, from_address=FROM)
             assert a == b
             htmls.append(a.html)
-        assert all(h.count('class="more"') == (3 if budget < HTML_LIMIT else 0) for h in htmls[:2])
+        assert all(h.count('class="more"') == (3 if budget < 10**6 else 0) for h in htmls[:2])
         assert (once.inlined, each.inlined) == (1, 3)
 
     nothing_folded = Renderer(budget=10**9), Renderer(budget=10**9, inline_each=True)
@@ -336,8 +384,34 @@ def test_a_smaller_budget_folds_more_and_is_never_exceeded(reference: list[Entry
         rendered = Renderer(budget=budget).render(
             DIGEST_DATE, sections, ["a", "b"], from_address=FROM
         )
-        assert len(rendered.html.encode("utf-8")) <= budget
+        assert encoded_size(rendered.html) <= budget
         assert all(re.fullmatch(r"F+T+M", s) for s in stages(rendered.html))
+
+
+def test_and_n_more_links_to_the_keywords_own_query_categories_included(
+    reference: list[Entry],
+) -> None:
+    query = '(ti:"person re-id" OR abs:"person re-id") AND (cat:cs.CV OR cat:cs.LG)'
+    reid = replace(large_sections(reference)[0], query=query)
+    plain = Section("Virtual Try-On", large_sections(reference)[1].items)
+
+    rendered = Renderer(budget=40_000).render(
+        DIGEST_DATE, [reid, plain], ["Person Re-ID", "Virtual Try-On"], from_address=FROM
+    )
+
+    feed = (
+        "https://export.arxiv.org/api/query?search_query=%28ti%3A%22person%20re-id%22%20OR%20"
+        "abs%3A%22person%20re-id%22%29%20AND%20%28cat%3Acs.CV%20OR%20cat%3Acs.LG%29"
+        "&sortBy=submittedDate&sortOrder=descending&max_results=100"
+    )
+    [first, second] = rendered.html.split('<td class="keyword"')[1:]
+    assert re.search(r"…and \d+ more papers: <a href=\"([^\"]+)\"", first)[1] == feed.replace(  # type: ignore[index]
+        "&", "&amp;"
+    )
+    assert "the newest 100 “Person Re-ID” papers in arXiv’s feed</a>" in first
+    # A section without its query (an older caller) still links to a search by name.
+    assert "https://arxiv.org/search/?query=%22Virtual+Try-On%22" in second
+    assert f"The newest 100 “Person Re-ID” papers in arXiv’s feed:\n{feed}\n" in rendered.text
 
 
 def test_a_digest_that_fits_is_shown_in_full() -> None:
@@ -347,14 +421,14 @@ def test_a_digest_that_fits_is_shown_in_full() -> None:
 
 def synthetic_cut(sizes: list[list[tuple[int, int]]]) -> InlinedDigest:
     """An 'inlined' document with markers and paper pieces of the given byte sizes."""
-    parts = ["<head>"]
+    parts = ["<head>\n"]
     for papers in sizes:
-        parts += ["<h2>", "<!--digest:label-->", "More in", "<!--digest:end-->"]
+        parts += ["<h2>\n", "<!--digest:label-->", "\nMore in ±\n", "<!--digest:end-->"]
         for full, brief in papers:
-            parts += ["<!--digest:full-->", "f" * full, "<!--digest:brief-->", "b" * brief]
-            parts.append("<!--digest:end-->")
-        parts += ["<!--digest:more-->", "and %%DIGEST-MORE%%", "<!--digest:end-->"]
-    return InlinedDigest("".join(parts), [len(p) for p in sizes])
+            parts += ["<!--digest:full-->", f"\n{'f=' * (full // 2)}\n", "<!--digest:brief-->"]
+            parts += [f"\n{'bé' * (brief // 2)}\n", "<!--digest:end-->"]
+        parts += ["<!--digest:more-->", "\nand %%DIGEST-MORE%%\n", "<!--digest:end-->"]
+    return InlinedDigest("\n".join(parts), [len(p) for p in sizes])
 
 
 @settings(max_examples=200, deadline=None)
@@ -373,12 +447,12 @@ def test_fitting_is_exact_and_keeps_the_stage_order(
     fits = cut.fit(budget)
 
     html = cut.html(fits)
-    assert cut.size(fits) == len(html.encode("utf-8"))
+    assert cut.size(fits) == encoded_size(html), "exact, in quoted-printable as sent"
     floor = cut.size([Fit(0, 0) for _ in sizes])
-    assert len(html) <= max(budget, floor)
+    assert encoded_size(html) <= max(budget, floor)
     for fit, papers in zip(fits, sizes, strict=True):
         assert 0 <= fit.full <= fit.shown <= len(papers)
-    if sum(f for p in sizes for f, _ in p) + cut.fixed <= budget * 0.6:
+    if sum(f for p in cut.sizes for f, _ in p) + cut.fixed <= budget * 0.6:
         assert fits == [Fit(len(p), len(p)) for p in sizes], "what fits is shown in full"
 
 
@@ -388,7 +462,8 @@ def test_fitting_is_exact_and_keeps_the_stage_order(
 def test_short_authors() -> None:
     assert short_authors(["A"]) == "A"
     assert short_authors(["A", "B", "C", "D"]) == "A, B, C, D"
-    assert short_authors(["A", "B", "C", "D", "E"]) == "A, B, C … E"
+    assert short_authors(["A", "B", "C", "D", "E"]) == "A, B, C … E (5 authors)"
+    assert short_authors([f"A{n}" for n in range(57)]) == "A0, A1, A2 … A56 (57 authors)"
 
 
 def test_wrap_counts_wide_characters_and_never_breaks_a_url() -> None:
@@ -541,7 +616,7 @@ def test_latex_and_unicode_arrive_readable_in_subject_text_and_html(
 
     [raw] = smtp.by_recipient()["reader@example.org"]
     message = BytesParser(policy=policy.default).parsebytes(raw.data)
-    assert message["Subject"] == "arXiv digest · 2025-11-18 · 1 new paper: 行人重识别 (1)"
+    assert message["Subject"] == "行人重识别 (1): 1 new paper · 2025-11-18"
     assert raw.data.isascii() or b"Subject: =?utf-8?" in raw.data, "headers are encoded"
     title = "Schrödinger meets 𝒪(n²) Person Re-ID: faster – 行人重识别 🚀"
     text = message.get_body(preferencelist=("plain",)).get_content()
@@ -549,7 +624,7 @@ def test_latex_and_unicode_arrive_readable_in_subject_text_and_html(
     assert title in text.replace("\n", " ") and title in html
     assert "We study σ-noise robustly; café\u00a0results at 87% &amp; more." in html
     assert "also: Person Re-ID" in text
-    assert "\\" not in text.split("\n--\n")[0], "no raw LaTeX left"
+    assert "\\" not in text.split("\n-- \n")[0], "no raw LaTeX left"
 
 
 # -- digest preview -----------------------------------------------------------------------
@@ -579,9 +654,7 @@ def test_preview_writes_the_next_digest_without_fetching_sending_or_storing(
     lines = result.stdout.splitlines()
     # In the newcomer's own spelling, not the first subscriber's.
     assert lines[0] == "new@example.org would get 10 new papers: person re-id 10"
-    assert lines[1] == "Subject: arXiv digest · " + lines[1].split(" · ")[1] + (
-        " · 10 new papers: person re-id (10)"
-    )
+    assert re.fullmatch(r"Subject: person re-id \(10\): 10 new papers · \d{4}-\d\d-\d\d", lines[1])
     assert re.fullmatch(rf"wrote {re.escape(str(out))} \(\d+\.\d kB of HTML\)", lines[2])
     html = out.read_text(encoding="utf-8")
     assert html.startswith("<!DOCTYPE html>") and html.count('class="paper"') == 10
