@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
-from digest.arxiv_source import ArxivSource, ArxivUnreachable
+from digest.arxiv_source import ArxivSource, ArxivUnreachable, build_query
 from digest.config import Config, Keyword
 from digest.errors import (
     EXIT_DELIVERY_FAILED,
@@ -122,6 +122,7 @@ class _Job:
     digest_date: date
     plan: Plan
     names: tuple[str, ...]  # the name of each of the plan's keywords, as subscribers see it
+    queries: tuple[str, ...]  # each keyword's arXiv search_query, for "and N more" links
     from_address: str
     sender: str
     list_id: str
@@ -153,7 +154,10 @@ def sections_of(contents: Contents, plan: Plan, names: tuple[str, ...]) -> list[
 def _build(job: _Job, contents: Contents, renderer: Renderer) -> _Built:
     """Read, render and serialise one content."""
     before = renderer.inlined
-    sections = sections_of(contents, job.plan, job.names)
+    sections = [
+        replace(s, query=q)
+        for s, q in zip(sections_of(contents, job.plan, job.names), job.queries, strict=True)
+    ]
     rendered = renderer.render(job.digest_date, sections, job.names, from_address=job.from_address)
     message = prepare_message(
         sender=job.sender,
@@ -811,6 +815,10 @@ class Run:
             digest_date=date.fromisoformat(o.digest_date),
             plan=o.plan,
             names=names,
+            queries=tuple(
+                build_query(k) if (k := self.config.keywords.get(key)) else ""
+                for key in o.plan.keywords
+            ),
             from_address=address,
             sender=self.config.digest.sender,
             list_id=f"arXiv digest <digest.{address.replace('@', '.')}>",

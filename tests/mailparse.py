@@ -21,7 +21,7 @@ def sections(message: EmailMessage) -> dict[str, list[str]]:
     marks = list(SECTION.finditer(text))
     found = {}
     for i, mark in enumerate(marks):
-        end = marks[i + 1].start() if i + 1 < len(marks) else text.index("\n--\n")
+        end = marks[i + 1].start() if i + 1 < len(marks) else text.index("\n-- \n")
         ids = ABS.findall(text[mark.end() : end])
         assert len(ids) == int(mark["count"]), mark.group(0)
         found[mark["keyword"]] = ids

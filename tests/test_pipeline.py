@@ -93,7 +93,7 @@ def test_next_day_sends_only_new_papers_only_to_their_watchers(
     assert sections(mail["lab@example.org"][0]) == {"Person Re-ID": [reid.arxiv_id]}
     assert all_ids(mail["student@example.org"][0]) == [tryon.arxiv_id]
     assert (
-        "2 new papers: Person Re-ID (1), Virtual Try-On (1)"
+        "Person Re-ID (1), Virtual Try-On (1): 2 new papers · "
         in mail["reader@example.org"][0]["Subject"]
     )
 
@@ -195,7 +195,7 @@ def test_send_empty_mails_subscribers_with_nothing_new(
 
     assert report.sent == 3
     message = received(smtp)["reader@example.org"][0]
-    assert "no new papers" in message["Subject"]
+    assert "No new papers" in message["Subject"]
     assert "No new papers today" in text_part(message)
 
 
@@ -279,7 +279,7 @@ def test_headers_and_both_mime_parts(write_config: WriteConfig, smtp: SMTPServer
     assert message["To"] == '"A. Reader" <reader@example.org>'
     assert message["Date"] and message["Message-ID"].endswith("@example.org>")
     assert re.fullmatch(
-        r"arXiv digest · 2025-11-17 · \d+ new papers: Person Re-ID \(\d+\), Virtual Try-On \(\d+\)",
+        r"Person Re-ID \(\d+\), Virtual Try-On \(\d+\): \d+ new papers · 2025-11-17",
         message["Subject"],
     )
     assert message["List-Id"] == "arXiv digest <digest.digest.example.org>"
