@@ -963,11 +963,6 @@ class Store:
         row = next(self.db.query("SELECT id FROM readers WHERE email = ?", [key]))
         return int(row["id"])
 
-    def reader_email(self, reader: int) -> str | None:
-        """The (case-folded) address a reader number stands for; None when unknown."""
-        row = next(self.db.query("SELECT email FROM readers WHERE id = ?", [reader]), None)
-        return None if row is None else str(row["email"])
-
     def token_used(self, nonce: str) -> bool:
         """Whether a single-use token was acted on already."""
         rows = self.db.query("SELECT 1 FROM used_tokens WHERE nonce = ?", [nonce])
@@ -992,6 +987,29 @@ def _reading(path: Path) -> sqlite3.Connection:
     delete them. Nothing is written through it.
     """
     return sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True, timeout=30)
+
+
+def reader_email(path: Path, reader: int) -> str | None:
+    """The (case-folded) address a reader number stands for, None when unknown.
+
+    What every request with a genuine link asks first, a GET included: on a connection
+    that only reads, without the migrations and pragmas of Store.open.
+    """
+    if not path.exists():
+        return None
+    try:
+        conn = _reading(path)
+        try:
+            row = conn.execute("SELECT email FROM readers WHERE id = ?", [reader]).fetchone()
+        finally:
+            conn.close()
+    except sqlite3.OperationalError as e:
+        if "no such table" in str(e):  # a database no run of this version has opened
+            return None
+        raise state_error(path, e) from e
+    except sqlite3.DatabaseError as e:
+        raise state_error(path, e) from e
+    return None if row is None else str(row[0])
 
 
 def state_error(path: Path | None, error: sqlite3.DatabaseError) -> StateError:

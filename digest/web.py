@@ -37,7 +37,7 @@ from waitress.server import TcpWSGIServer
 from waitress.task import ThreadedTaskDispatcher
 
 from digest.errors import DigestError
-from digest.store import Store
+from digest.store import Store, reader_email
 from digest.subscriptions import unsubscribe
 from digest.tokens import TokenError, check_link_code, check_token, is_link_code, make_link_code
 
@@ -199,11 +199,7 @@ class Unsubscriber:
             checked = check_token(self.secret, token, PURPOSE, now=now, max_age=self.max_age)
             return _Link(checked.email, checked.nonce)
         code = check_link_code(self.secret, token, now=now, max_age=self.max_age)
-        store = Store.open(self.db_path)
-        try:
-            email = store.reader_email(code.reader)
-        finally:
-            store.close()
+        email = reader_email(self.db_path, code.reader)
         if email is None:  # signed by us, for a database that is not this one
             raise TokenError(
                 "this link is not valid (it is for a reader this server does not know)"
