@@ -96,6 +96,25 @@ def load_test(port: int, target: str, seconds: float) -> tuple[int, int]:
     return sum(counts), sum(failures)
 
 
+def link(folder: Path, *, old: bool) -> str:
+    """A reader's link: today's short one (the reader's number from the endpoint's
+    database), or for an older web.py the long token it reads."""
+    from digest.store import Store
+    from digest.tokens import make_token
+    from digest.web import unsubscribe_url
+
+    now = datetime.now(UTC)
+    if old:
+        return (
+            f"/unsubscribe?t={make_token(SECRET, 'unsubscribe', 'reader@example.org', issued=now)}"
+        )
+    store = Store.open(folder / "digest.db")
+    try:
+        return unsubscribe_url("", SECRET, store.reader_id("reader@example.org"), now)
+    finally:
+        store.close()
+
+
 def measure(name: str, web_path: str | None, seconds: float, idle: int) -> list[str]:
     folder = Path(tempfile.mkdtemp(prefix="digest-bench-web-"))
     args = [sys.executable, __file__, "--serve", "--folder", str(folder)]
@@ -107,8 +126,7 @@ def measure(name: str, web_path: str | None, seconds: float, idle: int) -> list[
     try:
         assert child.stdout
         port = int(child.stdout.readline())
-        web = load(None)
-        target = web.unsubscribe_url("", SECRET, "reader@example.org", datetime.now(UTC))
+        target = link(folder, old=bool(web_path))
         for phase in ("alone", f"{idle} idle connections"):
             if held == [] and phase != "alone":
                 base = proc_figures(child.pid)[0]

@@ -16,6 +16,7 @@ from array import array
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import time
+from email.utils import parseaddr
 from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import urlsplit
@@ -983,6 +984,41 @@ def config_warnings(config: Config) -> list[str]:
         *_unwatched_warnings(config),
         *_repeat_warnings(config),
         *_password_warnings(config),
+        *unsubscribe_warnings(config),
+    ]
+
+
+# Gmail's and Yahoo's rules for bulk senders (since 2024) ask for RFC 8058 one-click.
+_ONE_CLICK = "one-click links, which Gmail and Yahoo require of bulk senders"
+
+
+def unsubscribe_warnings(config: Config, *, loud_only: bool = False) -> list[str]:
+    """What leaves readers' unsubscribes unhandled, for `digest check` and `digest run`.
+
+    Loud when nothing handles an unsubscribe: no [web], and no [inbox] that can act on
+    one (it needs the signing secret). With `loud_only`, the advice to add [web] beside
+    a working [inbox] is left out.
+    """
+    if config.web is not None:  # [web] needs the secret: one-click links work
+        return []
+    sender = parseaddr(config.digest.sender)[1] or config.digest.sender
+    if config.inbox is None:
+        return [
+            f"{config.path}: no unsubscribe path is handled: without [web] or [inbox], a "
+            f"reader's unsubscribe mail goes to {sender} and waits for a person to run "
+            f"`digest unsubscribe`; add [web] ({_ONE_CLICK}) or [inbox]"
+        ]
+    if config.secret is None:
+        return [
+            f"{config.path}: no unsubscribe path is handled: [inbox] refuses unsubscribe "
+            "mails without a signing secret, and [web] is not set; set DIGEST_SECRET, and "
+            f"add [web] ({_ONE_CLICK})"
+        ]
+    if loud_only:
+        return []
+    return [
+        f"{config.path}: readers unsubscribe by mail only ([inbox]); if you send to Gmail "
+        f"or Yahoo addresses, add [web] for {_ONE_CLICK}"
     ]
 
 

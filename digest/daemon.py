@@ -29,7 +29,7 @@ from types import FrameType
 
 import schedule
 
-from digest.config import Config, default_subscribers_path, load_config
+from digest.config import Config, default_subscribers_path, load_config, unsubscribe_warnings
 from digest.errors import BusyError, ConfigError, DigestError
 from digest.inbox import process_inbox
 from digest.lock import RunLock
@@ -124,6 +124,8 @@ class Daemon:
                 self.config.db_path,
                 os.getpid(),
             )
+            for warning in unsubscribe_warnings(self.config, loud_only=True):
+                log.warning("%s", warning)
             web = start_web(self.config)
             self.notifier.ready(self._status())
             try:

@@ -100,12 +100,18 @@ class Prepared:
 
     head: bytes  # the shared headers, each ending in CRLF
     pieces: tuple[bytes, ...]  # the blank line and the MIME body, with link holes
-    also_unsubscribe: str | None  # a second List-Unsubscribe target everyone shares
 
     def for_recipient(
-        self, to_email: str, to_name: str | None, message_id: str, unsubscribe: str
+        self,
+        to_email: str,
+        to_name: str | None,
+        message_id: str,
+        unsubscribe: str,
+        also_unsubscribe: str | None = None,
     ) -> bytes:
         """This recipient's message: the shared bytes with their To, Message-ID and links.
+
+        `also_unsubscribe` is a second List-Unsubscribe target (the mailto beside a link).
 
         Raises ValueError for an address or Message-ID that cannot go in a 7-bit header.
         """
@@ -127,9 +133,8 @@ class Prepared:
                 raise ValueError(f"Message-ID {message_id[:80]!r} is not short ASCII")
             lines = _to_header(name, to_email) + f"Message-ID: {message_id}\r\n"
         link = _ascii_url(header_safe(unsubscribe))
-        lines += f"List-Unsubscribe: <{link}>"
-        if self.also_unsubscribe:
-            lines += f",\r\n <{_ascii_url(header_safe(self.also_unsubscribe))}>"
+        also = [_ascii_url(header_safe(also_unsubscribe))] if also_unsubscribe else []
+        lines += list_unsubscribe([link, *also])
         fill = {
             _TEXT_LINK: _qp(link) + _SOFT_BREAK,
             _HTML_LINK: _qp(html.escape(link, quote=True)) + _SOFT_BREAK,
@@ -137,6 +142,25 @@ class Prepared:
         return b"".join(
             [self.head, lines.encode("ascii"), b"\r\n"] + [fill.get(p, p) for p in self.pieces]
         )
+
+
+LINE = 78  # RFC 5322 2.1.1: lines SHOULD be at most 78 characters
+
+
+def list_unsubscribe(targets: list[str]) -> str:
+    """The List-Unsubscribe header of these URIs, folded, without its final CRLF.
+
+    Each URI on a line of its own, the first beside the field name when it fits: a
+    line over 78 characters is one a signer or relay that refolds headers (Python's
+    email package does) writes differently, which breaks a DKIM signature made before.
+    A URI longer than a line cannot be folded and stays whole.
+    """
+    uris = [f"<{t}>" for t in targets]
+    last = len(uris) - 1
+    lines = [f"{u}," if i < last else u for i, u in enumerate(uris)]
+    if len("List-Unsubscribe: ") + len(lines[0]) <= LINE:
+        return "List-Unsubscribe: " + "\r\n ".join(lines)
+    return "List-Unsubscribe:\r\n " + "\r\n ".join(lines)
 
 
 # An encoded word is at most 75 characters (RFC 2047 2): "=?utf-8?b?" and "?=" leave 63
@@ -218,13 +242,15 @@ def _header(name: str, value: str) -> bytes:
 
 @functools.lru_cache(maxsize=16)
 def _shared_headers(
-    sender: str, date: datetime, list_id: str, one_click: bool
+    sender: str, date: datetime, list_id: str, one_click: bool, reply_to: str | None = None
 ) -> tuple[bytes, bytes]:
     """The headers every content of a run has, those before Subject and those after.
 
     Parsing them costs ~1 ms; a run has one set for its ~1,000 contents.
     """
     before = _header("From", header_safe(sender))
+    if reply_to:
+        before += _header("Reply-To", header_safe(reply_to))
     after = _header("Date", format_datetime(date)) + _header("List-Id", header_safe(list_id))
     if one_click:
         after += _header("List-Unsubscribe-Post", "List-Unsubscribe=One-Click")
@@ -241,14 +267,15 @@ def prepare_message(
     link_slot: str,
     date: datetime,
     list_id: str,
-    also_unsubscribe: str | None = None,
     one_click: bool = False,
+    reply_to: str | None = None,
 ) -> Prepared:
     """A multipart/alternative digest, text/plain first then HTML, for any recipient.
 
-    `link_slot` marks where each recipient's unsubscribe link goes in text and HTML.
+    `link_slot` marks where each recipient's unsubscribe link goes in text and HTML;
+    `reply_to` is where replies go (the address [inbox] reads), when not to From.
     """
-    before, after = _shared_headers(sender, date, list_id, one_click)
+    before, after = _shared_headers(sender, date, list_id, one_click, reply_to)
     headers = before + _header("Subject", header_safe(subject)) + after
     boundary = "=_digest_" + secrets.token_hex(12)  # "=_" cannot occur in quoted-printable
     # The MIME headers are written by hand: the email package would add an empty body.
@@ -261,7 +288,7 @@ def prepare_message(
         *_part(boundary, "html", html_text, link_slot, _HTML_LINK),
         f"--{boundary}--\r\n".encode("ascii"),
     ]
-    return Prepared(head, tuple(pieces), also_unsubscribe)
+    return Prepared(head, tuple(pieces))
 
 
 def sender_address(sender: str) -> str:

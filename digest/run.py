@@ -123,10 +123,10 @@ class _Job:
     plan: Plan
     names: tuple[str, ...]  # the name of each of the plan's keywords, as subscribers see it
     queries: tuple[str, ...]  # each keyword's arXiv search_query, for "and N more" links
-    from_address: str
+    commands_address: str  # where readers write: the footer's "write to" and its mailto
     sender: str
     list_id: str
-    also_unsubscribe: str | None  # the mailto: beside a per-reader link, if any
+    reply_to: str | None  # the address [inbox] reads, when [inbox] is set
     one_click: bool
     created: datetime
 
@@ -158,7 +158,10 @@ def _build(job: _Job, contents: Contents, renderer: Renderer) -> _Built:
         replace(s, query=q)
         for s, q in zip(sections_of(contents, job.plan, job.names), job.queries, strict=True)
     ]
-    rendered = renderer.render(job.digest_date, sections, job.names, from_address=job.from_address)
+    # The renderer's from_address is the footer's "write to" address (and its mailto).
+    rendered = renderer.render(
+        job.digest_date, sections, job.names, from_address=job.commands_address
+    )
     message = prepare_message(
         sender=job.sender,
         subject=rendered.subject,
@@ -167,8 +170,8 @@ def _build(job: _Job, contents: Contents, renderer: Renderer) -> _Built:
         link_slot=UNSUBSCRIBE_PLACEHOLDER,
         date=job.created,
         list_id=job.list_id,
-        also_unsubscribe=job.also_unsubscribe,
         one_click=job.one_click,
+        reply_to=job.reply_to,
     )
     counts = [(s.keyword, len(s.items)) for s in sections if s.items]
     return _Built(rendered, message, counts, renderer.inlined - before)
@@ -801,8 +804,8 @@ class Run:
         content = built[key]
         if isinstance(content, Exception):
             raise content
-        link = self._unsubscribe(o.address)
-        data = content.message.for_recipient(o.address, o.name, o.message_id, link)
+        link, also = self._unsubscribe(o)
+        data = content.message.for_recipient(o.address, o.name, o.message_id, link, also)
         # Only a dry run shows each reader's HTML; a real run sends the bytes.
         html = personalize(content.rendered, link)[1] if self.dry_run else ""
         return o, data, content.counts, html, content.rendered.subject
@@ -819,10 +822,10 @@ class Run:
                 build_query(k) if (k := self.config.keywords.get(key)) else ""
                 for key in o.plan.keywords
             ),
-            from_address=address,
+            commands_address=self._commands_address,
             sender=self.config.digest.sender,
             list_id=f"arXiv digest <digest.{address.replace('@', '.')}>",
-            also_unsubscribe=self._mailto() if self._web_links else None,
+            reply_to=self._commands_address if self.config.inbox is not None else None,
             one_click=self._web_links,
             created=o.created,
         )
@@ -850,32 +853,39 @@ class Run:
         return self.config.web is not None and self.config.secret is not None
 
     @functools.cached_property
-    def _mailto_link(self) -> str:
-        # Asked for every message: parsing the sender each time took 1 s per 100,000.
-        # With a signing secret, the command mailbox answers it (README: Subscribing by
-        # email); without one it cannot tell a reader from a forger, and a person does.
-        address = sender_address(self.config.digest.sender)
+    def _commands_address(self) -> str:
+        """Where readers write to unsubscribe or change keywords: the address [inbox]
+        reads ([inbox] address, else From) when it is set, else From, for a person.
+
+        Asked for every message: parsing the sender each time took 1 s per 100,000.
+        """
         inbox = self.config.inbox
-        if inbox is not None and inbox.address and self.config.secret is not None:
-            address = inbox.address
-        return f"mailto:{address}?subject=unsubscribe"
+        if inbox is not None and inbox.address:
+            return inbox.address
+        return sender_address(self.config.digest.sender)
 
-    def _mailto(self) -> str:
-        return self._mailto_link
+    @functools.cached_property
+    def _mailto_link(self) -> str:
+        return f"mailto:{self._commands_address}?subject=unsubscribe"
 
-    def _unsubscribe(self, address: str) -> str:
-        """The reader's own signed link with [web], else a mailto with the reader's code.
+    def _unsubscribe(self, o: Outgoing) -> tuple[str, str | None]:
+        """The reader's unsubscribe link, and the mailto beside it in List-Unsubscribe.
 
-        The code is what lets `digest inbox` unsubscribe at once: a plain "unsubscribe"
-        mail could come from anyone, so it is answered with a confirmation request.
+        With [web], the reader's signed link and a mailto with their code; without, the
+        mailto alone. The code is what lets `digest inbox` unsubscribe at once: a plain
+        "unsubscribe" mail could come from anyone, so it is answered with a confirmation
+        request. Without a secret there is no code, and no way to tell a reader from a
+        forger: the plain mailto.
         """
         secret = self.config.secret
         if secret is None:
-            return self._mailto()
+            return self._mailto_link, None
+        code = make_mail_code(secret, o.address, issued=self.now)
+        mailto = f"{self._mailto_link}%20{code}"
         if self.config.web is None:
-            code = make_mail_code(secret, address, issued=self.now)
-            return f"{self._mailto_link}%20{code}"
-        return unsubscribe_url(self.config.web.base_url, secret, address, self.now)
+            return mailto, None
+        reader = o.reader if o.reader is not None else self.store.reader_id(o.email)
+        return unsubscribe_url(self.config.web.base_url, secret, reader, self.now), mailto
 
 
 def _unbuildable(error: Exception) -> str:

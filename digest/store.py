@@ -239,6 +239,23 @@ def m007_inbox_caps(db: sqlite_utils.Database) -> None:
     )
 
 
+@migrations()
+def m008_readers(db: sqlite_utils.Database) -> None:
+    db.executescript(
+        """
+        -- A number for each reader, which unsubscribe links carry instead of the address
+        -- (tokens.make_link_code). Given when a digest is first planned for the address,
+        -- never reused or changed: a link keeps working whatever the subscriber list does.
+        CREATE TABLE readers (
+            id INTEGER PRIMARY KEY,
+            email TEXT NOT NULL UNIQUE      -- case-folded, as digests.email
+        );
+        INSERT INTO readers (email)
+            SELECT email FROM digests WHERE status = 'pending' GROUP BY email ORDER BY min(id);
+        """
+    )
+
+
 @dataclass(frozen=True)
 class Plan:
     """What one digest contains: for each keyword, the matches after `since` up to `top`.
@@ -303,6 +320,7 @@ class Outgoing:
     created: datetime
     plan: Plan
     papers: int
+    reader: int | None = None  # readers.id, which the unsubscribe link carries
 
 
 def _iso(moment: datetime) -> str:
@@ -320,6 +338,7 @@ def _outgoing(row: dict[str, Any], plan: Plan) -> Outgoing:
         created=datetime.fromisoformat(row["created"]),
         plan=plan,
         papers=row["papers"],
+        reader=row["reader"],
     )
 
 
@@ -552,6 +571,11 @@ class Store:
                         for s, m, p, n in batch
                     ],
                 )
+                # Each reader's number, for the unsubscribe link: once, the first time.
+                self.db.conn.executemany(
+                    "INSERT INTO readers (email) VALUES (?) ON CONFLICT (email) DO NOTHING",
+                    [(s.email.casefold(),) for s, _m, _p, _n in batch],
+                )
                 # Anchor each first digest's cap, so a failed one is retried whole, not re-capped.
                 self.db.conn.executemany(
                     "INSERT INTO watermarks (email, keyword, delivered_seq, first_seq) VALUES (?, ?, NULL, ?) "
@@ -578,9 +602,11 @@ class Store:
         while True:
             rows = list(
                 self.db.query(
-                    "SELECT * FROM digests WHERE status = 'pending' "
-                    "AND (plan > ? OR (plan = ? AND id > ?)) AND (? IS NULL OR plan < ?) "
-                    "ORDER BY plan, id LIMIT ?",
+                    "SELECT digests.*, readers.id AS reader FROM digests "
+                    "LEFT JOIN readers ON readers.email = digests.email "
+                    "WHERE status = 'pending' "
+                    "AND (plan > ? OR (plan = ? AND digests.id > ?)) AND (? IS NULL OR plan < ?) "
+                    "ORDER BY plan, digests.id LIMIT ?",
                     [after[0], after[0], after[1], high, high, chunk],
                 )
             )
@@ -927,6 +953,16 @@ class Store:
                 ["sent" if sent else "failed", error, reply_id],
             )
 
+    def reader_id(self, email: str) -> int:
+        """The number unsubscribe links carry for an address (any case), given if new."""
+        key = email.casefold()
+        with self.db.atomic():
+            self.db.execute(
+                "INSERT INTO readers (email) VALUES (?) ON CONFLICT (email) DO NOTHING", [key]
+            )
+        row = next(self.db.query("SELECT id FROM readers WHERE email = ?", [key]))
+        return int(row["id"])
+
     def token_used(self, nonce: str) -> bool:
         """Whether a single-use token was acted on already."""
         rows = self.db.query("SELECT 1 FROM used_tokens WHERE nonce = ?", [nonce])
@@ -951,6 +987,29 @@ def _reading(path: Path) -> sqlite3.Connection:
     delete them. Nothing is written through it.
     """
     return sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True, timeout=30)
+
+
+def reader_email(path: Path, reader: int) -> str | None:
+    """The (case-folded) address a reader number stands for, None when unknown.
+
+    What every request with a genuine link asks first, a GET included: on a connection
+    that only reads, without the migrations and pragmas of Store.open.
+    """
+    if not path.exists():
+        return None
+    try:
+        conn = _reading(path)
+        try:
+            row = conn.execute("SELECT email FROM readers WHERE id = ?", [reader]).fetchone()
+        finally:
+            conn.close()
+    except sqlite3.OperationalError as e:
+        if "no such table" in str(e):  # a database no run of this version has opened
+            return None
+        raise state_error(path, e) from e
+    except sqlite3.DatabaseError as e:
+        raise state_error(path, e) from e
+    return None if row is None else str(row[0])
 
 
 def state_error(path: Path | None, error: sqlite3.DatabaseError) -> StateError:

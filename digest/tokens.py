@@ -1,5 +1,9 @@
 """Signed tokens for unsubscribe and confirmation links: unforgeable, expiring, purpose-bound.
 
+An unsubscribe link carries a short link code (make_link_code): a reader's number, the
+minute it was issued and an HMAC, ~27 characters with no address in it. Links made
+before it carry the long token below, accepted until they expire.
+
 A token is `<payload>.<signature>`, both base64url without padding; the payload holds the
 purpose, the address, an optional value (a keyword list, say), when it was issued and a
 random nonce (so single use can be enforced by remembering nonces). The signature is
@@ -166,3 +170,67 @@ def _base36(number: int) -> str:
         text = digits[digit] + text
         if not number:
             return text
+
+
+# -- the code in a reader's unsubscribe link --------------------------------------------
+
+LINK_UNSUBSCRIBE = "unsubscribe-link"
+# A link code is at most 34 characters (a 10-digit reader, a 6-digit minute, 16 of
+# signature); anything longer is refused before it is split.
+MAX_LINK_CODE = 64
+_LINK_DIGITS = frozenset("0123456789abcdefghijklmnopqrstuvwxyz")
+
+
+@dataclass(frozen=True)
+class LinkCode:
+    """A genuine link code: whose it is (a number the database maps to an address),
+    when it was issued, and the text that marks it used."""
+
+    reader: int
+    issued: datetime
+    key: str
+
+
+def make_link_code(secret: bytes, reader: int, *, issued: datetime) -> str:
+    """The code in a reader's unsubscribe link: `<reader>.<minute>.<signature>`.
+
+    Opaque and short, so List-Unsubscribe folds within 78 characters: the reader is a
+    number (Store.reader_id), the minute of issue is in base 36, and the signature is
+    96 bits of HMAC-SHA256, as for the mail code. The minute makes each run's link
+    different, so a link used once cannot act again for a reader who came back later.
+    """
+    number, minute = _base36(reader), _base36(int(issued.timestamp()) // 60)
+    return f"{number}.{minute}.{_link_signature(secret, number, minute)}"
+
+
+def is_link_code(text: str) -> bool:
+    """Whether a link carries a link code (two dots) rather than a make_token token (one)."""
+    return text.count(".") == 2
+
+
+def check_link_code(secret: bytes, code: str, *, now: datetime, max_age: timedelta) -> LinkCode:
+    """The code's reader and issue time if make_link_code made it and it is not too old."""
+    if len(code) > MAX_LINK_CODE:
+        raise TokenError("this link is not valid (it is far too long)")
+    parts = code.strip().split(".")
+    if len(parts) != 3 or not all(parts):
+        raise TokenError("this link is incomplete; copy the whole link from the mail")
+    number, minute, signature = parts
+    # Only our own lower-case base-36 digits: int() would also take "+", "_" or " 1".
+    # Six minute digits reach the year 6100; more would overflow datetime.
+    digits = len(number) <= 10 and len(minute) <= 6 and signature.isascii()
+    if not (digits and _LINK_DIGITS.issuperset(number) and _LINK_DIGITS.issuperset(minute)):
+        raise TokenError("this link is not valid (it has characters no link of ours has)")
+    if not hmac.compare_digest(signature, _link_signature(secret, number, minute)):
+        raise TokenError("this link is not valid (it was changed or not made by this server)")
+    issued = datetime.fromtimestamp(int(minute, 36) * 60, UTC)
+    if issued - now > CLOCK_SKEW:
+        raise TokenError("this link is not valid (it is dated in the future)")
+    if now - issued > max_age:
+        raise TokenError("this link has expired; use the link in a newer mail")
+    return LinkCode(int(number, 36), issued, f"link:{number}.{minute}")
+
+
+def _link_signature(secret: bytes, number: str, minute: str) -> str:
+    message = f"{LINK_UNSUBSCRIBE}\0{number}\0{minute}".encode()
+    return _b64(hmac.new(secret, message, hashlib.sha256).digest()[:12])

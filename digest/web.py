@@ -3,7 +3,11 @@
 GET shows a page with a confirm button (mail scanners follow links; only a POST acts),
 POST unsubscribes and answers with a page, never a redirect, as RFC 8058 one-click
 unsubscribe asks: mail providers POST `List-Unsubscribe=One-Click` to the same URL.
-Links carry a token signed per subscriber (digest.tokens); each acts once.
+Links carry a short code signed per reader (digest.tokens.make_link_code): a number the
+database maps to the address, never the address itself. Links of earlier versions carry
+a long token with the address in it and keep working until they expire. Each acts once.
+A reader who is gone already gets 410 Gone, not 200: a provider's one-click POST is
+retried until it sees an answer that says it is done with.
 
 The HTTP layer is waitress, a maintained pure-Python WSGI server: one thread reads every
 connection (poll, no thread per connection), a few worker threads run the application,
@@ -24,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from waitress import trigger, wasyncore
 from waitress.adjustments import Adjustments
@@ -33,9 +37,9 @@ from waitress.server import TcpWSGIServer
 from waitress.task import ThreadedTaskDispatcher
 
 from digest.errors import DigestError
-from digest.store import Store
+from digest.store import Store, reader_email
 from digest.subscriptions import unsubscribe
-from digest.tokens import TokenError, check_token, make_token
+from digest.tokens import TokenError, check_link_code, check_token, is_link_code, make_link_code
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +93,20 @@ _HEADERS = {
 }
 
 
-def unsubscribe_url(base_url: str, secret: bytes, email: str, now: datetime) -> str:
-    """The per-subscriber link a digest carries."""
-    return (
-        f"{base_url}/unsubscribe?t={quote(make_token(secret, PURPOSE, email, issued=now), safe='')}"
-    )
+def unsubscribe_url(base_url: str, secret: bytes, reader: int, now: datetime) -> str:
+    """The per-reader link a digest carries; `reader` is Store.reader_id of the address.
+
+    ~68 characters with a base_url of 26, so List-Unsubscribe can carry it on one line.
+    """
+    return f"{base_url}/unsubscribe?t={make_link_code(secret, reader, issued=now)}"
+
+
+@dataclass(frozen=True)
+class _Link:
+    """A genuine link: whose it is, and the key that marks it used."""
+
+    email: str
+    key: str
 
 
 @dataclass(frozen=True)
@@ -150,34 +163,48 @@ class Unsubscriber:
             return Page(404, "Not found", "There is nothing here.")
         token = parse_qs(url.query).get("t", [""])[0]
         try:
-            checked = check_token(
-                self.secret, token, PURPOSE, now=self.clock(), max_age=self.max_age
-            )
+            link = self._check(token)
         except TokenError as e:
             return Page(400, "This link does not work", f"{e}.")
         if method != "POST":
             return Page(
                 200,
                 "Unsubscribe from the arXiv digest?",
-                f"{checked.email} will get no more digests.",
+                f"{link.email} will get no more digests.",
                 button=target,
             )
         with self.acting:
             store = Store.open(self.db_path)
             try:
-                if store.token_used(checked.nonce):
+                if store.token_used(link.key):
                     return Page(410, "This link was already used", "Nothing changed.")
                 # Act first, then record the link as used: a failed change (an unwritable
                 # list) leaves the link working for a retry. Unsubscribing twice changes
                 # nothing, so a crash between the two cannot harm the reader either.
-                change = unsubscribe(self.config_path, checked.email)
-                store.use_token(checked.nonce, PURPOSE, checked.email, self.clock())
+                change = unsubscribe(self.config_path, link.email)
+                store.use_token(link.key, PURPOSE, link.email, self.clock())
             finally:
                 store.close()
         log.info("unsubscribe link: %s", change.message)
         if not change.changed:
-            return Page(200, "You are not subscribed", f"{checked.email} gets no digests.")
-        return Page(200, "You are unsubscribed", f"{checked.email} will get no more digests.")
+            # Gone already (by mail, by hand, by another link): 410 tells a provider's
+            # one-click POST to stop retrying; 200 is only for an unsubscribe that acted.
+            return Page(410, "You are already unsubscribed", f"{link.email} gets no digests.")
+        return Page(200, "You are unsubscribed", f"{link.email} will get no more digests.")
+
+    def _check(self, token: str) -> _Link:
+        """Whose link this is, if it is genuine and current; TokenError if not."""
+        now = self.clock()
+        if not is_link_code(token):  # a link of an earlier version: the address inside
+            checked = check_token(self.secret, token, PURPOSE, now=now, max_age=self.max_age)
+            return _Link(checked.email, checked.nonce)
+        code = check_link_code(self.secret, token, now=now, max_age=self.max_age)
+        email = reader_email(self.db_path, code.reader)
+        if email is None:  # signed by us, for a database that is not this one
+            raise TokenError(
+                "this link is not valid (it is for a reader this server does not know)"
+            )
+        return _Link(email, code.key)
 
 
 _METHODS = ("GET", "HEAD", "POST")

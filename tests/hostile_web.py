@@ -9,6 +9,7 @@ anyone else was unsubscribed: both read from the subscriber list afterwards.
 from __future__ import annotations
 
 import logging
+import secrets
 import shutil
 import socket
 import tempfile
@@ -20,7 +21,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from digest.config import load_config
-from digest.tokens import make_token
+from digest.store import Store
+from digest.tokens import make_link_code, make_token
 from digest.web import LIMITS, Limits, Unsubscriber, WebServer, unsubscribe_url
 from tests.hostile import Row
 from tests.webclient import (
@@ -47,6 +49,7 @@ class Site:
 
     server: WebServer
     listing: Path
+    db: Path
     everyone: frozenset[str]
 
     @property
@@ -57,9 +60,17 @@ class Site:
         config = load_config(self.listing, env={"DIGEST_SECRET": SECRET.decode()})
         return {s.email for s in config.subscribers}
 
+    def link(self, email: str = READER) -> str:
+        """The link a digest carried for `email`: their number from this site's database."""
+        store = Store.open(self.db)
+        try:
+            return unsubscribe_url("", SECRET, store.reader_id(email), NOW)
+        finally:
+            store.close()
+
     def reader_unsubscribes(self, email: str = READER) -> tuple[int | None, int | None]:
         """A reader opens their link and presses the button: both statuses."""
-        link = unsubscribe_url("", SECRET, email, NOW)
+        link = self.link(email)
         return status(self.port, request("GET", link)), status(
             self.port, request("POST", link, b"List-Unsubscribe=One-Click")
         )
@@ -81,7 +92,7 @@ def site(limits: Limits = LIMITS) -> Iterator[Site]:
         app = Unsubscriber(listing, folder / "digest.db", SECRET, 180, clock=lambda: NOW)
         server = WebServer(app, HOST, 0, limits).start()
         try:
-            place = Site(server, listing, frozenset())
+            place = Site(server, listing, folder / "digest.db", frozenset())
             place.everyone = frozenset(place.subscribed())
             yield place
         finally:
@@ -251,6 +262,17 @@ def bad_tokens() -> Row:
         "王小明.é\u202e\x00",
     ]
     with site() as place:
+        # Today's short codes: the reader's number is in the database, not in the link.
+        code = place.link(READER).partition("t=")[2]
+        number, minute, signature = code.split(".")
+        student = place.link("student@example.org").partition("t=")[2].split(".")[0]
+        tokens += [
+            make_link_code(b"an attacker's guess at a secret!!", int(number, 36), issued=NOW),
+            f"{student}.{minute}.{signature}",
+            make_link_code(SECRET, int(number, 36), issued=NOW + timedelta(days=30)),
+            f"{number}.{minute}.{signature}.{signature}",
+            f"{number}.{minute}.{signature[:-1]}é",
+        ]
         found = [status(place.port, request("POST", f"/unsubscribe?t={t}")) for t in tokens]
         found.append(status(place.port, b"POST /unsubscribe?t=" + b"a" * MB + b" HTTP/1.1\r\n\r\n"))
         # Nobody asked to leave: every subscriber must still be there.
@@ -258,12 +280,45 @@ def bad_tokens() -> Row:
     refused = all(c is not None and 400 <= c < 500 for c in found)
     return Row(
         "forged and odd tokens",
-        "POSTs with a token signed by another secret, one altered to another address, one "
-        "dated 30 days ahead, one for another purpose, a 12 KB one, a non-ASCII one and a "
-        "1 MB URL",
+        "POSTs with old-style tokens (signed by another secret, altered to another address, "
+        "dated 30 days ahead, for another purpose, 12 KB, non-ASCII) and short codes (signed "
+        "by another secret, another reader's number, dated 30 days ahead, a part too many, "
+        "non-ASCII), and a 1 MB URL",
         f"{'refused each' if refused else 'NOT all refused'} ({codes(found)}); nobody was "
         "unsubscribed",
         harmed,
+    )
+
+
+def base36(number: int) -> str:
+    """`number` in base 36, as links write it."""
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    text = ""
+    while True:
+        number, digit = divmod(number, 36)
+        text = digits[digit] + text
+        if not number:
+            return text
+
+
+def guessed_numbers() -> Row:
+    """Readers' numbers are small and dense; the signature is what a link needs."""
+    with site() as place:
+        given = [place.link(e) for e in sorted(place.everyone)]  # numbers 1, 2, 3
+        minute = given[0].partition("t=")[2].split(".")[1]
+        guesses = [
+            f"/unsubscribe?t={base36(number)}.{minute}.{secrets.token_urlsafe(12)}"
+            for number in range(1, 201)
+        ]
+        found = [status(place.port, request("POST", g)) for g in guesses]
+        harmed = place.harmed(set(), {})
+    refused = found.count(400)
+    return Row(
+        "guessed reader numbers",
+        f"200 POSTs of links for reader numbers 1 to 200 (the first {len(given)} are real) "
+        "with today's minute and a random 96-bit signature",
+        f"{refused} of {len(found)} refused (400); nobody was unsubscribed",
+        harmed + (len(found) - refused),
     )
 
 
@@ -287,7 +342,7 @@ def failed_then_retried() -> Row:
 
 def same_link_at_once() -> Row:
     with site() as place:
-        link = unsubscribe_url("", SECRET, READER, NOW)
+        link = place.link(READER)
         with ThreadPoolExecutor(16) as pool:
             found = list(pool.map(lambda _: status(place.port, request("POST", link)), range(16)))
         acted = found.count(200)
@@ -338,5 +393,6 @@ def attacks() -> Iterator[Row]:
     yield bad_lengths()
     yield bad_requests()
     yield bad_tokens()
+    yield guessed_numbers()
     yield failed_then_retried()
     yield same_link_at_once()

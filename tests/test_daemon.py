@@ -584,6 +584,22 @@ def test_ready_watchdog_reload_and_stop(
     assert "Traceback" not in "\n".join(daemon.lines)
 
 
+def test_the_start_says_when_nothing_handles_an_unsubscribe(
+    env: dict[str, str],
+    smtp: SMTPServer,
+    start_daemon: Callable[[dict[str, str]], DaemonProcess],
+) -> None:
+    zone, local = roomy_zone()
+    write_subscribers(env, zone, local + timedelta(hours=1))  # neither [web] nor [inbox]
+    daemon = start_daemon({**env, "JOURNAL_STREAM": "8:1"})
+    line = daemon.wait_log(r"^<4>.*no unsubscribe path is handled")
+    assert line.endswith(
+        "add [web] (one-click links, which Gmail and Yahoo require of bulk senders) or [inbox]"
+    )
+    daemon.wait_log(r"^<6>next digest at ")
+    assert daemon.stop(signal.SIGTERM)[0] == 0
+
+
 def test_a_missed_send_is_caught_up_once(
     env: dict[str, str],
     smtp: SMTPServer,

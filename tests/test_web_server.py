@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from digest.config import load_config
+from digest.store import Store
 from digest.web import LIMITS, Unsubscriber, WebServer, unsubscribe_url
 from tests.conftest import SUBSCRIBERS
 from tests.fakes.smtp_server import SMTPServer
@@ -68,9 +69,18 @@ def subscribed(listing: Path) -> list[str]:
     return [s.email for s in config.subscribers]
 
 
-def unsubscribes(port: int, email: str) -> tuple[int | None, int | None]:
+def link_for(db: Path, email: str, now: datetime = NOW) -> str:
+    """A reader's link as a digest carries it: their number from the endpoint's database."""
+    store = Store.open(db)
+    try:
+        return unsubscribe_url("", SECRET, store.reader_id(email), now)
+    finally:
+        store.close()
+
+
+def unsubscribes(app: Unsubscriber, port: int, email: str) -> tuple[int | None, int | None]:
     """A reader opens the link (GET) and presses the button (POST): both statuses."""
-    link = unsubscribe_url("", SECRET, email, NOW)
+    link = link_for(app.db_path, email)
     return status(port, request("GET", link)), status(port, request("POST", link, b"x=1"))
 
 
@@ -95,7 +105,7 @@ def test_500_idle_connections_leave_a_readers_unsubscribe_answered(
         held.clients = idle(server.port, 500)  # 250 half-sent requests, 250 silent
         assert until(lambda: held() >= 500), f"the server took {held()} of 500 connections"
 
-        assert unsubscribes(server.port, READER) == (200, 200)
+        assert unsubscribes(app, server.port, READER) == (200, 200)
 
         assert READER not in subscribed(listing)
         assert held() >= 500, "answered while every idle connection was still open"
@@ -133,7 +143,7 @@ def test_connections_past_the_limit_wait_and_idle_ones_are_closed(
         assert 0 < most <= limits.connections
         assert held() == 0
 
-        assert unsubscribes(server.port, READER) == (200, 200)
+        assert unsubscribes(app, server.port, READER) == (200, 200)
         assert READER not in subscribed(listing)
     finally:
         server.stop()
@@ -156,7 +166,7 @@ def test_a_request_sent_a_byte_at_a_time_is_cut_off(app: Unsubscriber) -> None:
                 return closed_by_server(slow)
 
             assert until(dripped_and_closed, deadline=30), "a slow request held its connection"
-        assert unsubscribes(server.port, READER) == (200, 200)
+        assert unsubscribes(app, server.port, READER) == (200, 200)
     finally:
         server.stop()
 
@@ -179,7 +189,7 @@ def test_resets_and_floods_log_no_traceback_and_little_else(
             assert until(lambda cs=clients: all(closed_by_server(c) for c in cs), deadline=30)
             for client in clients:
                 client.close()
-        link = unsubscribe_url("", SECRET, READER, NOW)
+        link = link_for(app.db_path, READER)
         with ThreadPoolExecutor(16) as pool:
             answers = list(pool.map(lambda _: status(server.port, request("GET", link)), range(64)))
         assert answers == [200] * 64
@@ -201,7 +211,7 @@ def test_descriptors_numbered_past_1023_are_served(app: Unsubscriber, listing: P
     try:
         server = WebServer(app, HOST, 0).start()
         try:
-            assert unsubscribes(server.port, READER) == (200, 200)
+            assert unsubscribes(app, server.port, READER) == (200, 200)
         finally:
             server.stop()
     finally:
@@ -272,7 +282,7 @@ def test_digest_run_serves_the_endpoint_and_stops_with_connections_open(
     daemon, port = daemon_with_web()
     daemon.wait_log(rf"unsubscribe links served on 127\.0\.0\.1:{port}")
     clients = idle(port, 50)
-    link = unsubscribe_url("", SECRET, "student@example.org", datetime.now(UTC))
+    link = link_for(Path(env["DIGEST_DB"]), "student@example.org", datetime.now(UTC))
     assert status(port, request("GET", link)) == 200
     assert status(port, request("POST", link, b"List-Unsubscribe=One-Click")) == 200
     assert "student@example.org" not in subscribed(Path(env["DIGEST_SUBSCRIBERS"]))
