@@ -38,14 +38,17 @@ def message(rendered: Rendered, *, web: bool = True) -> bytes:
         link_slot=UNSUBSCRIBE_PLACEHOLDER,
         date=datetime(2026, 11, 22, 7, 0, tzinfo=UTC),
         list_id="arXiv digest <digest.digest.example.org>",
-        also_unsubscribe=f"mailto:{FROM}?subject=unsubscribe" if web else None,
         one_click=web,
     )
-    link = (
-        "https://digest.example.org/u/Zx8Qm3kP2vR7" if web else f"mailto:{FROM}?subject=unsubscribe"
-    )
+    # The shapes digest sends: a short signed link, and a mailto with the reader's code.
+    mailto = f"mailto:{FROM}?subject=unsubscribe%20htc5c.edvhdfG3RX-OMiTF"
+    link = "https://digest.example.org/unsubscribe?t=9ix.htc5c.edvhdfG3RX-OMiTF" if web else mailto
     return prepared.for_recipient(
-        "reader@example.org", "A. Reader", "<20261122070000.a1b2c3@example.org>", link
+        "reader@example.org",
+        "A. Reader",
+        "<20261122070000.a1b2c3@example.org>",
+        link,
+        mailto if web else None,
     )
 
 
