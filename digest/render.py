@@ -135,9 +135,9 @@ class Entry:
     cut: bool
     # The HTML of the title and abstract, the keyword's phrases marked (digest.marks); and
     # "abstract" when they are in the abstract only, for the text part to say so.
-    title_html: Markup = Markup("")
-    abstract_html: Markup = Markup("")
-    matched: str = ""
+    title_html: Markup
+    abstract_html: Markup
+    matched: str
 
 
 @dataclass(frozen=True)
@@ -272,6 +272,7 @@ def entry(item: Item) -> Entry:
         cut=abstract != summary,
         title_html=escape(readable(p.title)),
         abstract_html=escape(abstract),
+        matched="",
     )
 
 
