@@ -136,11 +136,10 @@ def spans(text: str, phrases: Sequence[str]) -> list[tuple[int, int]]:
         while k >= 0:
             f_end = k + len(needle)
             span = _accept(text, origin, k, f_end, n, urls, url_starts)
-            if span is None:
-                k = folded.find(needle, k + 1)
-            else:
+            if span is not None:
                 found.append(span)
-                k = folded.find(needle, f_end)
+            # Overlapping matches too ("a a" twice in "a a a"): the merge below joins them.
+            k = folded.find(needle, k + 1)
     found.sort()
     merged: list[tuple[int, int]] = []
     for s, e in found:
