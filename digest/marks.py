@@ -63,10 +63,11 @@ def _distinct(phrases: Sequence[str]) -> tuple[str, ...]:
     """Each phrase once (as folded), longest first, at most MAX_PHRASES, none empty."""
     seen: dict[str, str] = {}
     for p in phrases:
-        key = fold(" ".join(p.split())[:PHRASE_LIMIT])[0].strip()
+        phrase = " ".join(p.split())[:PHRASE_LIMIT].strip()
+        key = fold(phrase)[0]
         if key and key not in seen:
-            seen[key] = p
-    return tuple(sorted(seen, key=len, reverse=True)[:MAX_PHRASES])
+            seen[key] = phrase
+    return tuple(sorted(seen.values(), key=len, reverse=True)[:MAX_PHRASES])
 
 
 @functools.lru_cache(maxsize=8192)
