@@ -43,6 +43,8 @@ _TERM = re.compile(r'(ANDNOT\s+)?(?:([A-Za-z]+):)?(?:"([^"]*)"?|([^\s()"]+))')
 # A URL in paper text: a scheme and one run of non-space; one repeat of one class: linear.
 _URL = re.compile(r"(?:https?|ftp)://\S+|www\.\S+", re.I)
 _ZWJ = "\u200d"
+# Runs of printable ASCII and of anything else: two disjoint classes, one repeat each: linear.
+_RUNS = re.compile(r"[ -~]+|[^ -~]+")
 
 
 def query_phrases(query: str, keyword: str = "") -> tuple[str, ...]:
@@ -76,21 +78,37 @@ def _fold_char(c: str) -> str:
 
 
 def fold(text: str) -> tuple[str, list[int]]:
-    """Caseless text, whitespace runs as one space, and the index each position came from."""
+    """Caseless text, whitespace runs as one space, and the index each position came from.
+
+    Printable ASCII, most of any abstract, folds a run at a time (lower() keeps its length);
+    the rest character by character.
+    """
     out: list[str] = []
     origin: list[int] = []
     space = False
-    for i, c in enumerate(text):
-        if c.isspace():
-            if not space:
-                out.append(" ")
-                origin.append(i)
-            space = True
+    for run in _RUNS.finditer(text):
+        piece, at = run.group(), run.start()
+        if (
+            piece[0] <= "~"
+            and piece[0] >= " "
+            and "  " not in piece
+            and not (space and piece[0] == " ")
+        ):
+            out.append(piece.lower())
+            origin.extend(range(at, at + len(piece)))
+            space = piece[-1] == " "
             continue
-        space = False
-        f = c.lower() if c.isascii() else _fold_char(c)
-        out.append(f)
-        origin.extend([i] * len(f))
+        for i, c in enumerate(piece, start=at):
+            if c.isspace():
+                if not space:
+                    out.append(" ")
+                    origin.append(i)
+                space = True
+                continue
+            space = False
+            f = c.lower() if c.isascii() else _fold_char(c)
+            out.append(f)
+            origin.extend([i] * len(f))
     return "".join(out), origin
 
 
@@ -125,7 +143,8 @@ def spans(text: str, phrases: Sequence[str]) -> list[tuple[int, int]]:
     if not text or not phrases:
         return []
     folded, origin = fold(text)
-    urls = [(m.start(), m.end()) for m in _URL.finditer(text)]
+    maybe = "://" in text or "www." in folded  # most text has no URL: skip the search
+    urls = [(m.start(), m.end()) for m in _URL.finditer(text)] if maybe else []
     url_starts = [s for s, _ in urls]
     n = len(text)
     found: list[tuple[int, int]] = []

@@ -286,8 +286,8 @@ def marked_entry(item: Item, phrases: tuple[str, ...]) -> Entry:
     title = mark(e.title, phrases)
     in_title = MARK_TAG in title
     abstract = mark(e.abstract, phrases)
-    in_abstract = MARK_TAG in abstract or (
-        e.cut and bool(spans(readable(item.paper.summary), phrases))
+    in_abstract = not in_title and (
+        MARK_TAG in abstract or (e.cut and bool(spans(readable(item.paper.summary), phrases)))
     )
     return replace(
         e,

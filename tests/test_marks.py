@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import replace
 from html.parser import HTMLParser
 
@@ -11,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from markupsafe import escape
 
-from digest.marks import MARK_CLOSE, MARK_OPEN, mark, query_phrases, spans
+from digest.marks import MARK_CLOSE, MARK_OPEN, fold, mark, query_phrases, spans
 from digest.render import HTML_LIMIT, Renderer, Section, encoded_size, personalize
 from digest.store import Item
 from tests.fakes.arxiv_server import SECTION_CATEGORIES, Entry
@@ -320,3 +321,27 @@ def test_a_megabyte_query_is_cut_before_it_is_read() -> None:
     with _guard(60):
         phrases = query_phrases(query)
     assert len(phrases) == 1 and len(phrases[0]) <= 200
+
+
+def _fold_each(text: str) -> tuple[str, list[int]]:
+    """fold() as its definition says, one character at a time: the reference for its fast path."""
+    out, origin, space = "", list[int](), False
+    for i, c in enumerate(text):
+        if c.isspace():
+            out, origin = (out, origin) if space else (out + " ", [*origin, i])
+            space = True
+            continue
+        space = False
+        f = unicodedata.normalize("NFD", unicodedata.normalize("NFD", c).casefold())
+        out, origin = out + f, origin + [i] * len(f)
+    return out, origin
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    st.lists(st.sampled_from([*"aZ ~!\n\t\u00a0ßé\u0301İ数😀\x00\x7f", "  "]), max_size=20).map(
+        "".join
+    )
+)
+def test_folding_by_runs_equals_folding_each_character(text: str) -> None:
+    assert fold(text) == _fold_each(text)
