@@ -9,10 +9,13 @@ Finding them is caseless the way Unicode means it (NFD, then casefold, per chara
 any run of whitespace matching any other, as arXiv's search does. Matches start and end on
 word edges (arXiv matches whole words; "ID" is not in "IDEA"), may take a plural "s"/"es",
 never split a character cluster (a letter and its combining marks, an emoji sequence), and
-never fall inside a URL. The text is folded once, character by character, with a map from
-each folded position back to the character it came from; phrases are then found with
+never fall inside a URL. The text is folded once (printable ASCII a run at a time, the rest
+character by character), with a map from each folded position back to the character it came
+from; phrases are then found with
 str.find: linear in the text for each of at most MAX_PHRASES phrases of at most
-PHRASE_LIMIT characters, no regex over the paper's text but the URL finder below.
+PHRASE_LIMIT characters, no regex over the paper's text but the URL finder below. Per
+character, NFD does not reorder several combining marks written out of canonical order; such
+text is not matched across them.
 """
 
 from __future__ import annotations
@@ -37,8 +40,9 @@ MARK_OPEN = '<mark style="background-color:#fff0a0;color:inherit">'
 MARK_CLOSE = "</mark>"
 
 # One query term: ANDNOT perhaps, a field perhaps, then a quoted phrase or a bare word. Runs
-# only over the operator's query (capped), and each repeat is of one class that the next
-# part of the pattern cannot start with, so it cannot backtrack super-linearly.
+# only over the operator's query (capped at QUERY_LIMIT). Linear: a failed field gives back
+# one word once before the bare-word branch takes that word whole, and finditer goes on
+# after it; no repeat is nested in another.
 _TERM = re.compile(r'(ANDNOT\s+)?(?:([A-Za-z]+):)?(?:"([^"]*)"?|([^\s()"]+))')
 # A URL in paper text: a scheme and one run of non-space; one repeat of one class: linear.
 _URL = re.compile(r"(?:https?|ftp)://\S+|www\.\S+", re.I)
