@@ -30,21 +30,24 @@ import logging
 import re
 import unicodedata
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
 from urllib.parse import quote, quote_plus
 
 import jinja2
+from markupsafe import Markup, escape
 from premailer import Premailer
 
 from digest.latex import to_unicode
+from digest.marks import mark, query_phrases, spans
 from digest.store import Item
 
 log = logging.getLogger(__name__)
 
 UNSUBSCRIBE_PLACEHOLDER = "%%DIGEST-UNSUBSCRIBE-URL%%"
 MORE_PLACEHOLDER = "%%DIGEST-MORE%%"
+MARK_TAG = "<mark "
 ABSTRACT_LIMIT = 600
 AUTHORS_SHOWN = 3
 TEXT_WIDTH = 78
@@ -130,6 +133,11 @@ class Entry:
     comment: str
     abstract: str
     cut: bool
+    # The HTML of the title and abstract, the keyword's phrases marked (digest.marks); and
+    # "abstract" when they are in the abstract only, for the text part to say so.
+    title_html: Markup
+    abstract_html: Markup
+    matched: str
 
 
 @dataclass(frozen=True)
@@ -262,7 +270,37 @@ def entry(item: Item) -> Entry:
         comment=readable(p.comment),
         abstract=abstract,
         cut=abstract != summary,
+        title_html=escape(readable(p.title)),
+        abstract_html=escape(abstract),
+        matched="",
     )
+
+
+@functools.lru_cache(maxsize=4096)
+def marked_entry(item: Item, phrases: tuple[str, ...]) -> Entry:
+    """`entry(item)` with its keyword's phrases marked in the title and abstract.
+
+    "Matched in the abstract" is judged on the whole abstract, not the part shown.
+    """
+    e = entry(item)
+    title = mark(e.title, phrases)
+    in_title = MARK_TAG in title
+    abstract = mark(e.abstract, phrases)
+    in_abstract = not in_title and (
+        MARK_TAG in abstract or (e.cut and bool(spans(readable(item.paper.summary), phrases)))
+    )
+    return replace(
+        e,
+        title_html=title,
+        abstract_html=abstract,
+        matched="abstract" if in_abstract and not in_title else "",
+    )
+
+
+def marked(section: Section) -> tuple[Entry, ...]:
+    """A section's papers as shown, with the phrases of its query (or its name) marked."""
+    phrases = query_phrases(section.query, section.keyword)
+    return tuple(marked_entry(i, phrases) for i in section.items)
 
 
 def covered(sections: Sequence[Section]) -> tuple[date, date] | None:
@@ -448,7 +486,7 @@ class Renderer:
         of its papers' dates.
         """
         shown = [
-            Shown(s.keyword, f"k{n}", tuple(entry(i) for i in s.items), *more_link(s))
+            Shown(s.keyword, f"k{n}", marked(s), *more_link(s))
             for n, s in enumerate((s for s in sections if s.items), start=1)
         ]
         total = sum(len(s.entries) for s in shown)

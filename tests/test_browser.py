@@ -8,6 +8,7 @@ artifacts/ for people to look at. Needs Debian's `chromium` package; skipped wit
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -177,3 +178,42 @@ def test_links_are_named_after_their_paper_and_headings_outline_the_digest(
     levels = browser.evaluate("[...document.querySelectorAll('h1, h2, h3')].map(h => h.tagName)")
     assert levels == ["H1", "H2", "H3", "H3", "H3", "H2", "H3"]
     assert len(named("main")) == 1
+
+
+# The marks as drawn: each one's background, its text colour and the contrast between them.
+MARKS = """JSON.stringify([...document.querySelectorAll('mark')].map(m => {
+  const rgb = c => c.match(/\\d+/g).slice(0, 3).map(Number);
+  const lum = c => { const [r, g, b] = rgb(c).map(v => { v /= 255;
+    return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; });
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b; };
+  const s = getComputedStyle(m), a = lum(s.backgroundColor), b = lum(s.color);
+  return [m.textContent, s.backgroundColor, s.color,
+          (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05), m.getBoundingClientRect().top + scrollY];
+}))"""
+
+
+@pytest.mark.parametrize("dark", [False, True], ids=["light", "dark"])
+def test_marked_phrases_stand_out_and_stay_readable(
+    browser: Browser, artifacts: Path, dark: bool
+) -> None:
+    """The golden digest's marks: the dark rule from <style> wins over the inline light one."""
+    probe = browser.load(GOLDEN / "digest.html", 600, PROBE, dark=dark)
+    marks = json.loads(browser.evaluate(MARKS))
+
+    assert [m[0] for m in marks] == [
+        "Person Re-ID",
+        "Person Re-ID",
+        "PERSON RE-ID",
+        "Virtual Try-On",
+    ]
+    assert {m[1] for m in marks} == {"rgb(77, 61, 0)" if dark else "rgb(255, 240, 160)"}
+    assert all(m[3] >= 4.5 for m in marks), marks  # WCAG AA for normal text, links included
+    # The link colour comes through the mark in the titles; the body colour in the abstract.
+    link, text = (
+        ("rgb(108, 182, 255)", "rgb(230, 237, 243)")
+        if dark
+        else ("rgb(11, 87, 208)", "rgb(31, 35, 40)")
+    )
+    assert [m[2] for m in marks] == [link, link, text, link]
+    name = f"marks-600{'-dark' if dark else ''}.png"
+    browser.screenshot(artifacts / name, 600, 0, min(probe["height"], 1500))

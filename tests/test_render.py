@@ -103,7 +103,7 @@ def golden_sections() -> list[Section]:
             paper(
                 "2611.01003",
                 "Pneumonoultramicroscopicsilicovolcanoconiosis-Aware-Re-Identification-Without-Spaces",
-                "See https://example.org/a/very/long/path/that/never/breaks/"
+                "PERSON\nRE-ID in crowds. See https://example.org/a/very/long/path/that/never/breaks/"
                 + "x" * 120
                 + ' for <b>details</b> & "more".',
                 day=18,
@@ -325,6 +325,7 @@ def test_the_largest_digest_stays_under_the_gmail_clip(reference: list[Entry]) -
     assert encoded_size(html) < HTML_LIMIT
     assert sent_html_size(rendered) < HTML_LIMIT
     assert renderer.inlined == 1, "one premailer call, however much had to be cut"
+    assert html.count("<mark ") > 10, "the marks are in the HTML the budget measured"
     # Per keyword: full entries, then title lines, then "and N more", in that order.
     shapes = stages(html)
     assert len(shapes) == 7
