@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -371,7 +371,7 @@ def send(
 @config_options
 @handle_errors
 def status(subscribers: Path | None, db: Path | None) -> None:
-    """Show recent runs, digests waiting in the outbox, and paused (bouncing) subscribers."""
+    """Show recent runs, digests waiting in the outbox, and paused and bouncing subscribers."""
     import json
     import sqlite3
 
@@ -399,6 +399,14 @@ def status(subscribers: Path | None, db: Path | None) -> None:
                 f"skipped keywords: {skipped}"
             )
     click.echo(f"pending digests: {pending}")
+    today = _today(config)
+    paused = [s for s in config.subscribers.paused() if s.paused_on(today)]
+    if paused:
+        click.echo("paused by request (paused_until; `digest resume EMAIL` ends it early):")
+        for s in paused:
+            click.echo(f"  {s.email}: until {s.paused_until}")
+    else:
+        click.echo("paused by request: none")
     if bouncing:
         click.echo("bouncing subscribers (skipped until `digest reenable EMAIL`):")
         for email, b in bouncing.items():
@@ -412,7 +420,7 @@ def status(subscribers: Path | None, db: Path | None) -> None:
 @click.argument("email")
 @handle_errors
 def reenable(subscribers: Path | None, db: Path | None, email: str) -> None:
-    """Resume mailing a subscriber paused after repeated permanent delivery failures."""
+    """Resume mailing a bouncing subscriber, stopped after repeated permanent failures."""
     import sqlite3
 
     from digest.store import Store, state_error
@@ -421,7 +429,10 @@ def reenable(subscribers: Path | None, db: Path | None, email: str) -> None:
     store = Store.open(config.db_path)
     try:
         if not store.reenable(email.casefold()):
-            raise ConfigError(f"{email} is not paused; `digest status` lists bouncing subscribers")
+            raise ConfigError(
+                f"{email} is not bouncing; `digest status` lists bouncing subscribers "
+                "(a pause by request ends with `digest resume`)"
+            )
     except sqlite3.DatabaseError as e:
         raise state_error(config.db_path, e) from e
     finally:
@@ -673,9 +684,73 @@ def subscribers_command(subscribers: Path | None, db: Path | None) -> None:
         return
     email_width = max(len(s.email) for s in config.subscribers)
     name_width = max(len(s.name or "-") for s in config.subscribers)
+    today = _today(config)
     for s in config.subscribers:
         keywords = ", ".join(config.keyword_names(s.keywords))
-        click.echo(f"{s.email:<{email_width}}  {s.name or '-':<{name_width}}  {keywords}")
+        paused = f"  (paused until {s.paused_until})" if s.paused_on(today) else ""
+        click.echo(f"{s.email:<{email_width}}  {s.name or '-':<{name_width}}  {keywords}{paused}")
+
+
+def _today(config: Config) -> date:
+    """Today where the subscribers are, as a run counts days (run.digest_date_for)."""
+    from zoneinfo import ZoneInfo
+
+    return datetime.now(ZoneInfo(config.digest.timezone)).date()
+
+
+def _date_option(text: str) -> date | None:
+    """YYYY-MM-DD as a date (only that form: fromisoformat also takes 20270110), or None."""
+    text = text.strip()
+    if len(text) != 10:
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+@main.command(name="pause")
+@config_options
+@click.argument("email")
+@click.option(
+    "--until",
+    "until",
+    required=True,
+    metavar="DATE",
+    help="The first day digests come again, as YYYY-MM-DD.",
+)
+@handle_errors
+def pause_command(subscribers: Path | None, db: Path | None, email: str, until: str) -> None:
+    """Hold a subscriber's digests until DATE; then one digest brings the newest papers."""
+    from digest.subscriptions import pause
+
+    day = _date_option(until)
+    if day is None:
+        raise ConfigError(f"--until {until[:40]!r}: write the date as YYYY-MM-DD, e.g. 2027-01-10")
+    change = pause(subscribers_path(subscribers), email, day)
+    if not change.was_subscribed:
+        raise ConfigError(f"{email} is not subscribed; `digest subscribers` lists who is")
+    click.echo(
+        f"{change.email}: {change.message}" + ("" if change.changed else "; nothing changed")
+    )
+
+
+@main.command(name="resume")
+@config_options
+@click.argument("email")
+@handle_errors
+def resume_command(subscribers: Path | None, db: Path | None, email: str) -> None:
+    """End a subscriber's pause (paused_until); for a bouncing one, see `digest reenable`."""
+    from digest.subscriptions import pause
+
+    change = pause(subscribers_path(subscribers), email, None)
+    if not change.was_subscribed:
+        raise ConfigError(f"{email} is not subscribed; `digest subscribers` lists who is")
+    if not change.changed:
+        raise ConfigError(
+            f"{email} is not paused; a bouncing subscriber is resumed by `digest reenable`"
+        )
+    click.echo(f"{change.email}: {change.message}")
 
 
 @contextlib.contextmanager

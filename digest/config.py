@@ -15,7 +15,7 @@ import tomllib
 from array import array
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import time
+from datetime import date, datetime, time
 from email.utils import parseaddr
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -759,7 +759,7 @@ def _subscriber(
     r = _Reader(
         path, loc, entry if isinstance(entry, dict) else {}, loc.table("subscriber", index), label
     )
-    r.check_keys(("email", "name", "keywords"))
+    r.check_keys(("email", "name", "keywords", "paused_until"))
     email = r.string("email", required=True) or ""
     reason = validate_email(email)
     if reason:
@@ -786,7 +786,22 @@ def _subscriber(
         name=r.string("name"),
         keywords=tuple(keys),
         spellings=spellings if own else (),
+        paused_until=_pause_date(r),
     )
+
+
+def _pause_date(r: _Reader) -> date | None:
+    """`paused_until`: a TOML date (2027-01-10, no quotes); no digest before that day."""
+    value = r.table.get("paused_until")
+    if value is None:
+        return None
+    # tomllib gives a datetime for 2027-01-10T00:00 (a subclass of date): refused too.
+    if isinstance(value, datetime) or not isinstance(value, date):
+        raise r.fail(
+            "paused_until",
+            "'paused_until' must be a date without quotes, e.g. paused_until = 2027-01-10",
+        )
+    return value
 
 
 def _page_settings(r: _Reader) -> PageSettings:

@@ -15,6 +15,7 @@ from array import array
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date
 from itertools import pairwise
 from typing import overload
 
@@ -26,12 +27,20 @@ class Subscriber:
     `spellings` is each keyword as the reader wrote it, in the same order, when one
     differs from the keyword's name; empty when all are as named (most readers): the
     same spellings are then held once for everyone.
+
+    `paused_until`: the reader asked for no digest before that day (`digest pause`); not
+    the bounce pause, which the database keeps (`digest reenable`).
     """
 
     email: str
     name: str | None
     keywords: tuple[str, ...]
     spellings: tuple[str, ...] = ()
+    paused_until: date | None = None
+
+    def paused_on(self, day: date) -> bool:
+        """No digest on `day`: the reader's pause runs up to the day before `paused_until`."""
+        return self.paused_until is not None and day < self.paused_until
 
     def spelled(self, key: str, name: str) -> str:
         """The keyword `key` as this reader wrote it; `name` when they did not list it."""
@@ -51,6 +60,7 @@ class Subscribers(Sequence[Subscriber]):
         self._lists: list[tuple[tuple[str, ...], tuple[str, ...]]] = []
         self._list_of = array("I")  # each one's keyword list, as an index into _lists
         ids: dict[tuple[tuple[str, ...], tuple[str, ...]], int] = {}
+        self._paused: dict[int, date] = {}  # position -> paused_until: few readers have one
         for s in subscribers:  # a generator is read once: the loader's objects do not pile up
             self._text += s.email.encode()
             self._names.append(len(self._text))
@@ -61,6 +71,8 @@ class Subscribers(Sequence[Subscriber]):
                 index = ids[spelled] = len(self._lists)
                 self._lists.append(spelled)
             self._list_of.append(index)
+            if s.paused_until is not None:
+                self._paused[len(self._names) - 1] = s.paused_until
         self._sorted = self._sort()
 
     def _sort(self, run: int = 10_000) -> array[int]:
@@ -102,6 +114,7 @@ class Subscribers(Sequence[Subscriber]):
             name=self._text[split:end].decode() or None,
             keywords=keywords,
             spellings=spellings,
+            paused_until=self._paused.get(index),
         )
 
     def __iter__(self) -> Iterator[Subscriber]:
@@ -135,6 +148,10 @@ class Subscribers(Sequence[Subscriber]):
             return None
         second, first = min(pairs)
         return first, second
+
+    def paused(self) -> list[Subscriber]:
+        """Those with a `paused_until` date (past ones included), in the file's order."""
+        return [self[i] for i in sorted(self._paused)]
 
     def keyword_lists(self) -> list[tuple[str, ...]]:
         """Each distinct keyword list once."""

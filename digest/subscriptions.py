@@ -16,6 +16,7 @@ import re
 import secrets
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any, cast
 
@@ -262,6 +263,31 @@ def unsubscribe(path: Path, email: str) -> Change:
             return False, f"{email} is not subscribed"
         _remove(entries, email)
         return True, f"unsubscribed {email}"
+
+    return _edit(path, email, change)
+
+
+def pause(path: Path, email: str, until: date | None) -> Change:
+    """Hold a subscriber's digests until `until` (`paused_until`), or resume them (None).
+
+    Their papers keep coming in meanwhile; the first digest after the pause has the newest
+    of them (see run._resumed). Not the bounce pause, which the database keeps.
+    """
+
+    def change(entries: AoT, email: str) -> tuple[bool, str]:
+        entry = _find(entries, email)
+        if entry is None:
+            return False, f"{email} is not subscribed"
+        before = entry.get("paused_until")
+        if until is None:
+            if before is None:
+                return False, "not paused"
+            del entry["paused_until"]
+            return True, "resumed: digests come again from the next run"
+        if before == until:
+            return False, f"already paused until {until.isoformat()}"
+        entry["paused_until"] = until  # tomlkit writes a date as a TOML date, no quotes
+        return True, f"paused until {until.isoformat()}: no digest before that day"
 
     return _edit(path, email, change)
 
