@@ -531,6 +531,8 @@ class Run:
 
         waiting = 0
         today = self.report.digest_date
+        weekly_on = self.config.digest.weekly_on
+        quiet: list[str] = []  # weekly readers due today with nothing new
         self.report.paused = [
             (s.email, s.paused_until)
             for s in self.config.subscribers.paused()
@@ -543,11 +545,13 @@ class Run:
 
         def rows() -> Iterator[tuple[Subscriber, str, Plan, int]]:
             nonlocal waiting
-            for subscriber, own, pending, last in self._with_watermarks():
+            for subscriber, own, pending, (last, served) in self._with_watermarks():
                 email = subscriber.email.casefold()
                 if email in paused or subscriber.paused_on(today):
                     # Their watermarks stay where they are: what comes meanwhile waits.
                     continue
+                if not subscriber.due(today, max(last or "", served or "") or None, weekly_on):
+                    continue  # a weekly reader between their weekdays: papers wait likewise
                 if pending:
                     # Its papers are in the digest still waiting (the SMTP server is
                     # down): planned again, they would reach the reader twice.
@@ -565,6 +569,8 @@ class Run:
                 if group not in counts:
                     counts[group] = contents.count(plan)
                 if counts[group] == 0 and not self.config.digest.send_empty:
+                    if subscriber.weekly:
+                        quiet.append(email)
                     continue
                 planned_contents.add(group)
                 yield (
@@ -576,6 +582,8 @@ class Run:
 
         # Streamed into the outbox (in one transaction): no list of every digest in memory.
         planned = self.store.plan_digests(run_id, date_text, rows(), self.now)
+        if quiet:
+            self.store.quiet_week(quiet, date_text)
         self.report.planned += planned
         log.info(
             "planned %s (%s)",
@@ -591,17 +599,24 @@ class Run:
 
     def _with_watermarks(
         self, batch: int = 1000
-    ) -> Iterator[tuple[Subscriber, dict[str, tuple[int | None, int]], bool, str | None]]:
+    ) -> Iterator[
+        tuple[Subscriber, dict[str, tuple[int | None, int]], bool, tuple[str | None, str | None]]
+    ]:
         """Each subscriber with their watermarks, whether a digest of theirs is still
-        pending, and the date of their last delivered digest, read for `batch` subscribers
-        at a time."""
+        pending, and the dates of their last delivered digest and last quiet week
+        (Store.last_digests), read for `batch` subscribers at a time."""
         readers = iter(self.config.subscribers)
         while chunk := list(islice(readers, batch)):
             emails = [s.email.casefold() for s in chunk]
             marks, waiting = self.store.watermarks(emails), self.store.waiting(emails)
             last = self.store.last_digests(emails)
             for subscriber, email in zip(chunk, emails, strict=True):
-                yield subscriber, marks.get(email, {}), email in waiting, last.get(email)
+                yield (
+                    subscriber,
+                    marks.get(email, {}),
+                    email in waiting,
+                    last.get(email, (None, None)),
+                )
 
     # -- render and send -------------------------------------------------------
 

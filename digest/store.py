@@ -263,6 +263,9 @@ def m009_last_digest(db: sqlite_utils.Database) -> None:
         -- The date of each reader's last delivered digest. Sent digests are pruned after
         -- keep_days; a pause (paused_until) or a weekly schedule outlasts that.
         ALTER TABLE readers ADD COLUMN last_digest TEXT;
+        -- The last day a weekly reader was due and had nothing new: their week is served
+        -- (else a paper on Wednesday would make an empty week's digest go out then).
+        ALTER TABLE readers ADD COLUMN quiet_week TEXT;
         UPDATE readers SET last_digest = (
             SELECT max(d.digest_date) FROM digests d
             WHERE d.email = readers.email AND d.status = 'sent'
@@ -540,16 +543,29 @@ class Store:
             )
         return marks
 
-    def last_digests(self, emails: Iterable[str]) -> dict[str, str]:
-        """{email: date of their last delivered digest} for the given (case-folded) addresses."""
+    def last_digests(self, emails: Iterable[str]) -> dict[str, tuple[str | None, str | None]]:
+        """{email: (date of their last delivered digest, last quiet week)} for the given
+        (case-folded) addresses; see `quiet_week`."""
         return {
-            row["email"]: row["last_digest"]
+            row["email"]: (row["last_digest"], row["quiet_week"])
             for row in self.db.query(
-                "SELECT r.email, r.last_digest FROM readers r JOIN json_each(?) j "
-                "ON j.value = r.email WHERE r.last_digest IS NOT NULL",
+                "SELECT r.email, r.last_digest, r.quiet_week FROM readers r JOIN json_each(?) j "
+                "ON j.value = r.email WHERE r.last_digest IS NOT NULL OR r.quiet_week IS NOT NULL",
                 [json.dumps(list(emails))],
             )
         }
+
+    def quiet_week(self, emails: Iterable[str], day: str) -> None:
+        """Weekly readers due on `day` with nothing new: their week is served."""
+        with self.db.atomic():
+            rows = [(e,) for e in emails]
+            self.db.conn.executemany(
+                "INSERT INTO readers (email) VALUES (?) ON CONFLICT (email) DO NOTHING", rows
+            )
+            self.db.conn.executemany(
+                "UPDATE readers SET quiet_week = max(coalesce(quiet_week, ''), ?) WHERE email = ?",
+                [(day, e) for (e,) in rows],
+            )
 
     def waiting(self, emails: Iterable[str]) -> set[str]:
         """Those of the given (case-folded) addresses with a digest still pending."""

@@ -15,7 +15,7 @@ from array import array
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from itertools import pairwise
 from typing import overload
 
@@ -37,6 +37,21 @@ class Subscriber:
     keywords: tuple[str, ...]
     spellings: tuple[str, ...] = ()
     paused_until: date | None = None
+    weekly: bool = False  # frequency = "weekly"
+    weekday: int | None = None  # 0 Monday … 6 Sunday; None: the operator's [digest] weekly_on
+
+    def due(self, today: date, last: str | None, weekly_on: int) -> bool:
+        """Whether a digest is due today, given the date their last one covered.
+
+        Daily readers always are. A weekly reader is due when their last digest is older
+        than the latest of their weekdays on or before today: a weekday missed (daemon
+        down, SMTP down) is made up at the next run, not skipped to the next week.
+        """
+        if not self.weekly:
+            return True
+        day = weekly_on if self.weekday is None else self.weekday
+        latest = today - timedelta(days=(today.weekday() - day) % 7)
+        return last is None or last < latest.isoformat()
 
     def paused_on(self, day: date) -> bool:
         """No digest on `day`: the reader's pause runs up to the day before `paused_until`."""
@@ -61,6 +76,7 @@ class Subscribers(Sequence[Subscriber]):
         self._list_of = array("I")  # each one's keyword list, as an index into _lists
         ids: dict[tuple[tuple[str, ...], tuple[str, ...]], int] = {}
         self._paused: dict[int, date] = {}  # position -> paused_until: few readers have one
+        self._weekly: dict[int, int | None] = {}  # position -> weekday, for weekly readers
         for s in subscribers:  # a generator is read once: the loader's objects do not pile up
             self._text += s.email.encode()
             self._names.append(len(self._text))
@@ -73,6 +89,8 @@ class Subscribers(Sequence[Subscriber]):
             self._list_of.append(index)
             if s.paused_until is not None:
                 self._paused[len(self._names) - 1] = s.paused_until
+            if s.weekly:
+                self._weekly[len(self._names) - 1] = s.weekday
         self._sorted = self._sort()
 
     def _sort(self, run: int = 10_000) -> array[int]:
@@ -115,6 +133,8 @@ class Subscribers(Sequence[Subscriber]):
             keywords=keywords,
             spellings=spellings,
             paused_until=self._paused.get(index),
+            weekly=index in self._weekly,
+            weekday=self._weekly.get(index),
         )
 
     def __iter__(self) -> Iterator[Subscriber]:

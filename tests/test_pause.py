@@ -229,7 +229,7 @@ def test_the_last_digest_date_survives_pruning(write_config: WriteConfig, smtp: 
     store = Store.open(config.db_path)
     try:
         assert store.last_digests(["reader@example.org", "nobody@example.org"]) == {
-            "reader@example.org": "2025-11-17"
+            "reader@example.org": ("2025-11-17", None)
         }
     finally:
         store.close()
