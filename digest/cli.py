@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -24,12 +24,16 @@ from digest.errors import EXIT_INTERNAL, ConfigError, DigestError, EmptyStoreErr
 from digest.logs import log_to_stderr
 from digest.words import plural
 
+# As config.WEEKDAYS, which is not imported here: `digest --help` stays light.
+WEEKDAY_NAMES = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from digest.config import Config
     from digest.run import Preview
     from digest.store import Store
+    from digest.subscribers import Subscriber
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -540,6 +544,7 @@ def preview(
     import dataclasses
     import re
     import webbrowser
+    from zoneinfo import ZoneInfo
 
     from digest.files import replace_file
     from digest.run import Run, open_store
@@ -559,10 +564,23 @@ def preview(
     stored(config)
     writable_folder(out.parent, "the preview")
     settings = dataclasses.replace(config.digest, send_empty=True)
-    config = dataclasses.replace(config, subscribers=Subscribers([chosen]), digest=settings)
+    now, today = datetime.now(UTC), _today(config)
     store = open_store(config, dry_run=True)  # a private copy: nothing is written back
     try:
-        report = Run(config, store, now=datetime.now(UTC), dry_run=True, fetch=False).execute()
+        if chosen.paused_on(today) and chosen.paused_until is not None:
+            # Shown as the day the pause ends, from what is stored now.
+            zone = ZoneInfo(config.digest.timezone)
+            now = datetime.combine(chosen.paused_until, config.digest.send_at, zone)
+            click.echo(f"{chosen.email} is paused until {chosen.paused_until}; their digest then:")
+        elif chosen.weekly:
+            last, quiet = store.last_digests([chosen.email.casefold()]).get(wanted, (None, None))
+            served = max(last or "", quiet or "") or None
+            due = _next_weekly(chosen, config.digest.weekly_on, today, served)
+            # A weekly digest holds everything since the last: what it would hold if sent now.
+            chosen = dataclasses.replace(chosen, weekly=False)
+            click.echo(f"{chosen.email} gets a weekly digest, next on {due}; so far:")
+        config = dataclasses.replace(config, subscribers=Subscribers([chosen]), digest=settings)
+        report = Run(config, store, now=now, dry_run=True, fetch=False).execute()
     finally:
         store.close()
     found = [p for p in report.previews if p.email == wanted]
@@ -638,6 +656,12 @@ def inbox(subscribers: Path | None, db: Path | None, cafile: str | None) -> None
     help="A keyword to watch; repeat for more.",
 )
 @click.option("--name", help="The subscriber's name, for a new subscriber.")
+@click.option("--weekly", is_flag=True, help="One digest a week instead of one a day.")
+@click.option(
+    "--weekday",
+    type=click.Choice(WEEKDAY_NAMES, case_sensitive=False),
+    help="The day of the weekly digest (with --weekly). [default: [digest] weekly_on]",
+)
 @handle_errors
 def subscribe_command(
     subscribers: Path | None,
@@ -645,13 +669,24 @@ def subscribe_command(
     email: str,
     keywords: tuple[str, ...],
     name: str | None,
+    weekly: bool,
+    weekday: str | None,
 ) -> None:
     """Add a subscriber to subscribers.toml, or keywords to one (no confirmation is asked)."""
     from digest.subscriptions import subscribe
 
+    if weekday and not weekly:
+        raise ConfigError("--weekday needs --weekly (a daily digest comes every day)")
     # Not loaded first: the change is checked by loading the new file, once (~5 s at
     # 100,000 subscribers).
-    change = subscribe(subscribers_path(subscribers), email, keywords, name)
+    change = subscribe(
+        subscribers_path(subscribers),
+        email,
+        keywords,
+        name,
+        weekly=weekly,
+        weekday=weekday.lower() if weekday else None,
+    )
     if not change.was_subscribed:
         click.echo(f"subscribed {change.email}: {', '.join(change.keywords)}")
     elif change.changed:
@@ -687,8 +722,14 @@ def subscribers_command(subscribers: Path | None, db: Path | None) -> None:
     today = _today(config)
     for s in config.subscribers:
         keywords = ", ".join(config.keyword_names(s.keywords))
-        paused = f"  (paused until {s.paused_until})" if s.paused_on(today) else ""
-        click.echo(f"{s.email:<{email_width}}  {s.name or '-':<{name_width}}  {keywords}{paused}")
+        notes = []
+        if s.weekly:
+            day = config.digest.weekly_on if s.weekday is None else s.weekday
+            notes.append(f"weekly on {WEEKDAY_NAMES[day].capitalize()}s")
+        if s.paused_on(today):
+            notes.append(f"paused until {s.paused_until}")
+        extra = f"  ({'; '.join(notes)})" if notes else ""
+        click.echo(f"{s.email:<{email_width}}  {s.name or '-':<{name_width}}  {keywords}{extra}")
 
 
 def _today(config: Config) -> date:
@@ -707,6 +748,15 @@ def _date_option(text: str) -> date | None:
         return date.fromisoformat(text)
     except ValueError:
         return None
+
+
+def _next_weekly(reader: Subscriber, weekly_on: int, today: date, served: str | None) -> date:
+    """The day a weekly reader's next digest goes out: today when it is due, else their
+    next weekday."""
+    if reader.due(today, served, weekly_on):
+        return today
+    day = weekly_on if reader.weekday is None else reader.weekday
+    return today + timedelta(days=(day - today.weekday()) % 7 or 7)
 
 
 @main.command(name="pause")

@@ -217,3 +217,56 @@ def test_an_empty_week_is_served_and_a_later_paper_waits_for_the_next_weekday(
     run_digest(config, DAY1 + timedelta(days=8))  # the next Tuesday
     [message] = [r.message for r in smtp.by_recipient()["weekly@example.org"]]
     assert all_ids(message) == [paper.arxiv_id]
+
+
+def test_subscribe_weekly_lists_and_previews_a_weekly_reader(
+    write_config: object,
+    arxiv_fake: FakeArxiv,
+    smtp: SMTPServer,
+    env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    from click.testing import CliRunner
+
+    from digest.cli import main
+
+    path = Path(env["DIGEST_SUBSCRIBERS"])
+    path.write_text(config_text(readers("friday")), "utf-8")
+    runner = CliRunner()
+    result = runner.invoke(
+        main,
+        ["subscribe", "new@example.org", "-k", "Person Re-ID", "--weekly", "--weekday", "Sunday"],
+        env=env,
+    )
+    assert result.exit_code == 0, result.output
+    assert 'frequency = "weekly"\nweekday = "sunday"\n' in path.read_text()
+    result = runner.invoke(
+        main, ["subscribe", "daily@example.org", "-k", "x", "--weekday", "sunday"], env=env
+    )
+    assert result.exit_code == 2 and "--weekday needs --weekly" in result.output
+    result = runner.invoke(
+        main, ["subscribe", "daily@example.org", "-k", "Person Re-ID", "--weekly"], env=env
+    )
+    assert result.exit_code == 0, result.output
+    assert "daily@example.org: digests are weekly from now on" in result.output
+    result = runner.invoke(main, ["subscribers"], env=env)
+    lines = result.output.splitlines()
+    assert lines[0].endswith("(weekly on Mondays)")  # [digest] weekly_on's default
+    assert lines[1].endswith("(weekly on Fridays)")
+    assert lines[2].endswith("(weekly on Sundays)")
+
+    config = load_config(env=env)
+    run_digest(config)  # Monday 17 Nov 2025: first digests
+    paper = arxiv_fake.add_paper(
+        "Person Re-ID news", "person re-id", "Person Re-ID", published=DAY1
+    )
+    run_digest(config, DAY1 + timedelta(days=1))
+    out = tmp_path / "weekly.html"
+    result = runner.invoke(
+        main, ["preview", "--subscriber", "weekly@example.org", "--out", str(out)], env=env
+    )
+    assert result.exit_code == 0, result.output
+    # Today is not fixed here, so only the shape of the date is checked.
+    assert result.output.startswith("weekly@example.org gets a weekly digest, next on 20")
+    assert "weekly@example.org would get 1 new paper: Person Re-ID 1\n" in result.output
+    assert paper.arxiv_id in out.read_text()
