@@ -4,7 +4,7 @@ The grammar follows arXiv's mail alerts: one command per line, verbs in any case
 
     subscribe [your name]   add <keyword>   del <keyword>   list
     cancel (or unsubscribe)  help           confirm <code>
-    pause until <YYYY-MM-DD>   resume
+    pause until <YYYY-MM-DD>   resume   weekly [<weekday>]   daily
 
 A command may stand in the Subject (after any Re:/Fwd: prefixes) and in the body, which is
 the first text/plain part. The body's commands start at its first line of text and end at
@@ -42,9 +42,12 @@ VERBS = {
     "confirm": "confirm",
     "pause": "pause",
     "resume": "resume",
+    "weekly": "weekly",
+    "daily": "daily",
 }
 # Verbs that stand alone: "cancel my meeting" in prose must not cancel a subscription.
-BARE = frozenset({"list", "cancel", "help", "resume"})
+BARE = frozenset({"list", "cancel", "help", "resume", "daily"})
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 # The date of `pause until DATE`: exactly ten characters, checked again by date.fromisoformat.
 # Linear: fixed counts of one class, anchored by fullmatch.
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
@@ -95,7 +98,7 @@ _BULK = frozenset({"bulk", "list", "junk"})
 class Command:
     """One command as written: the canonical verb, its argument, and why it is unusable."""
 
-    verb: str  # subscribe | add | del | list | cancel | help | confirm | pause | resume
+    verb: str  # subscribe add del list cancel help confirm pause resume weekly daily
     argument: str
     line: str  # as written, for the reply
     error: str | None = None
@@ -111,6 +114,7 @@ class Confirmation:
     removes: tuple[str, ...] = ()  # keywords to stop watching
     cancel: bool = False  # unsubscribe
     pause: str | None = None  # "YYYY-MM-DD": hold the digests until that day; "": resume
+    schedule: str | None = None  # "daily", "weekly", or "weekly <weekday>"
 
     def what(self) -> str:
         """What confirming does, as a phrase: "removing A and adding B"."""
@@ -119,6 +123,11 @@ class Confirmation:
             parts.append(f"pausing your digests until {self.pause}")
         elif self.pause == "":
             parts.append("resuming your digests")
+        if self.schedule == "daily":
+            parts.append("making your digests daily")
+        elif self.schedule:
+            day = self.schedule.partition(" ")[2]
+            parts.append("making your digests weekly" + (f" on {day.capitalize()}s" if day else ""))
         if self.removes:
             parts.append(f"removing {', '.join(self.removes)}")
         if self.keywords:
@@ -147,6 +156,10 @@ def parse_line(line: str) -> Command | None:
         return Command(verb, argument, text)
     if verb == "pause":
         return _pause(argument, text)
+    if verb == "weekly":
+        # "weekly", "weekly friday"; "weekly is too much" is prose.
+        day = argument.casefold()
+        return Command(verb, day, text) if not day or day in WEEKDAYS else None
     if verb == "confirm":
         code = argument.split(" ")[0]
         if not TOKEN.fullmatch(code):
@@ -326,6 +339,7 @@ with one command per line at the top of the message (or one in the Subject):
   cancel                  unsubscribe (unsubscribe works too)
   pause until 2027-01-10  no digest before that day; then one with the newest papers
   resume                  end a pause now
+  weekly [day]            one digest a week (e.g. weekly friday); daily: one a day
   help                    this text
 
 Every change takes effect when you reply to the confirmation we send to your

@@ -47,6 +47,7 @@ from zoneinfo import ZoneInfo
 
 from digest.commands import (
     HELD,
+    WEEKDAYS,
     Command,
     Confirmation,
     automatic,
@@ -74,6 +75,7 @@ from digest.subscriptions import (
     Change,
     pause,
     remove_keywords,
+    schedule,
     subscribe,
     unsubscribe,
     watched,
@@ -435,6 +437,10 @@ class _Step:
                 request.pause = command.argument
             elif command.verb == "resume":
                 request.pause = ""
+            elif command.verb == "weekly":
+                request.schedule = f"weekly {command.argument}".strip()
+            elif command.verb == "daily":
+                request.schedule = "daily"
             elif command.verb == "list":
                 outcome = "your keywords are listed below"
             elif command.verb == "help":
@@ -478,13 +484,16 @@ class _Step:
         cancel = request.cancel and current is not None
         secret = self.config.secret
         pause = self._pause_asked(email, request, current)
+        schedule = self._schedule_asked(email, request, current)
         confirmation = None
-        if (take or gone or cancel or pause is not None) and secret is not None:
+        if (take or gone or cancel or pause is not None or schedule) and secret is not None:
             expires = self.now + timedelta(hours=self.settings.confirm_hours)
             asked: dict[str, object] = {"add": list(take.values()), "name": request.name}
             asked |= {"del": list(gone.values()), "cancel": cancel}
             if pause is not None:
                 asked["pause"] = pause
+            if schedule:
+                asked["schedule"] = schedule
             value = json.dumps(asked, separators=(",", ":"))
             # The code holds no address and no words of the mail (base64 would still carry
             # a stranger's text): what it asks for is stored under its nonce.
@@ -501,6 +510,7 @@ class _Step:
                 removes=tuple(names.get(k, v) for k, v in gone.items()),
                 cancel=cancel,
                 pause=pause,
+                schedule=schedule,
             )
         decided = []
         for command, outcome in results:
@@ -521,6 +531,8 @@ class _Step:
                     )
             elif not outcome and command.verb in ("pause", "resume"):
                 outcome = self._pause_outcome(command, request, current, pause)
+            elif not outcome and command.verb in ("weekly", "daily"):
+                outcome = self._schedule_outcome(command, request, current, schedule)
             elif not outcome and command.verb in ("del", "cancel"):
                 if secret is None:
                     outcome = f"not done: {NO_SECRET}"
@@ -547,6 +559,41 @@ class _Step:
         if date.fromisoformat(request.pause) <= self.today:
             return None
         return request.pause
+
+    def _schedule_asked(
+        self, email: str, request: _Request, current: tuple[str, ...] | None
+    ) -> str | None:
+        """The schedule a mail asks for, when it differs from the reader's; else None."""
+        if request.schedule is None or current is None or request.cancel:
+            return None
+        reader = load_config(self.config.path).subscribers.find(email)
+        if reader is None:
+            return None
+        day = WEEKDAYS[reader.weekday] if reader.weekday is not None else ""
+        now = f"weekly {day}".strip() if reader.weekly else "daily"
+        if request.schedule == now or (request.schedule == "weekly" and reader.weekly):
+            return None  # "weekly" keeps the reader's day
+        return request.schedule
+
+    def _schedule_outcome(
+        self,
+        command: Command,
+        request: _Request,
+        current: tuple[str, ...] | None,
+        schedule: str | None,
+    ) -> str:
+        if self.config.secret is None:
+            return f"not done: {NO_SECRET}"
+        if current is None:
+            return "not done: you are not subscribed"
+        if request.cancel:
+            return "not done: you asked to unsubscribe"
+        wanted = f"{command.verb} {command.argument}".strip()
+        if wanted != request.schedule:
+            return "taken back by a line below"
+        if schedule:
+            return "waits for your confirmation (see below)"
+        return f"your digests are {command.verb} already"
 
     def _pause_outcome(
         self,
@@ -649,6 +696,7 @@ class _Request:
     name: str | None = None
     cancel: bool = False  # unsubscribe first (a later add subscribes again)
     pause: str | None = None  # "YYYY-MM-DD" to pause until, "" to resume (the last line wins)
+    schedule: str | None = None  # "daily", "weekly" or "weekly <weekday>" (the last line wins)
 
 
 class _Wait(Exception):
@@ -719,6 +767,7 @@ def apply_confirmation(
         cancel = request.get("cancel") is True
         name = request.get("name")
         name = name if isinstance(name, str) else None
+        schedule_text = request.get("schedule")
         pause_text = request.get("pause")
         until = (
             date.fromisoformat(pause_text) if isinstance(pause_text, str) and pause_text else None
@@ -754,6 +803,12 @@ def apply_confirmation(
         messages.append(change.message)
     if isinstance(pause_text, str) and not cancel:
         change = pause(config_path, email, until)
+        messages.append(change.message)
+    if isinstance(schedule_text, str) and not cancel:
+        frequency, _, day = schedule_text.partition(" ")
+        if day not in ("", *WEEKDAYS):
+            raise TokenError("this link is not valid")
+        change = schedule(config_path, email, frequency == "weekly", day or None)
         messages.append(change.message)
     store.confirmed(
         found.nonce,

@@ -360,3 +360,22 @@ def test_pause_and_resume_in_prose_are_not_commands(line: str) -> None:
 def test_a_pause_line_ends_nothing_and_a_prose_one_ends_the_commands() -> None:
     found = body_commands("pause until 2027-01-10\nlist\nPause everything please\nresume\n")
     assert [(c.verb, c.argument) for c in found] == [("pause", "2027-01-10"), ("list", "")]
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("weekly", ("weekly", "")),
+        ("WEEKLY Friday", ("weekly", "friday")),
+        ("daily", ("daily", "")),
+        ("weekly is too much", None),
+        ("weekly fri", None),
+        ("daily please", None),
+        ("weekly ｆｒｉｄａｙ", None),
+        ("weekly friday\u202e", None),
+    ],
+)
+def test_weekly_and_daily_lines(line: str, expected: tuple[str, str] | None) -> None:
+    command = parse_line(line)
+    assert (None if command is None else (command.verb, command.argument)) == expected
+    assert command is None or command.error is None

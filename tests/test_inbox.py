@@ -1044,3 +1044,44 @@ def test_pause_lines_that_cannot_be_done_say_why_and_change_nothing(world: World
         "> pause until 2026-01-01\n  not done: you asked to unsubscribe"
     )
     assert all("pausing" not in t for t in texts)
+
+
+def test_weekly_and_daily_by_mail_wait_for_the_readers_confirmation(world: World) -> None:
+    before = world.text()
+    world.send(mail("reader@example.org", "", "weekly Friday"))
+    world.check()
+    assert world.text() == before
+    reply = only_reply(world, "reader@example.org")
+    assert "> weekly Friday\n  waits for your confirmation (see below)" in body(reply)
+    assert "To confirm making your digests weekly on Fridays, reply" in body(reply)
+    world.smtp.reset()
+    world.send(mail("reader@example.org", f"Re: {reply['Subject']}"))
+    world.check()
+    reader = world.config().subscribers.find("reader@example.org")
+    assert reader is not None and reader.weekly and reader.weekday == 4
+    assert "digests are weekly on Fridays from now on" in body(
+        only_reply(world, "reader@example.org")
+    )
+
+    world.smtp.reset()
+    world.send(mail("reader@example.org", "", "weekly"))  # weekly already: nothing to confirm
+    world.check()
+    reply = only_reply(world, "reader@example.org")
+    assert "> weekly\n  your digests are weekly already" in body(reply)
+    assert not str(reply["Subject"]).startswith("confirm ")
+
+    world.smtp.reset()
+    world.send(mail("reader@example.org", "", "daily"))
+    world.check()
+    reply = only_reply(world, "reader@example.org")
+    assert "To confirm making your digests daily, reply" in body(reply)
+    world.smtp.reset()
+    world.send(mail("reader@example.org", "", f"confirm {code(reply)}"))
+    world.check()
+    assert world.text() == before
+
+
+def test_weekly_in_prose_is_not_a_command(world: World) -> None:
+    world.send(mail("reader@example.org", "", "Weekly is too much for me.\nThanks"))
+    report = world.check()
+    assert report.acted == 0 and world.replies() == []
