@@ -564,7 +564,8 @@ class Run:
                     continue
                 since = tuple(own[k][0] if k in own else None for k in keys)
                 first = tuple(own[k][1] if k in own and own[k][0] is None else None for k in keys)
-                plan = Plan(keys, since, first, top, cap, _resumed(subscriber, since, last))
+                resumed = _resumed(subscriber, since, last)
+                plan = Plan(keys, since, first, top, cap, resumed, subscriber.weekly)
                 group = plan.content_key
                 if group not in counts:
                     counts[group] = contents.count(plan)

@@ -284,6 +284,7 @@ class Plan:
     `resumed` is set for the first digest after a reader's pause (`paused_until`): the date
     of their last digest before it ("" when not known). Each keyword then has only its
     newest `cap` matches after `since`; the others count as "and N more" (`Contents.held`).
+    `weekly`: a weekly reader's digest (the renderer names the week in header and subject).
     """
 
     keywords: tuple[str, ...]
@@ -292,6 +293,7 @@ class Plan:
     top: int
     cap: int
     resumed: str | None = None
+    weekly: bool = False
 
     def to_json(self) -> str:
         return json.dumps(
@@ -303,6 +305,7 @@ class Plan:
                 "cap": self.cap,
                 # Only when set: plans written before pauses existed read back equal.
                 **({} if self.resumed is None else {"resumed": self.resumed}),
+                **({"weekly": True} if self.weekly else {}),
             }
         )
 
@@ -316,12 +319,21 @@ class Plan:
             data["top"],
             data["cap"],
             data.get("resumed"),
+            data.get("weekly") is True,
         )
 
     @property
     def content_key(self) -> tuple[object, ...]:
         """Plans with equal keys have equal contents: their readers share one rendering."""
-        return self.keywords, self.since, self.first, self.top, self.cap, self.resumed
+        return (
+            self.keywords,
+            self.since,
+            self.first,
+            self.top,
+            self.cap,
+            self.resumed,
+            self.weekly,
+        )
 
 
 @dataclass(frozen=True)

@@ -275,3 +275,23 @@ def test_subscribe_weekly_lists_and_previews_a_weekly_reader(
     assert result.output.startswith("weekly@example.org gets a weekly digest, next on 20")
     assert "weekly@example.org would get 1 new paper: Person Re-ID 1\n" in result.output
     assert paper.arxiv_id in out.read_text()
+
+
+def test_a_weekly_plan_says_so_and_reads_back(
+    arxiv_fake: FakeArxiv, smtp: SMTPServer, env: dict[str, str]
+) -> None:
+    from digest.store import Plan, Store
+
+    Path(env["DIGEST_SUBSCRIBERS"]).write_text(config_text(readers("monday")), "utf-8")
+    config = load_config(env=env)
+    smtp.reject_connect(times=1000)  # the digests stay in the outbox, to be read
+    run_digest(config)
+    store = Store.open(config.db_path)
+    try:
+        plans = {o.email: o.plan for o in store.pending()}
+    finally:
+        store.close()
+    assert plans["weekly@example.org"].weekly and not plans["daily@example.org"].weekly
+    for plan in plans.values():
+        assert Plan.from_json(plan.to_json()) == plan
+    assert "weekly" not in plans["daily@example.org"].to_json()
