@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -24,12 +24,16 @@ from digest.errors import EXIT_INTERNAL, ConfigError, DigestError, EmptyStoreErr
 from digest.logs import log_to_stderr
 from digest.words import plural
 
+# As config.WEEKDAYS, which is not imported here: `digest --help` stays light.
+WEEKDAY_NAMES = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from digest.config import Config
     from digest.run import Preview
     from digest.store import Store
+    from digest.subscribers import Subscriber
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -371,7 +375,7 @@ def send(
 @config_options
 @handle_errors
 def status(subscribers: Path | None, db: Path | None) -> None:
-    """Show recent runs, digests waiting in the outbox, and paused (bouncing) subscribers."""
+    """Show recent runs, digests waiting in the outbox, and paused and bouncing subscribers."""
     import json
     import sqlite3
 
@@ -399,6 +403,14 @@ def status(subscribers: Path | None, db: Path | None) -> None:
                 f"skipped keywords: {skipped}"
             )
     click.echo(f"pending digests: {pending}")
+    today = _today(config)
+    paused = [s for s in config.subscribers.paused() if s.paused_on(today)]
+    if paused:
+        click.echo("paused by request (paused_until; `digest resume EMAIL` ends it early):")
+        for s in paused:
+            click.echo(f"  {s.email}: until {s.paused_until}")
+    else:
+        click.echo("paused by request: none")
     if bouncing:
         click.echo("bouncing subscribers (skipped until `digest reenable EMAIL`):")
         for email, b in bouncing.items():
@@ -412,7 +424,7 @@ def status(subscribers: Path | None, db: Path | None) -> None:
 @click.argument("email")
 @handle_errors
 def reenable(subscribers: Path | None, db: Path | None, email: str) -> None:
-    """Resume mailing a subscriber paused after repeated permanent delivery failures."""
+    """Resume mailing a bouncing subscriber, stopped after repeated permanent failures."""
     import sqlite3
 
     from digest.store import Store, state_error
@@ -421,7 +433,10 @@ def reenable(subscribers: Path | None, db: Path | None, email: str) -> None:
     store = Store.open(config.db_path)
     try:
         if not store.reenable(email.casefold()):
-            raise ConfigError(f"{email} is not paused; `digest status` lists bouncing subscribers")
+            raise ConfigError(
+                f"{email} is not bouncing; `digest status` lists bouncing subscribers "
+                "(a pause by request ends with `digest resume`)"
+            )
     except sqlite3.DatabaseError as e:
         raise state_error(config.db_path, e) from e
     finally:
@@ -529,6 +544,7 @@ def preview(
     import dataclasses
     import re
     import webbrowser
+    from zoneinfo import ZoneInfo
 
     from digest.files import replace_file
     from digest.run import Run, open_store
@@ -548,10 +564,23 @@ def preview(
     stored(config)
     writable_folder(out.parent, "the preview")
     settings = dataclasses.replace(config.digest, send_empty=True)
-    config = dataclasses.replace(config, subscribers=Subscribers([chosen]), digest=settings)
+    now, today = datetime.now(UTC), _today(config)
     store = open_store(config, dry_run=True)  # a private copy: nothing is written back
     try:
-        report = Run(config, store, now=datetime.now(UTC), dry_run=True, fetch=False).execute()
+        if chosen.paused_on(today) and chosen.paused_until is not None:
+            # Shown as the day the pause ends, from what is stored now.
+            zone = ZoneInfo(config.digest.timezone)
+            now = datetime.combine(chosen.paused_until, config.digest.send_at, zone)
+            click.echo(f"{chosen.email} is paused until {chosen.paused_until}; their digest then:")
+        elif chosen.weekly:
+            last, quiet = store.last_digests([chosen.email.casefold()]).get(wanted, (None, None))
+            served = max(last or "", quiet or "") or None
+            due = _next_weekly(chosen, config.digest.weekly_on, today, served)
+            # A weekly digest holds everything since the last: what it would hold if sent now.
+            chosen = dataclasses.replace(chosen, weekly=False)
+            click.echo(f"{chosen.email} gets a weekly digest, next on {due}; so far:")
+        config = dataclasses.replace(config, subscribers=Subscribers([chosen]), digest=settings)
+        report = Run(config, store, now=now, dry_run=True, fetch=False).execute()
     finally:
         store.close()
     found = [p for p in report.previews if p.email == wanted]
@@ -627,6 +656,12 @@ def inbox(subscribers: Path | None, db: Path | None, cafile: str | None) -> None
     help="A keyword to watch; repeat for more.",
 )
 @click.option("--name", help="The subscriber's name, for a new subscriber.")
+@click.option("--weekly", is_flag=True, help="One digest a week instead of one a day.")
+@click.option(
+    "--weekday",
+    type=click.Choice(WEEKDAY_NAMES, case_sensitive=False),
+    help="The day of the weekly digest (with --weekly). [default: [digest] weekly_on]",
+)
 @handle_errors
 def subscribe_command(
     subscribers: Path | None,
@@ -634,13 +669,24 @@ def subscribe_command(
     email: str,
     keywords: tuple[str, ...],
     name: str | None,
+    weekly: bool,
+    weekday: str | None,
 ) -> None:
     """Add a subscriber to subscribers.toml, or keywords to one (no confirmation is asked)."""
     from digest.subscriptions import subscribe
 
+    if weekday and not weekly:
+        raise ConfigError("--weekday needs --weekly (a daily digest comes every day)")
     # Not loaded first: the change is checked by loading the new file, once (~5 s at
     # 100,000 subscribers).
-    change = subscribe(subscribers_path(subscribers), email, keywords, name)
+    change = subscribe(
+        subscribers_path(subscribers),
+        email,
+        keywords,
+        name,
+        weekly=weekly,
+        weekday=weekday.lower() if weekday else None,
+    )
     if not change.was_subscribed:
         click.echo(f"subscribed {change.email}: {', '.join(change.keywords)}")
     elif change.changed:
@@ -673,9 +719,88 @@ def subscribers_command(subscribers: Path | None, db: Path | None) -> None:
         return
     email_width = max(len(s.email) for s in config.subscribers)
     name_width = max(len(s.name or "-") for s in config.subscribers)
+    today = _today(config)
     for s in config.subscribers:
         keywords = ", ".join(config.keyword_names(s.keywords))
-        click.echo(f"{s.email:<{email_width}}  {s.name or '-':<{name_width}}  {keywords}")
+        notes = []
+        if s.weekly:
+            day = config.digest.weekly_on if s.weekday is None else s.weekday
+            notes.append(f"weekly on {WEEKDAY_NAMES[day].capitalize()}s")
+        if s.paused_on(today):
+            notes.append(f"paused until {s.paused_until}")
+        extra = f"  ({'; '.join(notes)})" if notes else ""
+        click.echo(f"{s.email:<{email_width}}  {s.name or '-':<{name_width}}  {keywords}{extra}")
+
+
+def _today(config: Config) -> date:
+    """Today where the subscribers are, as a run counts days (run.digest_date_for)."""
+    from zoneinfo import ZoneInfo
+
+    return datetime.now(ZoneInfo(config.digest.timezone)).date()
+
+
+def _date_option(text: str) -> date | None:
+    """YYYY-MM-DD as a date (only that form: fromisoformat also takes 20270110), or None."""
+    text = text.strip()
+    if len(text) != 10:
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def _next_weekly(reader: Subscriber, weekly_on: int, today: date, served: str | None) -> date:
+    """The day a weekly reader's next digest goes out: today when it is due, else their
+    next weekday."""
+    if reader.due(today, served, weekly_on):
+        return today
+    day = weekly_on if reader.weekday is None else reader.weekday
+    return today + timedelta(days=(day - today.weekday()) % 7 or 7)
+
+
+@main.command(name="pause")
+@config_options
+@click.argument("email")
+@click.option(
+    "--until",
+    "until",
+    required=True,
+    metavar="DATE",
+    help="The first day digests come again, as YYYY-MM-DD.",
+)
+@handle_errors
+def pause_command(subscribers: Path | None, db: Path | None, email: str, until: str) -> None:
+    """Hold a subscriber's digests until DATE; then one digest brings the newest papers."""
+    from digest.subscriptions import pause
+
+    day = _date_option(until)
+    if day is None:
+        raise ConfigError(f"--until {until[:40]!r}: write the date as YYYY-MM-DD, e.g. 2027-01-10")
+    change = pause(subscribers_path(subscribers), email, day)
+    if not change.was_subscribed:
+        raise ConfigError(f"{email} is not subscribed; `digest subscribers` lists who is")
+    click.echo(
+        f"{change.email}: {change.message}" + ("" if change.changed else "; nothing changed")
+    )
+
+
+@main.command(name="resume")
+@config_options
+@click.argument("email")
+@handle_errors
+def resume_command(subscribers: Path | None, db: Path | None, email: str) -> None:
+    """End a subscriber's pause (paused_until); for a bouncing one, see `digest reenable`."""
+    from digest.subscriptions import pause
+
+    change = pause(subscribers_path(subscribers), email, None)
+    if not change.was_subscribed:
+        raise ConfigError(f"{email} is not subscribed; `digest subscribers` lists who is")
+    if not change.changed:
+        raise ConfigError(
+            f"{email} is not paused; a bouncing subscriber is resumed by `digest reenable`"
+        )
+    click.echo(f"{change.email}: {change.message}")
 
 
 @contextlib.contextmanager

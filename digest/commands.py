@@ -4,6 +4,7 @@ The grammar follows arXiv's mail alerts: one command per line, verbs in any case
 
     subscribe [your name]   add <keyword>   del <keyword>   list
     cancel (or unsubscribe)  help           confirm <code>
+    pause until <YYYY-MM-DD>   resume   weekly [<weekday>]   daily
 
 A command may stand in the Subject (after any Re:/Fwd: prefixes) and in the body, which is
 the first text/plain part. The body's commands start at its first line of text and end at
@@ -22,7 +23,7 @@ from __future__ import annotations
 import re
 from collections.abc import Collection
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from email.message import EmailMessage
 from email.utils import getaddresses
 
@@ -39,9 +40,19 @@ VERBS = {
     "unsubscribe": "cancel",
     "help": "help",
     "confirm": "confirm",
+    "pause": "pause",
+    "resume": "resume",
+    "weekly": "weekly",
+    "daily": "daily",
 }
 # Verbs that stand alone: "cancel my meeting" in prose must not cancel a subscription.
-BARE = frozenset({"list", "cancel", "help"})
+BARE = frozenset({"list", "cancel", "help", "resume", "daily"})
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+# The date of `pause until DATE`: exactly ten characters, checked again by date.fromisoformat.
+# Linear: fixed counts of one class, anchored by fullmatch.
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+PAUSE_EXAMPLE = '"pause until 2027-01-10"'
+
 MAX_NAME_LENGTH = 100
 TOKEN = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 
@@ -87,7 +98,7 @@ _BULK = frozenset({"bulk", "list", "junk"})
 class Command:
     """One command as written: the canonical verb, its argument, and why it is unusable."""
 
-    verb: str  # subscribe | add | del | list | cancel | help | confirm
+    verb: str  # subscribe add del list cancel help confirm pause resume weekly daily
     argument: str
     line: str  # as written, for the reply
     error: str | None = None
@@ -102,10 +113,21 @@ class Confirmation:
     expires: datetime
     removes: tuple[str, ...] = ()  # keywords to stop watching
     cancel: bool = False  # unsubscribe
+    pause: str | None = None  # "YYYY-MM-DD": hold the digests until that day; "": resume
+    schedule: str | None = None  # "daily", "weekly", or "weekly <weekday>"
 
     def what(self) -> str:
         """What confirming does, as a phrase: "removing A and adding B"."""
         parts = ["unsubscribing"] if self.cancel else []
+        if self.pause:
+            parts.append(f"pausing your digests until {self.pause}")
+        elif self.pause == "":
+            parts.append("resuming your digests")
+        if self.schedule == "daily":
+            parts.append("making your digests daily")
+        elif self.schedule:
+            day = self.schedule.partition(" ")[2]
+            parts.append("making your digests weekly" + (f" on {day.capitalize()}s" if day else ""))
         if self.removes:
             parts.append(f"removing {', '.join(self.removes)}")
         if self.keywords:
@@ -132,6 +154,12 @@ def parse_line(line: str) -> Command | None:
         if len(argument) > MAX_NAME_LENGTH or _CONTROL.search(argument):
             return Command(verb, "", text, f"a name must be at most {MAX_NAME_LENGTH} characters")
         return Command(verb, argument, text)
+    if verb == "pause":
+        return _pause(argument, text)
+    if verb == "weekly":
+        # "weekly", "weekly friday"; "weekly is too much" is prose.
+        day = argument.casefold()
+        return Command(verb, day, text) if not day or day in WEEKDAYS else None
     if verb == "confirm":
         code = argument.split(" ")[0]
         if not TOKEN.fullmatch(code):
@@ -141,6 +169,20 @@ def parse_line(line: str) -> Command | None:
         return Command(verb, "", text, f'name the keyword, e.g. "{word} Person Re-ID"')
     reason = validate_keyword(argument)
     return Command(verb, argument, text, f"the keyword {reason}" if reason else None)
+
+
+def _pause(argument: str, text: str) -> Command | None:
+    """`pause until DATE`; "pause" followed by anything but "until" is prose, not a command."""
+    word, _, day = argument.partition(" ")
+    if word.casefold() != "until":
+        return None
+    if _DATE.fullmatch(day):
+        try:
+            date.fromisoformat(day)
+            return Command("pause", day, text)
+        except ValueError:
+            pass
+    return Command("pause", "", text, f"write the date as YYYY-MM-DD, e.g. {PAUSE_EXAMPLE}")
 
 
 def _unquote(text: str) -> str:
@@ -295,6 +337,9 @@ with one command per line at the top of the message (or one in the Subject):
   del <keyword>           stop watching a keyword
   list                    show the keywords you watch
   cancel                  unsubscribe (unsubscribe works too)
+  pause until 2027-01-10  no digest before that day; then one with the newest papers
+  resume                  end a pause now
+  weekly [day]            one digest a week (e.g. weekly friday); daily: one a day
   help                    this text
 
 Every change takes effect when you reply to the confirmation we send to your

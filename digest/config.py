@@ -15,7 +15,7 @@ import tomllib
 from array import array
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import time
+from datetime import date, datetime, time
 from email.utils import parseaddr
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -95,6 +95,7 @@ class DigestSettings:
     send_empty: bool
     bounce_limit: int
     keep_days: int = 30  # how long sent, failed and cancelled digests stay in the outbox
+    weekly_on: int = 0  # weekly readers' day when they name none: 0 Monday … 6 Sunday
 
 
 @dataclass(frozen=True)
@@ -484,6 +485,7 @@ def _digest_settings(r: _Reader) -> DigestSettings:
             "send_empty",
             "bounce_limit",
             "keep_days",
+            "weekly_on",
         )
     )
     sender = r.string("from", required=True) or ""
@@ -511,6 +513,7 @@ def _digest_settings(r: _Reader) -> DigestSettings:
         send_empty=r.boolean("send_empty", False),
         bounce_limit=r.integer("bounce_limit", 3, 1, 1000),
         keep_days=r.integer("keep_days", 30, 1, 3650),
+        weekly_on=_weekday(r, "weekly_on", "monday") or 0,
     )
 
 
@@ -759,7 +762,7 @@ def _subscriber(
     r = _Reader(
         path, loc, entry if isinstance(entry, dict) else {}, loc.table("subscriber", index), label
     )
-    r.check_keys(("email", "name", "keywords"))
+    r.check_keys(("email", "name", "keywords", "paused_until", "frequency", "weekday"))
     email = r.string("email", required=True) or ""
     reason = validate_email(email)
     if reason:
@@ -786,7 +789,47 @@ def _subscriber(
         name=r.string("name"),
         keywords=tuple(keys),
         spellings=spellings if own else (),
+        paused_until=_pause_date(r),
+        **_schedule(r),
     )
+
+
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+def _weekday(r: _Reader, key: str, default: str | None) -> int | None:
+    """A day of the week by its English name, as 0 (Monday) to 6."""
+    value = r.string(key, default)
+    if value is None:
+        return None
+    if value.casefold() not in WEEKDAYS:
+        raise r.fail(key, f"'{key}' must be a day of the week: {', '.join(WEEKDAYS)}")
+    return WEEKDAYS.index(value.casefold())
+
+
+def _schedule(r: _Reader) -> dict[str, Any]:
+    """`frequency` ("daily" or "weekly") and `weekday` (weekly only; None: [digest] weekly_on)."""
+    frequency = r.string("frequency", "daily") or "daily"
+    if frequency not in ("daily", "weekly"):
+        raise r.fail("frequency", '\'frequency\' must be "daily" or "weekly"')
+    weekday = _weekday(r, "weekday", None)
+    if weekday is not None and frequency != "weekly":
+        raise r.fail("weekday", "'weekday' needs frequency = \"weekly\"")
+    return {"weekly": frequency == "weekly", "weekday": weekday}
+
+
+def _pause_date(r: _Reader) -> date | None:
+    """`paused_until`: a TOML date (2027-01-10, no quotes); no digest before that day."""
+    value = r.table.get("paused_until")
+    if value is None:
+        return None
+    # tomllib gives a datetime for 2027-01-10T00:00 (a subclass of date): refused too.
+    if isinstance(value, datetime) or not isinstance(value, date):
+        raise r.fail(
+            "paused_until",
+            "'paused_until' must be a date without quotes, e.g. paused_until = 2027-01-10",
+        )
+    return value
 
 
 def _page_settings(r: _Reader) -> PageSettings:

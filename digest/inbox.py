@@ -36,16 +36,18 @@ import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.parser import BytesParser
 from email.policy import default as default_policy
 from email.utils import format_datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from digest.commands import (
     HELD,
+    WEEKDAYS,
     Command,
     Confirmation,
     automatic,
@@ -69,7 +71,15 @@ from digest.errors import (
 from digest.imap import MAX_HEADER, Mailbox, truncated
 from digest.mail import POLICY, Envelope, Outcome, Sender, header_safe, sender_address
 from digest.store import Store
-from digest.subscriptions import Change, remove_keywords, subscribe, unsubscribe, watched
+from digest.subscriptions import (
+    Change,
+    pause,
+    remove_keywords,
+    schedule,
+    subscribe,
+    unsubscribe,
+    watched,
+)
 from digest.tokens import (
     MAIL_CODE_DAYS,
     TokenError,
@@ -211,6 +221,8 @@ class _Step:
         self.config, self.settings, self.store, self.now = config, settings, store, now
         self.report = InboxReport()
         self.day = now.astimezone(UTC).date().isoformat()
+        # The day as runs count it, where the subscribers are: a pause ends on such a day.
+        self.today = now.astimezone(ZoneInfo(config.digest.timezone)).date()
         self.own = sender_address(config.digest.sender)
         self.address = settings.address or self.own
         self.awaiting: dict[str, list[int]] = {}  # mails recorded, by key: flag once replied
@@ -421,6 +433,14 @@ class _Step:
                 if self._code_valid(command, email):
                     request.cancel = False
                     outcome = unsubscribe(path, email).message
+            elif command.verb == "pause":
+                request.pause = command.argument
+            elif command.verb == "resume":
+                request.pause = ""
+            elif command.verb == "weekly":
+                request.schedule = f"weekly {command.argument}".strip()
+            elif command.verb == "daily":
+                request.schedule = "daily"
             elif command.verb == "list":
                 outcome = "your keywords are listed below"
             elif command.verb == "help":
@@ -463,11 +483,17 @@ class _Step:
         gone = {keyword_key(k): k for k in request.dels if keyword_key(k) in have}
         cancel = request.cancel and current is not None
         secret = self.config.secret
+        pause = self._pause_asked(email, request, current)
+        schedule = self._schedule_asked(email, request, current)
         confirmation = None
-        if (take or gone or cancel) and secret is not None:
+        if (take or gone or cancel or pause is not None or schedule) and secret is not None:
             expires = self.now + timedelta(hours=self.settings.confirm_hours)
             asked: dict[str, object] = {"add": list(take.values()), "name": request.name}
             asked |= {"del": list(gone.values()), "cancel": cancel}
+            if pause is not None:
+                asked["pause"] = pause
+            if schedule:
+                asked["schedule"] = schedule
             value = json.dumps(asked, separators=(",", ":"))
             # The code holds no address and no words of the mail (base64 would still carry
             # a stranger's text): what it asks for is stored under its nonce.
@@ -483,6 +509,8 @@ class _Step:
                 expires.astimezone(UTC),
                 removes=tuple(names.get(k, v) for k, v in gone.items()),
                 cancel=cancel,
+                pause=pause,
+                schedule=schedule,
             )
         decided = []
         for command, outcome in results:
@@ -501,6 +529,10 @@ class _Step:
                         f"not done: {self.settings.max_keywords} keywords is the limit; "
                         "del some first"
                     )
+            elif not outcome and command.verb in ("pause", "resume"):
+                outcome = self._pause_outcome(command, request, current, pause)
+            elif not outcome and command.verb in ("weekly", "daily"):
+                outcome = self._schedule_outcome(command, request, current, schedule)
             elif not outcome and command.verb in ("del", "cancel"):
                 if secret is None:
                     outcome = f"not done: {NO_SECRET}"
@@ -512,6 +544,78 @@ class _Step:
                     outcome = "waits for your confirmation (see below)"
             decided.append((command, outcome))
         return decided, confirmation
+
+    def _pause_asked(
+        self, email: str, request: _Request, current: tuple[str, ...] | None
+    ) -> str | None:
+        """The pause (a date) or resume ("") a mail asks for and that would change
+        something; None when it asks for neither, or for nothing to do."""
+        if request.pause is None or current is None or request.cancel:
+            return None
+        subscriber = load_config(self.config.path).subscribers.find(email)
+        until = subscriber.paused_until if subscriber is not None else None
+        if request.pause == "":
+            return "" if until is not None and until > self.today else None
+        if date.fromisoformat(request.pause) <= self.today:
+            return None
+        return request.pause
+
+    def _schedule_asked(
+        self, email: str, request: _Request, current: tuple[str, ...] | None
+    ) -> str | None:
+        """The schedule a mail asks for, when it differs from the reader's; else None."""
+        if request.schedule is None or current is None or request.cancel:
+            return None
+        reader = load_config(self.config.path).subscribers.find(email)
+        if reader is None:
+            return None
+        day = WEEKDAYS[reader.weekday] if reader.weekday is not None else ""
+        now = f"weekly {day}".strip() if reader.weekly else "daily"
+        if request.schedule == now or (request.schedule == "weekly" and reader.weekly):
+            return None  # "weekly" keeps the reader's day
+        return request.schedule
+
+    def _schedule_outcome(
+        self,
+        command: Command,
+        request: _Request,
+        current: tuple[str, ...] | None,
+        schedule: str | None,
+    ) -> str:
+        if self.config.secret is None:
+            return f"not done: {NO_SECRET}"
+        if current is None:
+            return "not done: you are not subscribed"
+        if request.cancel:
+            return "not done: you asked to unsubscribe"
+        wanted = f"{command.verb} {command.argument}".strip()
+        if wanted != request.schedule:
+            return "taken back by a line below"
+        if schedule:
+            return "waits for your confirmation (see below)"
+        return f"your digests are {command.verb} already"
+
+    def _pause_outcome(
+        self,
+        command: Command,
+        request: _Request,
+        current: tuple[str, ...] | None,
+        pause: str | None,
+    ) -> str:
+        if self.config.secret is None:
+            return f"not done: {NO_SECRET}"
+        if current is None:
+            return "not done: you are not subscribed"
+        if request.cancel:
+            return "not done: you asked to unsubscribe"
+        wanted = command.argument if command.verb == "pause" else ""
+        if wanted != request.pause:
+            return "taken back by a line below"
+        if pause is not None:
+            return "waits for your confirmation (see below)"
+        if command.verb == "resume":
+            return "not done: your digests are not paused"
+        return "not done: that day has come already; name a later one"
 
     def _reply(
         self, email: str, original: EmailMessage, subject: str, text: str, key: str
@@ -591,6 +695,8 @@ class _Request:
     dels: list[str] = field(default_factory=list)
     name: str | None = None
     cancel: bool = False  # unsubscribe first (a later add subscribes again)
+    pause: str | None = None  # "YYYY-MM-DD" to pause until, "" to resume (the last line wins)
+    schedule: str | None = None  # "daily", "weekly" or "weekly <weekday>" (the last line wins)
 
 
 class _Wait(Exception):
@@ -661,6 +767,11 @@ def apply_confirmation(
         cancel = request.get("cancel") is True
         name = request.get("name")
         name = name if isinstance(name, str) else None
+        schedule_text = request.get("schedule")
+        pause_text = request.get("pause")
+        until = (
+            date.fromisoformat(pause_text) if isinstance(pause_text, str) and pause_text else None
+        )
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise TokenError("this link is not valid") from e
     current = None if cancel else watched(config, email)
@@ -689,6 +800,15 @@ def apply_confirmation(
         change = Change(email, False, (), messages[-1], False)
     elif adds:
         change = subscribe(config_path, email, adds, name)
+        messages.append(change.message)
+    if isinstance(pause_text, str) and not cancel:
+        change = pause(config_path, email, until)
+        messages.append(change.message)
+    if isinstance(schedule_text, str) and not cancel:
+        frequency, _, day = schedule_text.partition(" ")
+        if day not in ("", *WEEKDAYS):
+            raise TokenError("this link is not valid")
+        change = schedule(config_path, email, frequency == "weekly", day or None)
         messages.append(change.message)
     store.confirmed(
         found.nonce,

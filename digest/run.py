@@ -92,6 +92,7 @@ class RunReport:
     sent: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
     bouncing: list[str] = field(default_factory=list)
+    paused: list[tuple[str, date]] = field(default_factory=list)  # by request: paused_until
     previews: list[Preview] = field(default_factory=list)
     arxiv_requests: int = 0
     inlinings: int = 0
@@ -139,6 +140,7 @@ class _Built:
     message: Prepared
     counts: list[tuple[str, int]]  # papers per keyword, for previews
     inlined: int  # premailer calls it took
+    held: dict[str, int] = field(default_factory=dict)  # keyword name -> left out after a pause
 
 
 def sections_of(contents: Contents, plan: Plan, names: tuple[str, ...]) -> list[Section]:
@@ -174,7 +176,9 @@ def _build(job: _Job, contents: Contents, renderer: Renderer) -> _Built:
         reply_to=job.reply_to,
     )
     counts = [(s.keyword, len(s.items)) for s in sections if s.items]
-    return _Built(rendered, message, counts, renderer.inlined - before)
+    name = dict(zip(job.plan.keywords, job.names, strict=True))
+    held = {name[k]: n for k, n in contents.held(job.plan).items()}
+    return _Built(rendered, message, counts, renderer.inlined - before, held)
 
 
 class Flag(Protocol):
@@ -526,13 +530,28 @@ class Run:
         contents = Contents(self.store)
 
         waiting = 0
+        today = self.report.digest_date
+        weekly_on = self.config.digest.weekly_on
+        quiet: list[str] = []  # weekly readers due today with nothing new
+        self.report.paused = [
+            (s.email, s.paused_until)
+            for s in self.config.subscribers.paused()
+            if s.paused_until is not None and s.paused_on(today)
+        ]
+        if self.report.paused:
+            log.info(
+                "%s paused by request (paused_until)", plural(len(self.report.paused), "reader")
+            )
 
         def rows() -> Iterator[tuple[Subscriber, str, Plan, int]]:
             nonlocal waiting
-            for subscriber, own, pending in self._with_watermarks():
+            for subscriber, own, pending, (last, served) in self._with_watermarks():
                 email = subscriber.email.casefold()
-                if email in paused:
+                if email in paused or subscriber.paused_on(today):
+                    # Their watermarks stay where they are: what comes meanwhile waits.
                     continue
+                if not subscriber.due(today, max(last or "", served or "") or None, weekly_on):
+                    continue  # a weekly reader between their weekdays: papers wait likewise
                 if pending:
                     # Its papers are in the digest still waiting (the SMTP server is
                     # down): planned again, they would reach the reader twice.
@@ -545,11 +564,14 @@ class Run:
                     continue
                 since = tuple(own[k][0] if k in own else None for k in keys)
                 first = tuple(own[k][1] if k in own and own[k][0] is None else None for k in keys)
-                plan = Plan(keys, since, first, top, cap)
+                resumed = _resumed(subscriber, since, last)
+                plan = Plan(keys, since, first, top, cap, resumed, subscriber.weekly)
                 group = plan.content_key
                 if group not in counts:
                     counts[group] = contents.count(plan)
                 if counts[group] == 0 and not self.config.digest.send_empty:
+                    if subscriber.weekly:
+                        quiet.append(email)
                     continue
                 planned_contents.add(group)
                 yield (
@@ -561,6 +583,8 @@ class Run:
 
         # Streamed into the outbox (in one transaction): no list of every digest in memory.
         planned = self.store.plan_digests(run_id, date_text, rows(), self.now)
+        if quiet:
+            self.store.quiet_week(quiet, date_text)
         self.report.planned += planned
         log.info(
             "planned %s (%s)",
@@ -576,15 +600,24 @@ class Run:
 
     def _with_watermarks(
         self, batch: int = 1000
-    ) -> Iterator[tuple[Subscriber, dict[str, tuple[int | None, int]], bool]]:
-        """Each subscriber with their watermarks and whether a digest of theirs is still
-        pending, read for `batch` subscribers at a time."""
+    ) -> Iterator[
+        tuple[Subscriber, dict[str, tuple[int | None, int]], bool, tuple[str | None, str | None]]
+    ]:
+        """Each subscriber with their watermarks, whether a digest of theirs is still
+        pending, and the dates of their last delivered digest and last quiet week
+        (Store.last_digests), read for `batch` subscribers at a time."""
         readers = iter(self.config.subscribers)
         while chunk := list(islice(readers, batch)):
             emails = [s.email.casefold() for s in chunk]
             marks, waiting = self.store.watermarks(emails), self.store.waiting(emails)
+            last = self.store.last_digests(emails)
             for subscriber, email in zip(chunk, emails, strict=True):
-                yield subscriber, marks.get(email, {}), email in waiting
+                yield (
+                    subscriber,
+                    marks.get(email, {}),
+                    email in waiting,
+                    last.get(email, (None, None)),
+                )
 
     # -- render and send -------------------------------------------------------
 
@@ -886,6 +919,20 @@ class Run:
             return mailto, None
         reader = o.reader if o.reader is not None else self.store.reader_id(o.email)
         return unsubscribe_url(self.config.web.base_url, secret, reader, self.now), mailto
+
+
+def _resumed(subscriber: Subscriber, since: tuple[int | None, ...], last: str | None) -> str | None:
+    """For a reader's first digest after their pause, the date of their last one before it
+    ("" when not known); else None. Only then are their papers capped per keyword.
+
+    A reader who had nothing delivered yet gets a first digest, capped already.
+    """
+    until = subscriber.paused_until
+    if until is None or all(s is None for s in since):
+        return None
+    if last is not None and last >= until.isoformat():
+        return None  # a digest reached them since the pause ended
+    return last or ""
 
 
 def _unbuildable(error: Exception) -> str:

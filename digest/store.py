@@ -256,12 +256,35 @@ def m008_readers(db: sqlite_utils.Database) -> None:
     )
 
 
+@migrations()
+def m009_last_digest(db: sqlite_utils.Database) -> None:
+    db.executescript(
+        """
+        -- The date of each reader's last delivered digest. Sent digests are pruned after
+        -- keep_days; a pause (paused_until) or a weekly schedule outlasts that.
+        ALTER TABLE readers ADD COLUMN last_digest TEXT;
+        -- The last day a weekly reader was due and had nothing new: their week is served
+        -- (else a paper on Wednesday would make an empty week's digest go out then).
+        ALTER TABLE readers ADD COLUMN quiet_week TEXT;
+        UPDATE readers SET last_digest = (
+            SELECT max(d.digest_date) FROM digests d
+            WHERE d.email = readers.email AND d.status = 'sent'
+        );
+        """
+    )
+
+
 @dataclass(frozen=True)
 class Plan:
     """What one digest contains: for each keyword, the matches after `since` up to `top`.
 
     Where `since` is None nothing was delivered for that keyword yet: the digest has the
     newest `cap` matches up to `first` (fixed when it was first planned), then all after it.
+
+    `resumed` is set for the first digest after a reader's pause (`paused_until`): the date
+    of their last digest before it ("" when not known). Each keyword then has only its
+    newest `cap` matches after `since`; the others count as "and N more" (`Contents.held`).
+    `weekly`: a weekly reader's digest (the renderer names the week in header and subject).
     """
 
     keywords: tuple[str, ...]
@@ -269,6 +292,8 @@ class Plan:
     first: tuple[int | None, ...]
     top: int
     cap: int
+    resumed: str | None = None
+    weekly: bool = False
 
     def to_json(self) -> str:
         return json.dumps(
@@ -278,6 +303,9 @@ class Plan:
                 "first": self.first,
                 "top": self.top,
                 "cap": self.cap,
+                # Only when set: plans written before pauses existed read back equal.
+                **({} if self.resumed is None else {"resumed": self.resumed}),
+                **({"weekly": True} if self.weekly else {}),
             }
         )
 
@@ -290,12 +318,22 @@ class Plan:
             tuple(data["first"]),
             data["top"],
             data["cap"],
+            data.get("resumed"),
+            data.get("weekly") is True,
         )
 
     @property
     def content_key(self) -> tuple[object, ...]:
         """Plans with equal keys have equal contents: their readers share one rendering."""
-        return self.keywords, self.since, self.first, self.top, self.cap
+        return (
+            self.keywords,
+            self.since,
+            self.first,
+            self.top,
+            self.cap,
+            self.resumed,
+            self.weekly,
+        )
 
 
 @dataclass(frozen=True)
@@ -517,6 +555,30 @@ class Store:
             )
         return marks
 
+    def last_digests(self, emails: Iterable[str]) -> dict[str, tuple[str | None, str | None]]:
+        """{email: (date of their last delivered digest, last quiet week)} for the given
+        (case-folded) addresses; see `quiet_week`."""
+        return {
+            row["email"]: (row["last_digest"], row["quiet_week"])
+            for row in self.db.query(
+                "SELECT r.email, r.last_digest, r.quiet_week FROM readers r JOIN json_each(?) j "
+                "ON j.value = r.email WHERE r.last_digest IS NOT NULL OR r.quiet_week IS NOT NULL",
+                [json.dumps(list(emails))],
+            )
+        }
+
+    def quiet_week(self, emails: Iterable[str], day: str) -> None:
+        """Weekly readers due on `day` with nothing new: their week is served."""
+        with self.db.atomic():
+            rows = [(e,) for e in emails]
+            self.db.conn.executemany(
+                "INSERT INTO readers (email) VALUES (?) ON CONFLICT (email) DO NOTHING", rows
+            )
+            self.db.conn.executemany(
+                "UPDATE readers SET quiet_week = max(coalesce(quiet_week, ''), ?) WHERE email = ?",
+                [(day, e) for (e,) in rows],
+            )
+
     def waiting(self, emails: Iterable[str]) -> set[str]:
         """Those of the given (case-folded) addresses with a digest still pending."""
         return {
@@ -675,6 +737,11 @@ class Store:
                 "ON CONFLICT (email, keyword) DO UPDATE SET "
                 "delivered_seq = max(coalesce(delivered_seq, 0), excluded.delivered_seq)",
                 [(email, k, plan.top, plan.top) for k in plan.keywords],
+            )
+            self.db.execute(
+                "UPDATE readers SET last_digest = max(coalesce(last_digest, ''), "
+                "(SELECT digest_date FROM digests WHERE id = ?)) WHERE email = ?",
+                [digest_id, email],
             )
 
     def mark_failed(self, digest_id: int, error: str) -> None:
@@ -1047,7 +1114,8 @@ class Contents:
 
     def __init__(self, store: Store) -> None:
         self.db = store.db
-        self._selected: dict[tuple[str, int | None, int | None, int, int], list[str]] = {}
+        self._selected: dict[tuple[str, int | None, int | None, int, int, bool], list[str]] = {}
+        self._held: dict[tuple[str, int, int], int] = {}  # (keyword, since, top) -> matches
         self._matches: dict[str, list[tuple[str, int]]] = {}  # paper id -> (keyword, seq)
         self._papers: dict[str, Paper] = {}
 
@@ -1083,7 +1151,8 @@ class Contents:
         """{paper id: the first of the plan's keywords it is new under}."""
         chosen: dict[str, str] = {}
         for keyword, since, first in zip(plan.keywords, plan.since, plan.first, strict=True):
-            for paper_id in self._selection(keyword, since, first, plan.top, plan.cap):
+            capped = plan.resumed is not None
+            for paper_id in self._selection(keyword, since, first, plan.top, plan.cap, capped):
                 chosen.setdefault(paper_id, keyword)
         if not chosen or all(since is None for since in plan.since):
             return chosen
@@ -1099,15 +1168,46 @@ class Contents:
             )
         }
 
+    def held(self, plan: Plan) -> dict[str, int]:
+        """{keyword: its matches a resumed plan leaves out}, for "and N more since DATE"."""
+        if plan.resumed is None:
+            return {}
+        held = {}
+        for keyword, since in zip(plan.keywords, plan.since, strict=True):
+            if since is None:
+                continue
+            key = (keyword, since, plan.top)
+            if key not in self._held:
+                (self._held[key],) = self.db.execute(
+                    "SELECT count(*) FROM matches WHERE keyword = ? AND seq > ? AND seq <= ?",
+                    [keyword, since, plan.top],
+                ).fetchone()
+            if (more := self._held[key] - plan.cap) > 0:
+                held[keyword] = more
+        return held
+
     def _selection(
-        self, keyword: str, since: int | None, first: int | None, top: int, cap: int
+        self,
+        keyword: str,
+        since: int | None,
+        first: int | None,
+        top: int,
+        cap: int,
+        capped: bool = False,
     ) -> list[str]:
-        """One keyword's paper ids for a plan: after `since`, or the newest `cap` up to
-        `first` and all after it."""
-        key = (keyword, since, first, top, cap)
+        """One keyword's paper ids for a plan: after `since` (only the newest `cap` of them
+        when `capped`), or the newest `cap` up to `first` and all after it."""
+        key = (keyword, since, first, top, cap, capped)
         if key in self._selected:
             return self._selected[key]
-        if since is None:
+        if since is not None and capped:
+            rows = self.db.execute(
+                "SELECT m.paper_id FROM matches m JOIN papers p ON p.id = m.paper_id "
+                "WHERE m.keyword = ? AND m.seq > ? AND m.seq <= ? "
+                "ORDER BY p.published DESC, p.id DESC LIMIT ?",
+                [keyword, since, top, cap],
+            )
+        elif since is None:
             first = top if first is None else first
             rows = self.db.execute(
                 "SELECT * FROM (SELECT m.paper_id FROM matches m JOIN papers p ON p.id = m.paper_id "

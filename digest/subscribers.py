@@ -15,6 +15,7 @@ from array import array
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date, timedelta
 from itertools import pairwise
 from typing import overload
 
@@ -26,12 +27,35 @@ class Subscriber:
     `spellings` is each keyword as the reader wrote it, in the same order, when one
     differs from the keyword's name; empty when all are as named (most readers): the
     same spellings are then held once for everyone.
+
+    `paused_until`: the reader asked for no digest before that day (`digest pause`); not
+    the bounce pause, which the database keeps (`digest reenable`).
     """
 
     email: str
     name: str | None
     keywords: tuple[str, ...]
     spellings: tuple[str, ...] = ()
+    paused_until: date | None = None
+    weekly: bool = False  # frequency = "weekly"
+    weekday: int | None = None  # 0 Monday … 6 Sunday; None: the operator's [digest] weekly_on
+
+    def due(self, today: date, last: str | None, weekly_on: int) -> bool:
+        """Whether a digest is due today, given the date their last one covered.
+
+        Daily readers always are. A weekly reader is due when their last digest is older
+        than the latest of their weekdays on or before today: a weekday missed (daemon
+        down, SMTP down) is made up at the next run, not skipped to the next week.
+        """
+        if not self.weekly:
+            return True
+        day = weekly_on if self.weekday is None else self.weekday
+        latest = today - timedelta(days=(today.weekday() - day) % 7)
+        return last is None or last < latest.isoformat()
+
+    def paused_on(self, day: date) -> bool:
+        """No digest on `day`: the reader's pause runs up to the day before `paused_until`."""
+        return self.paused_until is not None and day < self.paused_until
 
     def spelled(self, key: str, name: str) -> str:
         """The keyword `key` as this reader wrote it; `name` when they did not list it."""
@@ -51,6 +75,8 @@ class Subscribers(Sequence[Subscriber]):
         self._lists: list[tuple[tuple[str, ...], tuple[str, ...]]] = []
         self._list_of = array("I")  # each one's keyword list, as an index into _lists
         ids: dict[tuple[tuple[str, ...], tuple[str, ...]], int] = {}
+        self._paused: dict[int, date] = {}  # position -> paused_until: few readers have one
+        self._weekly: dict[int, int | None] = {}  # position -> weekday, for weekly readers
         for s in subscribers:  # a generator is read once: the loader's objects do not pile up
             self._text += s.email.encode()
             self._names.append(len(self._text))
@@ -61,6 +87,10 @@ class Subscribers(Sequence[Subscriber]):
                 index = ids[spelled] = len(self._lists)
                 self._lists.append(spelled)
             self._list_of.append(index)
+            if s.paused_until is not None:
+                self._paused[len(self._names) - 1] = s.paused_until
+            if s.weekly:
+                self._weekly[len(self._names) - 1] = s.weekday
         self._sorted = self._sort()
 
     def _sort(self, run: int = 10_000) -> array[int]:
@@ -102,6 +132,9 @@ class Subscribers(Sequence[Subscriber]):
             name=self._text[split:end].decode() or None,
             keywords=keywords,
             spellings=spellings,
+            paused_until=self._paused.get(index),
+            weekly=index in self._weekly,
+            weekday=self._weekly.get(index),
         )
 
     def __iter__(self) -> Iterator[Subscriber]:
@@ -135,6 +168,10 @@ class Subscribers(Sequence[Subscriber]):
             return None
         second, first = min(pairs)
         return first, second
+
+    def paused(self) -> list[Subscriber]:
+        """Those with a `paused_until` date (past ones included), in the file's order."""
+        return [self[i] for i in sorted(self._paused)]
 
     def keyword_lists(self) -> list[tuple[str, ...]]:
         """Each distinct keyword list once."""

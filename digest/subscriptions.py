@@ -16,6 +16,7 @@ import re
 import secrets
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any, cast
 
@@ -196,8 +197,17 @@ def _check(email: str, keywords: Sequence[str]) -> None:
             raise ConfigError(f"keyword {keyword[:40]!r} {reason or 'is empty'}")
 
 
-def subscribe(path: Path, email: str, keywords: Sequence[str], name: str | None = None) -> Change:
-    """Add a subscriber, or add keywords to an existing one."""
+def subscribe(
+    path: Path,
+    email: str,
+    keywords: Sequence[str],
+    name: str | None = None,
+    *,
+    weekly: bool = False,
+    weekday: str | None = None,
+) -> Change:
+    """Add a subscriber, or add keywords to an existing one; `weekly` (on `weekday`)
+    makes their digests weekly."""
     _check(email, keywords)
 
     def change(entries: AoT, email: str) -> tuple[bool, str]:
@@ -209,13 +219,20 @@ def subscribe(path: Path, email: str, keywords: Sequence[str], name: str | None 
                 table.add("name", " ".join(name.split()))
             table.add("keywords", tomlkit.array())
             table["keywords"].extend(_unique(keywords))
+            if weekly:
+                _set_schedule(table, weekly, weekday)
             table.trivia.indent = "\n"  # a blank line before the new [[subscriber]]
             entries.append(table)
             if len(entries) > 1:
                 # What separated the last subscriber from what follows now follows the new one.
                 _move_trailing_space(entries[-2], table)
             return True, f"subscribed {email}"
-        return _add(entry, keywords)
+        changed, message = _add(entry, keywords)
+        if weekly:
+            timed, how = _set_schedule(entry, weekly, weekday)
+            if timed:
+                return True, f"{message}; {how}" if changed else how
+        return changed, message
 
     return _edit(path, email, change)
 
@@ -264,6 +281,65 @@ def unsubscribe(path: Path, email: str) -> Change:
         return True, f"unsubscribed {email}"
 
     return _edit(path, email, change)
+
+
+def pause(path: Path, email: str, until: date | None) -> Change:
+    """Hold a subscriber's digests until `until` (`paused_until`), or resume them (None).
+
+    Their papers keep coming in meanwhile; the first digest after the pause has the newest
+    of them (see run._resumed). Not the bounce pause, which the database keeps.
+    """
+
+    def change(entries: AoT, email: str) -> tuple[bool, str]:
+        entry = _find(entries, email)
+        if entry is None:
+            return False, f"{email} is not subscribed"
+        before = entry.get("paused_until")
+        if until is None:
+            if before is None:
+                return False, "not paused"
+            del entry["paused_until"]
+            return True, "resumed: digests come again from the next run"
+        if before == until:
+            return False, f"already paused until {until.isoformat()}"
+        entry["paused_until"] = until  # tomlkit writes a date as a TOML date, no quotes
+        return True, f"paused until {until.isoformat()}: no digest before that day"
+
+    return _edit(path, email, change)
+
+
+def schedule(path: Path, email: str, weekly: bool, weekday: str | None = None) -> Change:
+    """Make a subscriber's digests weekly (on `weekday`, else [digest] weekly_on) or daily.
+
+    Nothing is lost either way: digests carry everything since the reader's last one.
+    """
+
+    def change(entries: AoT, email: str) -> tuple[bool, str]:
+        entry = _find(entries, email)
+        if entry is None:
+            return False, f"{email} is not subscribed"
+        return _set_schedule(entry, weekly, weekday)
+
+    return _edit(path, email, change)
+
+
+def _set_schedule(entry: Table, weekly: bool, weekday: str | None) -> tuple[bool, str]:
+    before = (entry.get("frequency", "daily"), entry.get("weekday"))
+    if weekly:
+        entry["frequency"] = "weekly"
+        if weekday is not None:
+            entry["weekday"] = weekday
+    else:
+        for key in ("frequency", "weekday"):
+            if key in entry:
+                del entry[key]
+    after = (entry.get("frequency", "daily"), entry.get("weekday"))
+    if after == before:
+        return False, f"digests are {after[0]} already"
+    if not weekly:
+        return True, "digests are daily from now on"
+    on = f" on {weekday.capitalize()}s" if weekday else ""
+    return True, f"digests are weekly{on} from now on"
 
 
 def watched(config: Config, email: str) -> tuple[str, ...] | None:

@@ -315,3 +315,67 @@ def test_reply_prefixes_strip_like_the_old_regex_on_short_subjects(subject: str)
         r"^\s*(?:(?:re|fwd?|aw|sv|vs|wg|tr|antw|rif)\s*(?:\[\d+\])?\s*:\s*)+", re.IGNORECASE
     )
     assert strip_reply_prefixes(subject) == " ".join(old.sub("", subject).split())
+
+
+# -- pause until DATE, resume (#17) -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("pause until 2027-01-10", ("pause", "2027-01-10", None)),
+        ("PAUSE  Until   2027-01-10", ("pause", "2027-01-10", None)),
+        ("resume", ("resume", "", None)),
+        ("pause until 2027-13-01", ("pause", "", "write the date as YYYY-MM-DD")),
+        ("pause until 10.01.2027", ("pause", "", "write the date as YYYY-MM-DD")),
+        ("pause until ２０２７-01-10", ("pause", "", "write the date as YYYY-MM-DD")),
+        ("pause until 2027-01-10\x00", ("pause", "", "write the date as YYYY-MM-DD")),
+        ("pause until 2027-01-10 please", ("pause", "", "write the date as YYYY-MM-DD")),
+        ("pause until " + "9" * 900, ("pause", "", "write the date as YYYY-MM-DD")),
+    ],
+)
+def test_pause_and_resume_lines(line: str, expected: tuple[str, str, str | None]) -> None:
+    command = parse_line(line)
+    assert command is not None
+    verb, argument, error = expected
+    assert (command.verb, command.argument) == (verb, argument)
+    assert (command.error or "").startswith(error or "") and bool(command.error) == bool(error)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "pause",
+        "Pause the mails please, I am away",
+        "pause for a month",
+        "resume tomorrow",
+        "pause until 2027-01-10" + " " * 2_000_000,  # past MAX_LINE: not a command at all
+        "pause until 🎉" * 100_000,
+    ],
+)
+def test_pause_and_resume_in_prose_are_not_commands(line: str) -> None:
+    assert parse_line(line) is None
+
+
+def test_a_pause_line_ends_nothing_and_a_prose_one_ends_the_commands() -> None:
+    found = body_commands("pause until 2027-01-10\nlist\nPause everything please\nresume\n")
+    assert [(c.verb, c.argument) for c in found] == [("pause", "2027-01-10"), ("list", "")]
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("weekly", ("weekly", "")),
+        ("WEEKLY Friday", ("weekly", "friday")),
+        ("daily", ("daily", "")),
+        ("weekly is too much", None),
+        ("weekly fri", None),
+        ("daily please", None),
+        ("weekly ｆｒｉｄａｙ", None),
+        ("weekly friday\u202e", None),
+    ],
+)
+def test_weekly_and_daily_lines(line: str, expected: tuple[str, str] | None) -> None:
+    command = parse_line(line)
+    assert (None if command is None else (command.verb, command.argument)) == expected
+    assert command is None or command.error is None

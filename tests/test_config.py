@@ -37,7 +37,7 @@ CASES = {
     "typo in a key": (
         HEAD + '\n[[subscriber]]\nemail = "a@example.org"\nkeyword = ["x"]\n',
         "Error: FILE:6: subscriber \"a@example.org\": unknown key 'keyword' "
-        "(allowed: 'email', 'name', 'keywords')",
+        "(allowed: 'email', 'name', 'keywords', 'paused_until', 'frequency', 'weekday')",
     ),
     "invalid email": (
         HEAD + '\n[[subscriber]]\nemail = "not-an-address"\nkeywords = ["x"]\n',

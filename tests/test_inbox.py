@@ -17,7 +17,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
@@ -980,3 +980,108 @@ def test_the_daemon_checks_the_inbox_and_picks_up_changes(world: World) -> None:
         daemon.kill()
     assert "Traceback" not in "\n".join(daemon.lines)
     assert [r.rcpt_tos for r in world.smtp.messages] == [["student@example.org"]]
+
+
+# -- pauses by mail (#17) ---------------------------------------------------------------
+
+
+def test_pause_and_resume_by_mail_wait_for_the_readers_confirmation(world: World) -> None:
+    before = world.text()
+    # From someone who may not be the reader: nothing changes until the reader confirms.
+    world.send(
+        mail("reader@example.org", "pause until 2025-12-01", headers={"Reply-To": "x@example.net"})
+    )
+    world.check()
+    assert world.text() == before
+    reply = only_reply(world, "reader@example.org")
+    text = body(reply)
+    assert "> pause until 2025-12-01\n  waits for your confirmation (see below)" in text
+    assert "To confirm pausing your digests until 2025-12-01, reply to this mail" in text
+    world.smtp.reset()
+    world.send(mail("reader@example.org", f"Re: {reply['Subject']}"))
+    world.check()
+    assert "paused_until = 2025-12-01\n" in world.text()
+    assert world.config().subscribers.find("reader@example.org").paused_until == date(2025, 12, 1)
+    assert "paused until 2025-12-01: no digest before that day" in body(
+        only_reply(world, "reader@example.org")
+    )
+
+    world.smtp.reset()
+    world.send(mail("reader@example.org", "", "resume"))
+    world.check()
+    reply = only_reply(world, "reader@example.org")
+    assert "To confirm resuming your digests, reply" in body(reply)
+    world.smtp.reset()
+    world.send(mail("reader@example.org", "", f"confirm {code(reply)}"))
+    world.check()
+    assert world.text() == before  # resumed: the file as it was
+
+
+def test_pause_lines_that_cannot_be_done_say_why_and_change_nothing(world: World) -> None:
+    before = world.text()
+    world.send(
+        mail("reader@example.org", "", "pause until 2025-11-17"),  # today: nothing to hold
+        mail("reader@example.org", "", "pause until 2025-02-30"),
+        mail("reader@example.org", "", "resume"),  # not paused
+        mail("stranger@example.net", "", "pause until 2026-01-01"),
+        mail("reader@example.org", "", "pause until 2026-01-01\ncancel"),
+    )
+    world.check()
+    assert world.text() == before
+    # Replies go out concurrently: found by what they say, one each.
+    texts = [body(r) for r in world.replies()]
+    assert len(texts) == 5
+
+    def reply(part: str) -> str:
+        [found] = [t for t in texts if part in t]
+        return found
+
+    reply("> pause until 2025-11-17\n  not done: that day has come already; name a later one")
+    reply('  not done: write the date as YYYY-MM-DD, e.g. "pause until 2027-01-10"')
+    reply("> resume\n  not done: your digests are not paused")
+    assert "  pause: not done: you are not subscribed" in reply("This address is not subscribed")
+    assert "To confirm unsubscribing, reply" in reply(
+        "> pause until 2026-01-01\n  not done: you asked to unsubscribe"
+    )
+    assert all("pausing" not in t for t in texts)
+
+
+def test_weekly_and_daily_by_mail_wait_for_the_readers_confirmation(world: World) -> None:
+    before = world.text()
+    world.send(mail("reader@example.org", "", "weekly Friday"))
+    world.check()
+    assert world.text() == before
+    reply = only_reply(world, "reader@example.org")
+    assert "> weekly Friday\n  waits for your confirmation (see below)" in body(reply)
+    assert "To confirm making your digests weekly on Fridays, reply" in body(reply)
+    world.smtp.reset()
+    world.send(mail("reader@example.org", f"Re: {reply['Subject']}"))
+    world.check()
+    reader = world.config().subscribers.find("reader@example.org")
+    assert reader is not None and reader.weekly and reader.weekday == 4
+    assert "digests are weekly on Fridays from now on" in body(
+        only_reply(world, "reader@example.org")
+    )
+
+    world.smtp.reset()
+    world.send(mail("reader@example.org", "", "weekly"))  # weekly already: nothing to confirm
+    world.check()
+    reply = only_reply(world, "reader@example.org")
+    assert "> weekly\n  your digests are weekly already" in body(reply)
+    assert not str(reply["Subject"]).startswith("confirm ")
+
+    world.smtp.reset()
+    world.send(mail("reader@example.org", "", "daily"))
+    world.check()
+    reply = only_reply(world, "reader@example.org")
+    assert "To confirm making your digests daily, reply" in body(reply)
+    world.smtp.reset()
+    world.send(mail("reader@example.org", "", f"confirm {code(reply)}"))
+    world.check()
+    assert world.text() == before
+
+
+def test_weekly_in_prose_is_not_a_command(world: World) -> None:
+    world.send(mail("reader@example.org", "", "Weekly is too much for me.\nThanks"))
+    report = world.check()
+    assert report.acted == 0 and world.replies() == []

@@ -93,7 +93,8 @@ def test_bounce_limit_pauses_a_subscriber_until_reenabled(
     assert again.exit_code == 2
     assert (
         again.stderr
-        == f"Error: {VICTIM} is not paused; `digest status` lists bouncing subscribers\n"
+        == f"Error: {VICTIM} is not bouncing; `digest status` lists bouncing subscribers "
+        "(a pause by request ends with `digest resume`)\n"
     )
 
     report = run_digest(config, DAY1.replace(day=DAY1.day + 3))
@@ -107,7 +108,8 @@ def test_status_on_a_fresh_database(write_config: WriteConfig, env: dict[str, st
     result = CliRunner().invoke(main, ["status"], env=env)
     assert result.exit_code == 0
     assert result.stdout == (
-        f"database: {env['DIGEST_DB']}\nno runs yet\npending digests: 0\nbouncing subscribers: none\n"
+        f"database: {env['DIGEST_DB']}\nno runs yet\npending digests: 0\n"
+        "paused by request: none\nbouncing subscribers: none\n"
     )
 
 
