@@ -31,7 +31,7 @@ import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from urllib.parse import quote, quote_plus
 
@@ -99,6 +99,10 @@ class Section:
     keyword: str
     items: tuple[Item, ...]
     query: str = ""
+    # Papers left out after a pause (the newest first_digest_cap are in items), and the
+    # day of the reader's last digest before it ("" when unknown).
+    held: int = 0
+    held_since: date | None = None
 
 
 @dataclass(frozen=True)
@@ -149,6 +153,7 @@ class Shown:
     entries: tuple[Entry, ...]
     search_url: str
     search_label: str  # what search_url shows, for its link
+    held: str = ""  # "and 12 more since 10 Dec 2026", after a pause
 
 
 def short_authors(authors: Sequence[str]) -> str:
@@ -224,6 +229,25 @@ def wrap(text: str, width: int = TEXT_WIDTH, indent: str = "", first: str | None
 def long_date(day: date) -> str:
     """'Monday 17 November 2025', the same whatever the process locale."""
     return f"{WEEKDAYS[day.weekday()]} {day.day} {MONTHS[day.month - 1]} {day.year}"
+
+
+def held_text(section: Section) -> str:
+    """'and 12 more since 10 Dec 2026': the papers a reader back from a pause did not get."""
+    if not section.held:
+        return ""
+    since = section.held_since
+    when = (
+        f"since {since.day} {MONTHS[since.month - 1][:3]} {since.year}"
+        if since
+        else "since your last digest"
+    )
+    return f"and {count(section.held, 'more paper', 'more papers')} {when}"
+
+
+def week_of(day: date) -> str:
+    """'week of 16 Nov 2026': the seven days that end on `day`."""
+    start = day - timedelta(days=6)
+    return f"week of {start.day} {MONTHS[start.month - 1][:3]} {start.year}"
 
 
 def count(n: int, one: str, many: str) -> str:
@@ -479,6 +503,7 @@ class Renderer:
         *,
         from_address: str,
         period: tuple[date, date] | None = None,
+        weekly: bool = False,
     ) -> Rendered:
         """Subject, text and inlined HTML for one content; the unsubscribe link is a placeholder.
 
@@ -486,14 +511,15 @@ class Renderer:
         of its papers' dates.
         """
         shown = [
-            Shown(s.keyword, f"k{n}", marked(s), *more_link(s))
+            Shown(s.keyword, f"k{n}", marked(s), *more_link(s), held_text(s))
             for n, s in enumerate((s for s in sections if s.items), start=1)
         ]
         total = sum(len(s.entries) for s in shown)
         anchors = {s.keyword: s.anchor for s in shown}
         context = {
-            "date": digest_date.isoformat(),
-            "long_date": long_date(digest_date),
+            # A weekly digest names its week, in the subject and the header alike.
+            "date": week_of(digest_date) if weekly else digest_date.isoformat(),
+            "long_date": week_of(digest_date).capitalize() if weekly else long_date(digest_date),
             "sections": shown,
             "total": total,
             "headline": ", ".join(f"{s.keyword} ({len(s.entries)})" for s in shown),

@@ -160,9 +160,18 @@ def _build(job: _Job, contents: Contents, renderer: Renderer) -> _Built:
         replace(s, query=q)
         for s, q in zip(sections_of(contents, job.plan, job.names), job.queries, strict=True)
     ]
+    name = dict(zip(job.plan.keywords, job.names, strict=True))
+    held = {name[k]: n for k, n in contents.held(job.plan).items()}
+    if held:  # back from a pause: "and N more since" the last digest before it
+        since = date.fromisoformat(job.plan.resumed) if job.plan.resumed else None
+        sections = [replace(s, held=held.get(s.keyword, 0), held_since=since) for s in sections]
     # The renderer's from_address is the footer's "write to" address (and its mailto).
     rendered = renderer.render(
-        job.digest_date, sections, job.names, from_address=job.commands_address
+        job.digest_date,
+        sections,
+        job.names,
+        from_address=job.commands_address,
+        weekly=job.plan.weekly,
     )
     message = prepare_message(
         sender=job.sender,
@@ -176,8 +185,6 @@ def _build(job: _Job, contents: Contents, renderer: Renderer) -> _Built:
         reply_to=job.reply_to,
     )
     counts = [(s.keyword, len(s.items)) for s in sections if s.items]
-    name = dict(zip(job.plan.keywords, job.names, strict=True))
-    held = {name[k]: n for k, n in contents.held(job.plan).items()}
     return _Built(rendered, message, counts, renderer.inlined - before, held)
 
 

@@ -22,7 +22,7 @@ from digest.subscriptions import pause
 from tests.conftest import DAY1, SUBSCRIBERS, WriteConfig, run_digest
 from tests.fakes.arxiv_server import FakeArxiv
 from tests.fakes.smtp_server import SMTPServer
-from tests.mailparse import sections
+from tests.mailparse import sections, text_part
 
 
 def day(n: int) -> datetime:
@@ -77,6 +77,11 @@ def test_a_paused_reader_gets_nothing_then_one_capped_digest_and_nobody_else_is_
     assert len(mail["reader@example.org"]) == 1
     # Eight came meanwhile: the newest three (the cap), newest first.
     assert sections(mail["reader@example.org"][0]) == {"Person Re-ID": added[::-1][:3]}
+    back = mail["reader@example.org"][0]
+    # The five left out are named, since the last digest before the pause, in both parts.
+    assert "…and 5 more papers since 17 Nov 2025: " in " ".join(text_part(back).split())
+    html = back.get_body(("html",))
+    assert html is not None and "…and 5 more papers since 17 Nov 2025: <a" in html.get_content()
     assert "lab@example.org" not in mail  # nothing new for the others today
 
     # The next day's digest is a daily one again: not capped, nothing repeated.
@@ -93,6 +98,7 @@ def test_a_paused_reader_gets_nothing_then_one_capped_digest_and_nobody_else_is_
     run_digest(config, day(6))
     mail = received(smtp)
     assert sections(mail["reader@example.org"][0]) == {"Person Re-ID": fresh[::-1]}
+    assert "more papers since" not in text_part(mail["reader@example.org"][0])
 
 
 def test_the_first_digest_after_a_pause_counts_what_it_leaves_out(

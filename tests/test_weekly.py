@@ -147,6 +147,7 @@ def test_weekly_readers_get_one_digest_a_week_with_everything_since_the_last(
     path.write_text(config_text(readers("thursday"), digest="first_digest_cap = 2"), "utf-8")
     config = load_config(env=env)
     sent: dict[date, list[str]] = {}
+    subjects: dict[date, str] = {}
     added = []
     for n in range(10):  # Monday 17 Nov to Wednesday 26 Nov 2025
         added.append(
@@ -160,10 +161,13 @@ def test_weekly_readers_get_one_digest_a_week_with_everything_since_the_last(
         run_digest(config, DAY1 + timedelta(days=n))
         for r in smtp.by_recipient().get("weekly@example.org", []):
             sent[(DAY1 + timedelta(days=n)).date()] = all_ids(r.message)
+            subjects[(DAY1 + timedelta(days=n)).date()] = str(r.message["Subject"])
         smtp.reset()
     # The first digest at once (capped), then Thursday 20 Nov: days 1-3, newest first.
     assert list(sent) == [date(2025, 11, 17), date(2025, 11, 20)]
     assert sent[date(2025, 11, 20)] == added[1:4][::-1]
+    # A weekly digest names its week (the seven days ending on its day) instead of a date.
+    assert subjects[date(2025, 11, 20)] == "Person Re-ID (3): 3 new papers · week of 14 Nov 2025"
 
 
 @pytest.mark.parametrize(
