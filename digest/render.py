@@ -519,7 +519,7 @@ class Renderer:
         context = {
             # A weekly digest names its week, in the subject and the header alike.
             "date": week_of(digest_date) if weekly else digest_date.isoformat(),
-            "long_date": week_of(digest_date).capitalize() if weekly else long_date(digest_date),
+            "long_date": "W" + week_of(digest_date)[1:] if weekly else long_date(digest_date),
             "sections": shown,
             "total": total,
             "headline": ", ".join(f"{s.keyword} ({len(s.entries)})" for s in shown),

@@ -21,7 +21,7 @@ from digest.subscribers import Subscriber
 from tests.conftest import DAY1, config_text, run_digest
 from tests.fakes.arxiv_server import FakeArxiv
 from tests.fakes.smtp_server import SMTPServer
-from tests.mailparse import all_ids
+from tests.mailparse import all_ids, text_part
 
 KEYWORDS = ("Person Re-ID", "Virtual Try-On")
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
@@ -148,6 +148,7 @@ def test_weekly_readers_get_one_digest_a_week_with_everything_since_the_last(
     config = load_config(env=env)
     sent: dict[date, list[str]] = {}
     subjects: dict[date, str] = {}
+    headers: dict[date, str] = {}
     added = []
     for n in range(10):  # Monday 17 Nov to Wednesday 26 Nov 2025
         added.append(
@@ -162,12 +163,14 @@ def test_weekly_readers_get_one_digest_a_week_with_everything_since_the_last(
         for r in smtp.by_recipient().get("weekly@example.org", []):
             sent[(DAY1 + timedelta(days=n)).date()] = all_ids(r.message)
             subjects[(DAY1 + timedelta(days=n)).date()] = str(r.message["Subject"])
+            headers[(DAY1 + timedelta(days=n)).date()] = text_part(r.message).splitlines()[0]
         smtp.reset()
     # The first digest at once (capped), then Thursday 20 Nov: days 1-3, newest first.
     assert list(sent) == [date(2025, 11, 17), date(2025, 11, 20)]
     assert sent[date(2025, 11, 20)] == added[1:4][::-1]
     # A weekly digest names its week (the seven days ending on its day) instead of a date.
     assert subjects[date(2025, 11, 20)] == "Person Re-ID (3): 3 new papers · week of 14 Nov 2025"
+    assert headers[date(2025, 11, 20)] == "arXiv digest · Week of 14 Nov 2025"
 
 
 @pytest.mark.parametrize(
