@@ -290,6 +290,9 @@ def test_headers_and_both_mime_parts(write_config: WriteConfig, smtp: SMTPServer
     html = message.get_body(preferencelist=("html",)).get_content()
     assert 'style="' in html, "CSS is inlined"
     assert "https://arxiv.org/abs/" in html and "https://arxiv.org/pdf/" in html
+    # Why each paper is there: its keyword marked where it matched, as delivered.
+    assert re.search(r"<mark [^>]*>(?i:person re-id)</mark>", html)
+    assert re.search(r"<mark [^>]*>(?i:virtual try-on)</mark>", html)
     assert "you watch: Person Re-ID, Virtual Try-On" in text_part(message)
     # No line of the raw message exceeds SMTP's limit, and every header stays one header.
     assert max(len(line) for line in raw.data.split(b"\r\n")) <= 998
