@@ -575,6 +575,16 @@ class _Step:
             return None  # "weekly" keeps the reader's day
         return request.schedule
 
+    def _refused(self, request: _Request, current: tuple[str, ...] | None) -> str:
+        """Why a pause or schedule line cannot be done at all, or ""."""
+        if self.config.secret is None:
+            return f"not done: {NO_SECRET}"
+        if current is None:
+            return "not done: you are not subscribed"
+        if request.cancel:
+            return "not done: you asked to unsubscribe"
+        return ""
+
     def _schedule_outcome(
         self,
         command: Command,
@@ -582,12 +592,8 @@ class _Step:
         current: tuple[str, ...] | None,
         schedule: str | None,
     ) -> str:
-        if self.config.secret is None:
-            return f"not done: {NO_SECRET}"
-        if current is None:
-            return "not done: you are not subscribed"
-        if request.cancel:
-            return "not done: you asked to unsubscribe"
+        if refused := self._refused(request, current):
+            return refused
         wanted = f"{command.verb} {command.argument}".strip()
         if wanted != request.schedule:
             return "taken back by a line below"
@@ -602,12 +608,8 @@ class _Step:
         current: tuple[str, ...] | None,
         pause: str | None,
     ) -> str:
-        if self.config.secret is None:
-            return f"not done: {NO_SECRET}"
-        if current is None:
-            return "not done: you are not subscribed"
-        if request.cancel:
-            return "not done: you asked to unsubscribe"
+        if refused := self._refused(request, current):
+            return refused
         wanted = command.argument if command.verb == "pause" else ""
         if wanted != request.pause:
             return "taken back by a line below"

@@ -138,7 +138,7 @@ def make_mail_code(secret: bytes, email: str, *, issued: datetime) -> str:
     shows it: the address is not in it (the mail it comes back in is From that address)
     and neither is a nonce (unsubscribing twice changes nothing). 96 bits of HMAC.
     """
-    day = _base36(int(issued.timestamp()) // _DAY)
+    day = base36(int(issued.timestamp()) // _DAY)
     return f"{day}.{_mail_signature(secret, email, day)}"
 
 
@@ -162,7 +162,8 @@ def _mail_signature(secret: bytes, email: str, day: str) -> str:
     return _b64(hmac.new(secret, message, hashlib.sha256).digest()[:12])
 
 
-def _base36(number: int) -> str:
+def base36(number: int) -> str:
+    """`number` in base 36, as links and mail codes write it."""
     digits = "0123456789abcdefghijklmnopqrstuvwxyz"
     text = ""
     while True:
@@ -199,7 +200,7 @@ def make_link_code(secret: bytes, reader: int, *, issued: datetime) -> str:
     96 bits of HMAC-SHA256, as for the mail code. The minute makes each run's link
     different, so a link used once cannot act again for a reader who came back later.
     """
-    number, minute = _base36(reader), _base36(int(issued.timestamp()) // 60)
+    number, minute = base36(reader), base36(int(issued.timestamp()) // 60)
     return f"{number}.{minute}.{_link_signature(secret, number, minute)}"
 
 

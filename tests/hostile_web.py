@@ -22,7 +22,7 @@ from pathlib import Path
 
 from digest.config import load_config
 from digest.store import Store
-from digest.tokens import make_link_code, make_token
+from digest.tokens import base36, make_link_code, make_token
 from digest.web import LIMITS, Limits, Unsubscriber, WebServer, unsubscribe_url
 from tests.hostile import Row
 from tests.webclient import (
@@ -288,17 +288,6 @@ def bad_tokens() -> Row:
         "unsubscribed",
         harmed,
     )
-
-
-def base36(number: int) -> str:
-    """`number` in base 36, as links write it."""
-    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
-    text = ""
-    while True:
-        number, digit = divmod(number, 36)
-        text = digits[digit] + text
-        if not number:
-            return text
 
 
 def guessed_numbers() -> Row:
