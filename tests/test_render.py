@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from digest.cli import main
 from digest.latex import to_unicode
-from digest.mail import prepare_message
+from digest.mail import Prepared, prepare_message
 from digest.paper import Paper
 from digest.render import (
     HTML_LIMIT,
@@ -285,9 +285,9 @@ def test_period_given_by_the_caller_wins() -> None:
 # -- the size cap ----------------------------------------------------------------
 
 
-def sent_html_size(rendered: Rendered) -> int:
-    """Bytes of the HTML part's body in the message as sent (quoted-printable, CRLF)."""
-    prepared = prepare_message(
+def prepared_digest(rendered: Rendered, *, one_click: bool = False) -> Prepared:
+    """A rendered digest made into the message digest sends, for any reader."""
+    return prepare_message(
         sender=f"arXiv digest <{FROM}>",
         subject=rendered.subject,
         text=rendered.text,
@@ -295,7 +295,13 @@ def sent_html_size(rendered: Rendered) -> int:
         link_slot=UNSUBSCRIBE_PLACEHOLDER,
         date=datetime(2026, 11, 22, 7, 0, tzinfo=UTC),
         list_id="arXiv digest <digest.digest.example.org>",
+        one_click=one_click,
     )
+
+
+def sent_html_size(rendered: Rendered) -> int:
+    """Bytes of the HTML part's body in the message as sent (quoted-printable, CRLF)."""
+    prepared = prepared_digest(rendered)
     data = prepared.for_recipient("reader@example.org", None, "<id@example.org>", UNSUBSCRIBE)
     body = data.split(b'Content-Type: text/html; charset="utf-8"\r\n', 1)[1]
     body = body.split(b"\r\n\r\n", 1)[1].rsplit(b"\r\n--=_digest_", 1)[0]

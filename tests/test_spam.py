@@ -10,15 +10,20 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from digest.mail import prepare_message
-from digest.render import UNSUBSCRIBE_PLACEHOLDER, Rendered, Renderer, Section
+from digest.render import Rendered, Renderer, Section
 from tests.fakes.arxiv_server import SECTION_CATEGORIES, Entry
-from tests.test_render import DIGEST_DATE, FROM, WATCHED, golden_sections, large_sections
+from tests.test_render import (
+    DIGEST_DATE,
+    FROM,
+    WATCHED,
+    golden_sections,
+    large_sections,
+    prepared_digest,
+)
 
 SPAMASSASSIN = shutil.which("spamassassin")
 # Rules that say how a test message travelled, not what it says: a message scored straight
@@ -30,16 +35,7 @@ RULE = re.compile(r"^ *(-?\d+\.\d+) ([A-Z0-9_]+) ", re.M)
 def message(rendered: Rendered, *, web: bool = True) -> bytes:
     """The digest as a reader's server receives it: both parts, list headers, and one-click
     unsubscribe with `web` (the [web] setting), else a mailto: one."""
-    prepared = prepare_message(
-        sender=f"arXiv digest <{FROM}>",
-        subject=rendered.subject,
-        text=rendered.text,
-        html_text=rendered.html,
-        link_slot=UNSUBSCRIBE_PLACEHOLDER,
-        date=datetime(2026, 11, 22, 7, 0, tzinfo=UTC),
-        list_id="arXiv digest <digest.digest.example.org>",
-        one_click=web,
-    )
+    prepared = prepared_digest(rendered, one_click=web)
     # The shapes digest sends: a short signed link, and a mailto with the reader's code.
     mailto = f"mailto:{FROM}?subject=unsubscribe%20htc5c.edvhdfG3RX-OMiTF"
     link = "https://digest.example.org/unsubscribe?t=9ix.htc5c.edvhdfG3RX-OMiTF" if web else mailto
