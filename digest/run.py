@@ -54,6 +54,7 @@ from digest.mail import (
 )
 from digest.progress import Progress
 from digest.render import UNSUBSCRIBE_PLACEHOLDER, Rendered, Renderer, Section, personalize
+from digest.roster import merged
 from digest.store import Contents, Outgoing, Plan, Store, state_error
 from digest.subscribers import Subscriber, Subscribers
 from digest.tokens import make_mail_code
@@ -270,7 +271,9 @@ def _send_share(share: _Share) -> _Sent:
     log_to_stderr(share.log_level)
     store = Store.open(share.db)
     try:
-        run = Run(share.config, store, now=share.now, cafile=share.cafile, cancel=_stop)
+        run = Run(
+            share.config, store, now=share.now, cafile=share.cafile, cancel=_stop, merge=False
+        )
         inlined = _warm()
         assert _renderer is not None
         run.renderer = _renderer  # rendering with the inlined template calls premailer no more
@@ -373,7 +376,10 @@ class Run:
         fetch: bool = True,
         cancel: Flag | None = None,
         on_preview: Callable[[Preview], None] | None = None,
+        merge: bool = True,
     ) -> None:
+        if merge:  # readers' own changes (web, mail, links) as they are now, over the file's
+            config = merged(config, store)
         self.config, self.store, self.now, self.dry_run = config, store, now, dry_run
         self.source = source or ArxivSource(
             config.arxiv_url, delay=config.arxiv_delay, timeout=config.arxiv_timeout
@@ -717,6 +723,7 @@ class Run:
                 self.config,
                 smtp=replace(smtp, connections=connections),
                 subscribers=self._spellers,
+                file_subscribers=Subscribers(),
             )
             shares.append(
                 _Share(
