@@ -100,7 +100,7 @@ def feed_id(key: str, base_url: str | None, authority: str) -> str:
 
 
 def _add(parent: ET.Element, tag: str, text: str | None = None, **attributes: str) -> ET.Element:
-    element = ET.SubElement(parent, f"{{{ATOM}}}{tag}", attributes)
+    element = ET.SubElement(parent, tag, attributes)
     if text is not None:
         element.text = text
     return element
@@ -138,7 +138,9 @@ def render_feed(
     `base_url` (https://host, no trailing slash) gives the feed a self link and its URL
     as id; without one the id is a tag: URI under `authority` (the sender's domain).
     """
-    feed = ET.Element(f"{{{ATOM}}}feed")
+    # The namespace as a plain attribute: ElementTree's default_namespace refuses
+    # unqualified attributes, and every element here is Atom's.
+    feed = ET.Element("feed", xmlns=ATOM)
     _add(feed, "id", feed_id(key, base_url, authority))
     _add(feed, "title", f"Daily Papers: {clean(name, TITLE_CAP)}", type="text")
     _add(feed, "subtitle", "The newest arXiv papers for this keyword.", type="text")
@@ -153,7 +155,7 @@ def render_feed(
     _add(feed, "generator", "digest")
     for paper in papers:
         _entry(feed, paper)
-    data: bytes = ET.tostring(feed, encoding="utf-8", xml_declaration=True, default_namespace=ATOM)
+    data: bytes = ET.tostring(feed, encoding="utf-8", xml_declaration=True)
     return data
 
 
