@@ -321,3 +321,21 @@ def test_python_dash_m_digest_page_atom_writes_the_file(site: Config) -> None:
     data = out.read_bytes()
     assert len(parse(data).entries) == 4
     assert data == invoke(site, "--format", "atom", "-k", "Person Re-ID")[1].encode("utf-8")
+
+
+def test_web_base_url_is_the_feeds_url_and_an_empty_store_serves_an_empty_feed(
+    tmp_path: Path,
+) -> None:
+    text = CONFIG + '\n[web]\nbase_url = "https://digest.example.org"\n'
+    (tmp_path / "subscribers.toml").write_text(text, encoding="utf-8")
+    env = {"DIGEST_SECRET": "0123456789abcdef0123456789abcdef"}
+    config = load_config(tmp_path / "subscribers.toml", env=env, db_path=tmp_path / "digest.db")
+    store = Store.open(config.db_path)
+    try:
+        data = serve_feed(config, store, "/feeds/person%20re-id.atom?x=1", date(2026, 3, 4))
+    finally:
+        store.close()
+    assert data is not None
+    parsed = parse(data)
+    assert parsed.feed.id == "https://digest.example.org/feeds/person%20re-id.atom"
+    assert parsed.entries == [] and parsed.feed.updated == "2026-03-04T00:00:00Z"
