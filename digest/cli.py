@@ -471,10 +471,10 @@ def reenable(subscribers: Path | None, db: Path | None, email: str) -> None:
 @click.option(
     "--format",
     "page_format",
-    type=click.Choice(["markdown", "html"]),
+    type=click.Choice(["markdown", "html", "atom"]),
     default="markdown",
     show_default=True,
-    help="Markdown (a README for GitHub) or a standalone HTML page.",
+    help="Markdown (a README for GitHub), a standalone HTML page, or one keyword's Atom feed.",
 )
 @click.option(
     "--out",
@@ -487,7 +487,14 @@ def reenable(subscribers: Path | None, db: Path | None, email: str) -> None:
     "keywords",
     multiple=True,
     metavar="KEYWORD",
-    help="Only this watched keyword (any case); repeat for more. [default: all, in config order]",
+    help="Only this watched keyword (any case); repeat for more; atom takes exactly one. "
+    "[default: all, in config order]",
+)
+@click.option(
+    "--base-url",
+    metavar="URL",
+    help="Where the feed is published (https://host), for its id and self link "
+    "(atom only). [default: [web] base_url, else none: a tag: id]",
 )
 @handle_errors
 def page(
@@ -496,9 +503,11 @@ def page(
     page_format: str,
     out: Path | None,
     keywords: tuple[str, ...],
+    base_url: str | None,
 ) -> None:
     """Render the "Daily Papers" page: each keyword's newest stored papers, as the familiar README.
 
+    With --format atom and one --keyword, that keyword's Atom feed instead.
     Reads only the database: nothing is fetched, mailed or written to it.
     Exit codes: 0 done, 2 bad option or a keyword nobody watches, 8 no papers stored yet.
     """
@@ -507,23 +516,66 @@ def page(
     from digest.run import digest_date_for
     from digest.store import Store
 
+    if page_format == "atom" and len(keywords) != 1:
+        raise ConfigError(
+            f"--format atom writes one keyword's feed: give exactly one --keyword "
+            f"(got {len(keywords)})"
+        )
+    if base_url is not None:
+        if page_format != "atom":
+            raise ConfigError("--base-url is for --format atom only")
+        base_url = _base_url_option(base_url)
     config = load(subscribers, db)
     chosen = choose_keywords(config, keywords)
     stored(config, missing_ok=True)  # build_page says "no papers stored yet" (exit 8)
     today = digest_date_for(datetime.now(UTC), config.digest.timezone)
     store = Store.snapshot(config.db_path)  # a private copy: the file is only read
     try:
-        result = build_page(config, store, today, page_format=page_format, keywords=chosen)
+        if page_format == "atom":
+            from digest.feed import build_feed
+
+            feed = build_feed(config, store, chosen[0].key, today, base_url=base_url)
+        else:
+            result = build_page(config, store, today, page_format=page_format, keywords=chosen)
     finally:
         store.close()
+    if page_format == "atom":
+        text = feed.data.decode("utf-8") + "\n"
+        summary = f"{feed.keyword}, {plural(feed.papers, 'paper')}"
+    else:
+        text = result.text
+        summary = (
+            f"{result.keywords} keywords, {result.papers} papers, last update {result.updated}"
+        )
     if out is None:
-        click.echo(result.text, nl=False)
+        click.echo(text, nl=False)
         return
-    write_page(out, result.text)
-    click.echo(
-        f"wrote {out} ({page_format}): {result.keywords} keywords, {result.papers} papers, "
-        f"last update {result.updated}"
-    )
+    write_page(out, text)
+    click.echo(f"wrote {out} ({page_format}): {summary}")
+
+
+def _base_url_option(text: str) -> str:
+    """--base-url as https://host[/path] without its trailing slash, or a usage error."""
+    from urllib.parse import urlsplit
+
+    url = text.strip().rstrip("/")
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        parts = urlsplit("")
+    plain = url.isascii() and url.isprintable() and " " not in url and len(url) <= 500
+    if (
+        not plain
+        or parts.scheme not in ("https", "http")
+        or not parts.netloc
+        or parts.query
+        or parts.fragment
+    ):
+        raise ConfigError(
+            f"--base-url {text[:100]!r} is not a web address; give it as https://host or "
+            "https://host/path, where the feed is published"
+        )
+    return url
 
 
 @main.command(name="run")
