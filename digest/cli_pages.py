@@ -210,8 +210,7 @@ def preview(
     total = sum(n for _, n in first.counts)
     if total:
         detail = ", ".join(f"{k} {n}" for k, n in first.counts)
-        papers = "new paper" if total == 1 else "new papers"
-        click.echo(f"{chosen.email} would get {total} {papers}: {detail}")
+        click.echo(f"{chosen.email} would get {plural(total, 'new paper')}: {detail}")
     else:
         click.echo(f"{chosen.email} has no new papers: their next digest is empty")
     click.echo(f"Subject: {first.subject}")

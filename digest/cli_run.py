@@ -46,8 +46,7 @@ def check(subscribers: Path | None, db: Path | None) -> None:
             watchers[k].append(s.email)
     people, watched = len(config.subscribers), len(config.keywords)
     click.echo(
-        f"{config.path}: OK: {people} subscriber{'' if people == 1 else 's'}, "
-        f"{watched} keyword{'' if watched == 1 else 's'}; "
+        f"{config.path}: OK: {plural(people, 'subscriber')}, {plural(watched, 'keyword')}; "
         f"daily at {config.digest.send_at:%H:%M} {config.digest.timezone}"
     )
     for key, keyword in config.keywords.items():
