@@ -24,7 +24,7 @@ from digest.config import load_config
 from digest.errors import ConfigError
 from digest.store import Store
 from digest.tokens import MAX_TOKEN_CHARS, TokenError, check_token, make_token
-from digest.web import Unsubscriber, WebServer, unsubscribe_url
+from digest.web import LIMITS, Unsubscriber, WebServer, unsubscribe_url
 from tests.browser import CHROMIUM, Browser
 from tests.conftest import DAY1, WriteConfig, run_digest
 from tests.fakes.smtp_server import SMTPServer
@@ -254,7 +254,10 @@ MALFORMED = {
     ),
     "Content-Length 10 MB": (request_head("POST") + b"Content-Length: 10485760\r\n\r\n", 413),
     "chunked body over the cap": (
-        request_head("POST") + b"Transfer-Encoding: chunked\r\n\r\n" + b"1000\r\n" + b"x" * 8192,
+        request_head("POST")
+        + b"Transfer-Encoding: chunked\r\n\r\n"
+        + f"{2 * LIMITS.body_bytes:x}\r\n".encode()
+        + b"x" * (4 * LIMITS.body_bytes),
         413,
     ),
     "garbage chunk size": (
@@ -342,7 +345,7 @@ def test_an_unsubscribe_that_failed_can_be_retried(
     assert status_ == 503 and "Please try again later" in body
     assert "reader@example.org" in subscribed(listing)
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == [
-        f"unsubscribe failed: {blocker}: cannot create the lock for changing the subscriber "
+        f"web request failed: {blocker}: cannot create the lock for changing the subscriber "
         f"list (Is a directory); the folder {listing.parent} must be writable"
     ]
 

@@ -1,0 +1,370 @@
+"""The public pages `digest run` serves under [web]: what each request does.
+
+/              the Daily Papers page, with a Watch button per keyword
+/feeds/K.atom  a keyword's Atom feed
+/watch         a form: address, name, keywords; a POST queues a confirmation mail
+/confirm?t=    the link in that mail: a page with a button; only the POST subscribes
+/manage?t=     a reader's own page (the code of their unsubscribe link): keywords,
+               pause, frequency, unsubscribe (digest.manage)
+/unsubscribe   the one-click link, as before (digest.web.Unsubscriber)
+
+A watch request is answered the same whoever the address is: the same status, the same
+page, and no mail is sent while the requester waits (digest.webmail sends it later), so
+nobody can learn from the answer who is subscribed. POSTs from another site's page are
+refused (the one-click unsubscribe excepted, as RFC 8058 asks), and form posts and bad
+links are limited per client IP, confirmation mails per address and per hour.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
+from typing import TypeVar
+from urllib.parse import quote, unquote, urlsplit
+
+from digest.commands import HELD
+from digest.config import (
+    Config,
+    keyword_key,
+    load_config,
+    validate_email,
+)
+from digest.errors import DigestError
+from digest.inbox import CapError, CommandError, apply_confirmation
+from digest.manage import Manager
+from digest.store import Store
+from digest.subscribers import Subscriber
+from digest.subscriptions import Change
+from digest.subscriptions import pause as _pause
+from digest.subscriptions import remove_keywords as _remove_keywords
+from digest.subscriptions import schedule as _schedule
+from digest.subscriptions import subscribe as _subscribe
+from digest.subscriptions import unsubscribe as _unsubscribe
+from digest.subscriptions import watched as _watched
+from digest.tokens import TokenError, check_token, make_link_code, make_token
+from digest.web import Unsubscriber
+from digest.webforms import (
+    FormError,
+    RateLimit,
+    Request,
+    Response,
+    clean_name,
+    client_ip,
+    first,
+    keyword_id,
+    limits_of,
+    new_keyword,
+    parse_form,
+    same_origin,
+)
+from digest.webmail import WebMailer, confirmation_mail
+from digest.webpages import message, page
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+CONFIRM = "confirm"  # the purpose of a confirmation token, as mail commands' codes have
+# The new pages send the Origin of their own form posts (a no-referrer policy would make
+# it "null"); the codes in their URLs go to no other site.
+OWN_PAGES = (("Referrer-Policy", "same-origin"),)
+
+
+class Roster:
+    """The subscriber list as the pages read and change it.
+
+    HOOK(lead): until digest.roster lands on main, digest.subscriptions' functions on the
+    file; then `Roster(config, store)` of digest.roster replaces this class, same names.
+    """
+
+    def __init__(self, config: Config) -> None:
+        self.path = config.path
+
+    def find(self, email: str) -> Subscriber | None:
+        return load_config(self.path).subscribers.find(email)
+
+    def watched(self, email: str) -> tuple[str, ...] | None:
+        return _watched(load_config(self.path), email)
+
+    def subscribe(
+        self, email: str, keywords: list[str], name: str | None = None, *, source: str
+    ) -> Change:
+        return _subscribe(self.path, email, keywords, name)
+
+    def remove_keywords(self, email: str, keywords: list[str], *, source: str) -> Change:
+        return _remove_keywords(self.path, email, keywords)
+
+    def unsubscribe(self, email: str, *, source: str) -> Change:
+        return _unsubscribe(self.path, email)
+
+    def pause(self, email: str, until: date | None, *, source: str) -> Change:
+        return _pause(self.path, email, until)
+
+    def schedule(self, email: str, weekly: bool, weekday: str | None, *, source: str) -> Change:
+        return _schedule(self.path, email, weekly, weekday)
+
+
+def home_page(config: Config, store: Store) -> Response:
+    """HOOK(lead): digest.page.web_page(...) replaces this placeholder list."""
+    keywords = sorted(config.keywords.values(), key=lambda k: k.name.casefold())
+    rows = [
+        (k.name, f"/watch?k={quote(k.key, safe='')}", f"/feeds/{quote(k.key, safe='')}.atom")
+        for k in keywords
+    ]
+    return page(200, "home", "Daily Papers", keywords=rows)
+
+
+def feed(config: Config, store: Store, key: str) -> Response | None:
+    """HOOK(lead): digest.feed's Atom for a keyword key; None: no such keyword."""
+    return None
+
+
+class Site:
+    """Decides what each request does; digest.web.WebServer carries it."""
+
+    def __init__(
+        self,
+        config: Callable[[], Config],
+        mailer: WebMailer | None = None,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config, self.mailer, self.clock, self.monotonic = config, mailer, clock, monotonic
+        first_config = config()
+        if first_config.web is None or first_config.secret is None:
+            raise DigestError(f"{first_config.path}: the pages need [web] and a signing secret")
+        web, self.secret = first_config.web, first_config.secret
+        self.web = web
+        self.proxies = frozenset(web.proxies)
+        self.per_ip = RateLimit(web.requests_per_minute, 60.0)
+        self.unsubscriber = Unsubscriber(
+            first_config.path, first_config.db_path, self.secret, web.link_days, clock
+        )
+        self.manager = Manager(self)
+
+    def roster(self, config: Config) -> Roster:
+        """HOOK(lead): Roster(merged(config, store), store) once digest.roster is on main."""
+        return Roster(config)
+
+    # -- routing ----------------------------------------------------------------------
+
+    def respond(self, request: Request) -> Response:
+        try:
+            url = urlsplit(request.target)
+        except ValueError:  # a malformed authority such as //[
+            return message(400, "Bad request", "That address is not valid.")
+        path, query = url.path, url.query
+        if path == "/unsubscribe":
+            answer = self.unsubscriber.respond(request)
+            if answer.status == 400 and not self.allow(request):
+                return self.too_many()
+            return answer
+        if request.method == "POST" and not same_origin(request, self.web.base_url):
+            return message(403, "Not allowed", "Use the form on this site.")
+        if path == "/watch":
+            return self.watch(request, query)
+        if path == "/confirm":
+            return self.confirm(request, query)
+        if path == "/manage":
+            return self.manager.respond(request, query)
+        if request.method == "POST" and (path == "/" or path.startswith("/feeds/")):
+            return message(405, "Method not allowed", "There is nothing to send here.")
+        if path == "/":
+            return self.with_store(lambda store: home_page(self.config(), store))
+        if path.startswith("/feeds/") and path.endswith(".atom"):
+            try:
+                key = unquote(path[len("/feeds/") : -len(".atom")], errors="strict")
+            except UnicodeDecodeError:
+                return message(404, "Not found", "There is nothing here.")
+            atom = self.with_store(lambda store: feed(self.config(), store, key))
+            if atom is not None:
+                return atom
+        return message(404, "Not found", "There is nothing here.")
+
+    def with_store(self, work: Callable[[Store], T]) -> T:
+        store = Store.open(self.config().db_path)
+        try:
+            return work(store)
+        finally:
+            store.close()
+
+    def client(self, request: Request) -> str:
+        return client_ip(request.peer, request.header("x-forwarded-for"), self.proxies)
+
+    def allow(self, request: Request) -> bool:
+        """Count one limited action for the client; False when it is over the limit."""
+        return self.per_ip.allow(self.client(request), self.monotonic())
+
+    def too_many(self) -> Response:
+        return message(
+            429,
+            "Too many requests",
+            "Please wait a minute, or try again tomorrow, and then try again.",
+        )
+
+    # -- watch ------------------------------------------------------------------------
+
+    def watch(self, request: Request, query: str) -> Response:
+        config = self.config()
+        try:
+            asked = parse_form(query)
+        except FormError:
+            asked = {}
+        if request.method != "POST":
+            return self.watch_form(config, 200, ticked={first(asked, "k")})
+        if not self.allow(request):
+            return self.too_many()
+        try:
+            form = parse_form(request.body)
+        except FormError as e:
+            return message(400, "Bad request", f"{str(e).capitalize()}.")
+        email, name = first(form, "email"), clean_name(first(form, "name"))
+        ids = {keyword_id(k): k for k in config.keywords}
+        ticked = {ids[i] for i in form.get("k", []) if i in ids}
+        values = {"email": email[:254], "name": name or "", "new": first(form, "new")[:200]}
+        if reason := validate_email(email):
+            return self.watch_form(config, 400, ticked, f"That address {reason}.", values)
+        typed = new_keyword(config, self.web, first(form, "new"))
+        if typed.error:
+            return self.watch_form(config, 400, ticked, typed.error, values)
+        names = [config.keywords[k].name for k in sorted(ticked)] + typed.names
+        names = list({keyword_key(n): n for n in names}.values())
+        limits = limits_of(config)
+        if not names:
+            return self.watch_form(config, 400, ticked, "Choose at least one keyword.", values)
+        if len(names) > limits.max_keywords:
+            error = f"Choose at most {limits.max_keywords} keywords."
+            return self.watch_form(config, 400, ticked, error, values)
+        if not self.with_store(lambda store: self.queue(config, store, email, name, names)):
+            return self.too_many()
+        if self.mailer is not None:
+            self.mailer.wake()
+        return message(
+            200,
+            "Check your mail",
+            f"If {email} can get digests, a mail with a link to confirm is on its way. "
+            f"Open the link and press the button; it works for {limits.confirm_hours} hours.",
+        )
+
+    def watch_form(
+        self,
+        config: Config,
+        status: int,
+        ticked: set[str],
+        error: str | None = None,
+        values: dict[str, str] | None = None,
+    ) -> Response:
+        values = values or {"email": "", "name": "", "new": ""}
+        keywords = [
+            (keyword_id(k.key), k.name, k.key in ticked)
+            for k in sorted(config.keywords.values(), key=lambda k: k.name.casefold())
+        ]
+        answer = page(
+            status,
+            "watch",
+            "Watch arXiv keywords",
+            error=error,
+            keywords=keywords,
+            new_keywords=self.web.new_keywords,
+            max_keywords=limits_of(config).max_keywords,
+            **values,
+        )
+        return Response(answer.status, answer.body, OWN_PAGES)
+
+    def queue(
+        self, config: Config, store: Store, email: str, name: str | None, names: list[str]
+    ) -> bool:
+        """Queue the confirmation mail; False when a limit on mails is reached."""
+        now = self.clock()
+        day_ago, hour_ago = now - timedelta(days=1), now - timedelta(hours=1)
+        if store.web_mails_since(day_ago, email) >= self.web.mails_per_address:
+            log.warning("[web] confirmation mails to one address: limit reached")
+            return False
+        if store.web_mails_since(hour_ago) >= self.web.mails_per_hour:
+            log.warning("[web] mails_per_hour reached: confirmations wait")
+            return False
+        token = make_token(self.secret, CONFIRM, "", issued=now)
+        hours = limits_of(config).confirm_hours
+        nonce = check_token(
+            self.secret, token, CONFIRM, now=now, max_age=timedelta(hours=hours)
+        ).nonce
+        # What it asks for stays here: the link carries no text of the requester's.
+        store.save_request(nonce, email, json.dumps({"add": names, "name": name}), now)
+        link = f"{self.web.base_url}/confirm?t={token}"
+        mail = confirmation_mail(config.digest.sender, email, link, names, hours, now)
+        store.queue_web_mail(email, mail, now)
+        return True
+
+    # -- confirm ----------------------------------------------------------------------
+
+    def confirm(self, request: Request, query: str) -> Response:
+        config = self.config()
+        try:
+            token = first(parse_form(query), "t")
+        except FormError:
+            token = ""
+        hours = limits_of(config).confirm_hours
+        try:
+            found = check_token(
+                self.secret, token, CONFIRM, now=self.clock(), max_age=timedelta(hours=hours)
+            )
+            asked = self.with_store(lambda store: self.asked(store, found.nonce))
+        except TokenError as e:
+            if not self.allow(request):
+                return self.too_many()
+            status = 410 if "used already" in str(e) else 400
+            return message(status, "This link does not work", f"{e}.")
+        email, names = asked
+        if request.method != "POST":
+            answer = message(
+                200,
+                "Confirm your subscription",
+                f"{email} will get digests for: {', '.join(names)}.",
+                action=f"/confirm?t={token}",
+                button="Confirm",
+            )
+            return Response(answer.status, answer.body, OWN_PAGES)
+        if not self.allow(request):
+            return self.too_many()
+        return self.with_store(lambda store: self.confirmed(config, store, token))
+
+    def asked(self, store: Store, nonce: str) -> tuple[str, list[str]]:
+        if store.token_used(nonce):
+            raise TokenError("this link was used already; nothing changed")
+        stored = store.request(nonce)
+        if stored is None:
+            raise TokenError("this link is not valid (it is unknown here)")
+        try:
+            names = [str(n) for n in json.loads(stored[1]).get("add", [])]
+        except (ValueError, AttributeError, TypeError) as e:
+            raise TokenError("this link is not valid") from e
+        return stored[0], names
+
+    def confirmed(self, config: Config, store: Store, token: str) -> Response:
+        try:
+            change = apply_confirmation(config.path, store, token, self.clock(), secret=self.secret)
+        except TokenError as e:
+            status = 410 if "used already" in str(e) else 400
+            return message(status, "This link does not work", f"{e}.")
+        except CapError as e:
+            return message(429, "Please try again tomorrow", f"{e}.")
+        except CommandError as e:
+            return message(400, "Nothing changed", f"{e}.")
+        log.info("web confirmation: %s", change.message)
+        if HELD in change.message:
+            return message(
+                200,
+                "Thank you",
+                "Your subscription waits for the administrator's approval; "
+                "your first digest comes once it is approved.",
+            )
+        code = make_link_code(self.secret, store.reader_id(change.email), issued=self.clock())
+        return message(
+            200,
+            "You are subscribed",
+            f"{change.email} gets digests for: {', '.join(change.keywords)}.",
+            link=(f"/manage?t={code}", "Manage your subscription"),
+        )
