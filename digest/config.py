@@ -118,7 +118,6 @@ class WebSettings:
     new_keywords: bool = True  # the watch and manage forms may add keywords no one watches yet
     # Peers whose X-Forwarded-For is believed (the reverse proxy); anyone else's is ignored.
     proxies: tuple[str, ...] = ()
-    approve: bool | None = None  # None: as [inbox] approve (False without [inbox])
     requests_per_minute: int = 30  # form posts and bad links per client IP
     mails_per_address: int = 3  # confirmation mails per address per UTC day
     mails_per_hour: int = 100  # confirmation mails per hour, over all addresses
@@ -860,7 +859,6 @@ def _web_settings(r: _Reader) -> WebSettings:
             "link_days",
             "new_keywords",
             "proxies",
-            "approve",
             "requests_per_minute",
             "mails_per_address",
             "mails_per_hour",
@@ -895,7 +893,6 @@ def _web_settings(r: _Reader) -> WebSettings:
         r.integer("link_days", 180, 1, 3650),
         new_keywords=r.boolean("new_keywords", True),
         proxies=tuple(proxies),
-        approve=r.boolean("approve", False) if "approve" in r.table else None,
         requests_per_minute=r.integer("requests_per_minute", 30, 1, 100_000),
         mails_per_address=r.integer("mails_per_address", 3, 1, 100),
         mails_per_hour=r.integer("mails_per_hour", 100, 1, 1_000_000),

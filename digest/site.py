@@ -245,7 +245,7 @@ class Site:
         return message(
             200,
             "Check your mail",
-            f"If {email} can get digests, a mail with a link to confirm is on its way. "
+            "If that address can get digests, a mail with a link to confirm is on its way. "
             f"Open the link and press the button; it works for {limits.confirm_hours} hours.",
         )
 

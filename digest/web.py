@@ -347,6 +347,9 @@ class WebServer:
             asyncore_use_poll=True,
             ident="digest",
             expose_tracebacks=False,
+            # X-Forwarded-For reaches digest.site, which believes it only from the peers
+            # in [web] proxies (waitress's trusted_proxy takes just one address).
+            clear_untrusted_proxy_headers=False,
             # A client that resets its connection is routine, not a traceback in the journal.
             log_socket_errors=False,
         )

@@ -107,7 +107,7 @@ def client_ip(peer: str, forwarded: str, proxies: frozenset[str]) -> str:
     address it likes, but cannot change what our own proxy appended)."""
     if peer not in proxies or not forwarded:
         return peer
-    for part in reversed(forwarded[:4096].split(",")[-32:]):
+    for part in reversed(forwarded[-4096:].split(",")[-32:]):
         text = part.strip()
         try:
             address = str(ipaddress.ip_address(text))
