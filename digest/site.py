@@ -144,6 +144,8 @@ class Site:
             first_config.path, first_config.db_path, self.secret, web.link_days, clock
         )
         self.manager = Manager(self)
+        # Migrate once now: the request threads and the mailer would race to do it.
+        Store.open(first_config.db_path).close()
 
     def roster(self, config: Config) -> Roster:
         """HOOK(lead): Roster(merged(config, store), store) once digest.roster is on main."""
