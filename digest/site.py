@@ -140,6 +140,7 @@ class Site:
         self.web = web
         self.proxies = frozenset(web.proxies)
         self.per_ip = RateLimit(web.requests_per_minute, 60.0)
+        self.warned: dict[str, float] = {}
         self.unsubscriber = Unsubscriber(
             first_config.path, first_config.db_path, self.secret, web.link_days, clock
         )
@@ -199,6 +200,13 @@ class Site:
     def allow(self, request: Request) -> bool:
         """Count one limited action for the client; False when it is over the limit."""
         return self.per_ip.allow(self.client(request), self.monotonic())
+
+    def warn(self, text: str) -> None:
+        """Log a warning once a minute at most: strangers must not fill the journal."""
+        now = self.monotonic()
+        if now - self.warned.get(text, -60.0) >= 60.0:
+            self.warned[text] = now
+            log.warning("%s", text)
 
     def too_many(self) -> Response:
         return message(
@@ -283,10 +291,10 @@ class Site:
         now = self.clock()
         day_ago, hour_ago = now - timedelta(days=1), now - timedelta(hours=1)
         if store.web_mails_since(day_ago, email) >= self.web.mails_per_address:
-            log.warning("[web] confirmation mails to one address: limit reached")
+            self.warn("[web] mails_per_address reached for an address: its forms get 429")
             return False
         if store.web_mails_since(hour_ago) >= self.web.mails_per_hour:
-            log.warning("[web] mails_per_hour reached: confirmations wait")
+            self.warn("[web] mails_per_hour reached: watch forms get 429 for now")
             return False
         token = make_token(self.secret, CONFIRM, "", issued=now)
         hours = limits_of(config).confirm_hours

@@ -224,11 +224,16 @@ class Keywords:
 
 def new_keyword(config: Config, web: WebSettings, text: str) -> Keywords:
     """A keyword typed into a form, as a name, checked as mail commands check it."""
-    name = " ".join(text.split())
-    if not name:
+    if not text.strip():
         return Keywords([])
-    if reason := validate_keyword(name):
+    # Checked as typed: a line break is refused, not quietly made a space.
+    if reason := validate_keyword(text.strip()):
         return Keywords([], f"That keyword {reason}.")
+    if any(unicodedata.category(c) in ("Cf", "Co", "Cn", "Cs") for c in text):
+        return Keywords(
+            [], "That keyword must not contain invisible or direction-changing characters."
+        )
+    name = " ".join(text.split())
     key = keyword_key(name)
     if key in config.keywords:
         return Keywords([config.keywords[key].name])

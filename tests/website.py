@@ -95,6 +95,7 @@ class Website:
         traceback: TracebackType | None,
     ) -> None:
         self.server.stop()
+        self.mailer.stop()
         for key, saved in self._saved.items():
             if saved is None:
                 os.environ.pop(key, None)
