@@ -226,7 +226,8 @@ def bad_lengths() -> Row:
             sender(_head("Content-Length: ５\r\n\r\n".encode())),
             sender(_head(b"Content-Length: %d\r\n\r\n" % (10 * MB)), then=b"x" * (10 * MB)),
             sender(
-                _head(b"Transfer-Encoding: chunked\r\n\r\n%x\r\n" % (10 * MB) + b"x" * 8192),
+                _head(b"Transfer-Encoding: chunked\r\n\r\n%x\r\n" % (10 * MB))
+                + b"x" * (2 * LIMITS.body_bytes),
                 then=b"x" * (10 * MB),
             ),
         ],
