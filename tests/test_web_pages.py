@@ -14,10 +14,12 @@ from urllib.parse import quote, urlencode
 
 import pytest
 
-from digest.config import keyword_key
+from digest.config import keyword_key, load_config
+from digest.errors import ConfigError
 from digest.store import Store
 from digest.tokens import make_link_code, make_token
 from digest.webforms import RateLimit, client_ip, keyword_id
+from tests.conftest import config_text
 from tests.fakes.smtp_server import SMTPServer
 from tests.webclient import until
 from tests.website import SECRET, Website
@@ -349,3 +351,40 @@ def test_malformed_form_bodies_get_a_4xx_and_no_mail(site: Website, body: bytes)
 def test_a_body_over_the_cap_is_413(site: Website) -> None:
     status, _ = site.fetch("/watch", b"email=" + b"a" * 20_000, {"Origin": site.base})
     assert status == 413
+
+
+# -- settings ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("line", "error"),
+    [
+        ('proxies = ["localhost"]', "'proxies' entry 'localhost' must be an IP address"),
+        ('proxies = "127.0.0.1"', "'proxies' must be a non-empty list of strings"),
+        ('new_keywords = "no"', "'new_keywords' must be true or false"),
+        ("requests_per_minute = 0", "'requests_per_minute' must be a whole number from 1"),
+        ("mails_per_address = 1000", "'mails_per_address' must be a whole number from 1 to 100"),
+        ("mails_per_hour = -1", "'mails_per_hour' must be a whole number from 1"),
+        ("approve = true", "unknown key 'approve'"),
+    ],
+)
+def test_web_settings_are_checked_with_file_and_line(tmp_path: Path, line: str, error: str) -> None:
+    path = tmp_path / "subscribers.toml"
+    path.write_text(
+        f'[web]\nbase_url = "https://digest.example.org"\n{line}\n\n{config_text()}',
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env={"DIGEST_SECRET": SECRET})
+    assert str(caught.value).startswith(f"{path}:3: [web] "), caught.value
+    assert error in str(caught.value)
+
+
+def test_web_settings_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "subscribers.toml"
+    text = '[web]\nbase_url = "https://digest.example.org"\nproxies = ["127.0.0.1", "::1"]\n'
+    path.write_text(f"{text}\n{config_text()}", encoding="utf-8")
+    web = load_config(path, env={"DIGEST_SECRET": SECRET}).web
+    assert web is not None
+    assert (web.new_keywords, web.proxies) == (True, ("127.0.0.1", "::1"))
+    assert (web.requests_per_minute, web.mails_per_address, web.mails_per_hour) == (30, 3, 100)
