@@ -20,8 +20,7 @@ from digest.config import Config, load_config
 from digest.site import Site
 from digest.store import Store
 from digest.subscriptions import watched
-from digest.tokens import make_link_code
-from digest.web import WebServer
+from digest.web import WebServer, manage_url, unsubscribe_url
 from digest.webmail import WebMailer
 from tests.conftest import SUBSCRIBERS, config_text
 from tests.fakes.smtp_server import Received, SMTPServer
@@ -139,8 +138,7 @@ class Website:
             reader = store.reader_id(email)
         finally:
             store.close()
-        code = make_link_code(SECRET.encode(), reader, issued=issued or self.now)
-        return f"/manage?t={code}"
+        return manage_url(unsubscribe_url("", SECRET.encode(), reader, issued or self.now))
 
     def later(self, **delta: float) -> None:
         self.now += timedelta(**delta)
