@@ -72,7 +72,7 @@ class Manager:
                 return site.too_many()
             return message(400, "This link does not work", f"{e}.")
         if request.method != "POST":
-            return self.page(config, code, email)
+            return site.with_store(lambda store: self.page(config, store, code, email))
         if not site.allow(request):
             return site.too_many()
         try:
@@ -115,7 +115,7 @@ class Manager:
             return message(
                 403, "This form was sent already", "Nothing changed; reload the page to go on."
             )
-        roster = self.site.roster(config)
+        roster = self.site.roster(config, store)
         if first(form, "do") == "unsubscribe":
             change = roster.unsubscribe(email, source="web")
             store.use_token(key, FORM_PURPOSE, email, self.site.clock())
@@ -130,14 +130,14 @@ class Manager:
             notice = self.save(config, store, email, key, form)
         except Refused as e:
             store.use_token(key, FORM_PURPOSE, email, self.site.clock())
-            return self.page(config, code, email, error=str(e), status=e.status)
-        return self.page(config, code, email, notice=notice)
+            return self.page(config, store, code, email, error=str(e), status=e.status)
+        return self.page(config, store, code, email, notice=notice)
 
     def save(
         self, config: Config, store: Store, email: str, key: str, form: dict[str, list[str]]
     ) -> str:
         """Carry out the main form; what changed, in words."""
-        site, roster, limits = self.site, self.site.roster(config), limits_of(config)
+        site, roster, limits = self.site, self.site.roster(config, store), limits_of(config)
         now = site.clock()
         today = now.date()
         current = roster.watched(email)
@@ -211,6 +211,7 @@ class Manager:
     def page(
         self,
         config: Config,
+        store: Store,
         code: str,
         email: str,
         *,
@@ -219,7 +220,7 @@ class Manager:
         status: int = 200,
     ) -> Response:
         site = self.site
-        roster = site.roster(config)
+        roster = site.roster(config, store)
         watched = roster.watched(email) or ()
         subscriber = roster.find(email)
         today = site.clock().date()

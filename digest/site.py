@@ -76,10 +76,15 @@ class Roster:
     """The subscriber list as the pages read and change it.
 
     HOOK(lead): until digest.roster lands on main, digest.subscriptions' functions on the
-    file; then `Roster(config, store)` of digest.roster replaces this class, same names.
+    file; then digest.roster.Roster replaces this class: same constructor, same names.
     """
 
-    def __init__(self, config: Config) -> None:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self.path = config.path
 
     def find(self, email: str) -> Subscriber | None:
@@ -148,9 +153,9 @@ class Site:
         # Migrate once now: the request threads and the mailer would race to do it.
         Store.open(first_config.db_path).close()
 
-    def roster(self, config: Config) -> Roster:
-        """HOOK(lead): Roster(merged(config, store), store) once digest.roster is on main."""
-        return Roster(config)
+    def roster(self, config: Config, store: Store) -> Roster:
+        """Who gets digests, and changes to it; the one place the pages reach the list."""
+        return Roster(config, store, self.clock)
 
     # -- routing ----------------------------------------------------------------------
 
