@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import format_datetime
+from email.utils import format_datetime, make_msgid
 from pathlib import Path
 
 from digest.config import SmtpSettings
@@ -45,6 +45,8 @@ def confirmation_mail(
     message["To"] = Address(addr_spec=email)
     message["Subject"] = "Confirm your arXiv digest subscription"
     message["Date"] = format_datetime(now)
+    # Made once and stored with the bytes: a retry sends the same Message-ID.
+    message["Message-ID"] = make_msgid("confirm", sender_address(sender).rpartition("@")[2])
     message["Auto-Submitted"] = "auto-generated"
     message["X-Auto-Response-Suppress"] = "All"
     watched = "\n".join(f"  - {' '.join(k.split())}" for k in keywords)

@@ -404,7 +404,15 @@ HOSTILE_TEXT = [
     "x" * 1900,
 ]
 FORM_HEADERS = {"content-type", "content-transfer-encoding", "mime-version"}
-MAIL_HEADERS = {"from", "to", "subject", "date", "auto-submitted", "x-auto-response-suppress"}
+MAIL_HEADERS = {
+    "from",
+    "to",
+    "subject",
+    "date",
+    "message-id",
+    "auto-submitted",
+    "x-auto-response-suppress",
+}
 
 
 @contextmanager
