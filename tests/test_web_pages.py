@@ -13,12 +13,14 @@ from pathlib import Path
 from urllib.parse import quote, urlencode
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from digest.config import keyword_key, load_config
 from digest.errors import ConfigError
 from digest.store import Store
 from digest.tokens import make_link_code, make_token
-from digest.webforms import RateLimit, client_ip, keyword_id
+from digest.webforms import FormError, RateLimit, client_ip, keyword_id, parse_form
 from tests.conftest import config_text
 from tests.fakes.smtp_server import SMTPServer
 from tests.webclient import until
@@ -388,3 +390,38 @@ def test_web_settings_defaults(tmp_path: Path) -> None:
     assert web is not None
     assert (web.new_keywords, web.proxies) == (True, ("127.0.0.1", "::1"))
     assert (web.requests_per_minute, web.mails_per_address, web.mails_per_hour) == (30, 3, 100)
+
+
+@given(st.binary(max_size=4000) | st.text(max_size=2000).map(str.encode))
+def test_any_body_is_a_form_or_a_form_error(body: bytes) -> None:
+    try:
+        fields = parse_form(body)
+    except FormError:
+        return
+    assert all(len(v) <= 2000 and "\0" not in v for values in fields.values() for v in values)
+
+
+@given(st.text(alphabet=st.characters(blacklist_characters="\0"), max_size=300))
+def test_what_a_browser_sends_reads_back(text: str) -> None:
+    form = urlencode({"name": text, "new": text}).encode()
+    assert parse_form(form) == {"name": [text], "new": [text]}
+
+
+def test_a_mail_the_smtp_server_refuses_for_good_is_not_retried(
+    site: Website, smtp: SMTPServer
+) -> None:
+    smtp.fail_rcpt_next(550, "5.1.1 No such user", times=1)
+    assert watch(site, "gone@example.org")[0] == 200
+    store = Store.open(site.db)
+    try:
+
+        def settled() -> bool:
+            rows = store.db.query("SELECT status, error FROM web_mails")
+            return [r["status"] for r in rows] == ["failed"]
+
+        assert until(settled)
+        site.later(hours=2)
+        assert store.due_web_mails(site.now) == [], "not tried again"
+    finally:
+        store.close()
+    assert smtp.messages == []
