@@ -282,7 +282,11 @@ def test_posts_are_limited_per_client_ip_and_mails_per_address(
                 site, "/watch", {"email": f"x{i}@example.org"}, X_Forwarded_For=f"10.0.0.{i}"
             )
         assert status == 429
-        # Valid one-click unsubscribes from one provider's address are never limited.
+        # Bad links count against the client; valid one-click unsubscribes from one
+        # provider's address are never limited.
+        assert site.fetch("/unsubscribe?t=1.2.3", b"")[0] == 429
+        assert site.fetch("/manage?t=1.2.3")[0] == 429
+        assert site.fetch("/confirm?t=a.b")[0] == 429
         for email in ("reader@example.org", "lab@example.org", "student@example.org"):
             link = site.manage_link(email).replace("/manage", "/unsubscribe")
             assert site.fetch(link, b"List-Unsubscribe=One-Click")[0] == 200
