@@ -114,7 +114,7 @@ def test_manage_add_remove_pause_and_unsubscribe(browser: Browser, site: Website
 
     fill(browser, "#pause", "2027-01-10")
     browser.click_and_wait("#save")
-    reader = site.config().subscribers.find("reader@example.org")
+    reader = site.find("reader@example.org")
     assert reader is not None and str(reader.paused_until) == "2027-01-10"
     assert browser.evaluate("document.querySelector('#pause').value") == "2027-01-10"
 

@@ -12,14 +12,16 @@ import re
 import socket
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
+from typing import TypeVar
 
 from digest.config import Config, load_config
-from digest.site import Site
+from digest.site import Roster, Site
 from digest.store import Store
-from digest.subscriptions import watched
+from digest.subscribers import Subscriber
 from digest.web import WebServer, manage_url, unsubscribe_url
 from digest.webmail import WebMailer
 from tests.conftest import SUBSCRIBERS, config_text
@@ -28,6 +30,7 @@ from tests.webclient import HOST
 
 SECRET = "0123456789abcdef0123456789abcdef"
 NOW = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
+T = TypeVar("T")
 _LINK = re.compile(r"https?://\S+/confirm\?t=\S+")
 
 
@@ -129,8 +132,19 @@ class Website:
         return self.smtp.wait_for(count)
 
     def watched(self, email: str) -> tuple[str, ...] | None:
-        """What `email` watches now. HOOK(lead): Roster(config, store).watched once on main."""
-        return watched(self.config(), email)
+        """What `email` watches now, as the pages see it (digest.site.Roster)."""
+        return self._roster(lambda roster: roster.watched(email))
+
+    def find(self, email: str) -> Subscriber | None:
+        """The reader's entry now (name, pause, frequency), as the pages see it."""
+        return self._roster(lambda roster: roster.find(email))
+
+    def _roster(self, ask: Callable[[Roster], T]) -> T:
+        store = Store.open(self.db)
+        try:
+            return ask(self.site.roster(self.site.config(), store))
+        finally:
+            store.close()
 
     def manage_link(self, email: str, issued: datetime | None = None) -> str:
         store = Store.open(self.db)
