@@ -459,7 +459,7 @@ def hostile_watch_forms() -> Row:
         headers = {k.lower() for m in mails for k in m.message}
         leaked = headers - MAIL_HEADERS - FORM_HEADERS
         place.config()  # the list the confirmations wrote still loads
-        names = [found.name or "" for e in asked if (found := place.find(e)) is not None]
+        names = [entry.name or "" for e in asked if (entry := place.find(e)) is not None]
         dirty = [n for n in names if any(c in n for c in "\r\n\x00\u202e")]
         broken = [c for c in found if not 200 <= c < 500]
     return Row(
