@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from digest.config import Config
+    from digest.roster import Origin, Roster
     from digest.run import Preview
     from digest.store import Store
     from digest.subscribers import Subscriber
@@ -153,9 +154,30 @@ def check_cafile(cafile: str | None) -> None:
 
 
 def load(subscribers: Path | None, db: Path | None) -> Config:
+    """The configuration with the effective subscriber list (roster.merged)."""
     from digest.config import load_config
+    from digest.roster import merged
 
-    return load_config(subscribers, db_path=db)
+    return merged(load_config(subscribers, db_path=db))
+
+
+@contextlib.contextmanager
+def roster(subscribers: Path | None, db: Path | None) -> Iterator[Roster]:
+    """The subscriber list to change, with its database; SQLite failures are exit 6."""
+    import sqlite3
+
+    from digest.config import load_config
+    from digest.roster import Roster
+    from digest.store import Store, state_error
+
+    config = load_config(subscribers, db_path=db)
+    store = Store.open(config.db_path)
+    try:
+        yield Roster(config, store)
+    except sqlite3.DatabaseError as e:
+        raise state_error(config.db_path, e) from e
+    finally:
+        store.close()
 
 
 def subscribers_path(subscribers: Path | None) -> Path:
@@ -449,10 +471,10 @@ def reenable(subscribers: Path | None, db: Path | None, email: str) -> None:
 @click.option(
     "--format",
     "page_format",
-    type=click.Choice(["markdown", "html"]),
+    type=click.Choice(["markdown", "html", "atom"]),
     default="markdown",
     show_default=True,
-    help="Markdown (a README for GitHub) or a standalone HTML page.",
+    help="Markdown (a README for GitHub), a standalone HTML page, or one keyword's Atom feed.",
 )
 @click.option(
     "--out",
@@ -465,7 +487,14 @@ def reenable(subscribers: Path | None, db: Path | None, email: str) -> None:
     "keywords",
     multiple=True,
     metavar="KEYWORD",
-    help="Only this watched keyword (any case); repeat for more. [default: all, in config order]",
+    help="Only this watched keyword (any case); repeat for more; atom takes exactly one. "
+    "[default: all, in config order]",
+)
+@click.option(
+    "--base-url",
+    metavar="URL",
+    help="Where the feed is published (https://host), for its id and self link "
+    "(atom only). [default: [web] base_url, else none: a tag: id]",
 )
 @handle_errors
 def page(
@@ -474,9 +503,11 @@ def page(
     page_format: str,
     out: Path | None,
     keywords: tuple[str, ...],
+    base_url: str | None,
 ) -> None:
     """Render the "Daily Papers" page: each keyword's newest stored papers, as the familiar README.
 
+    With --format atom and one --keyword, that keyword's Atom feed instead.
     Reads only the database: nothing is fetched, mailed or written to it.
     Exit codes: 0 done, 2 bad option or a keyword nobody watches, 8 no papers stored yet.
     """
@@ -485,23 +516,66 @@ def page(
     from digest.run import digest_date_for
     from digest.store import Store
 
+    if page_format == "atom" and len(keywords) != 1:
+        raise ConfigError(
+            f"--format atom writes one keyword's feed: give exactly one --keyword "
+            f"(got {len(keywords)})"
+        )
+    if base_url is not None:
+        if page_format != "atom":
+            raise ConfigError("--base-url is for --format atom only")
+        base_url = _base_url_option(base_url)
     config = load(subscribers, db)
     chosen = choose_keywords(config, keywords)
     stored(config, missing_ok=True)  # build_page says "no papers stored yet" (exit 8)
     today = digest_date_for(datetime.now(UTC), config.digest.timezone)
     store = Store.snapshot(config.db_path)  # a private copy: the file is only read
     try:
-        result = build_page(config, store, today, page_format=page_format, keywords=chosen)
+        if page_format == "atom":
+            from digest.feed import build_feed
+
+            feed = build_feed(config, store, chosen[0].key, today, base_url=base_url)
+        else:
+            result = build_page(config, store, today, page_format=page_format, keywords=chosen)
     finally:
         store.close()
+    if page_format == "atom":
+        text = feed.data.decode("utf-8") + "\n"
+        summary = f"{feed.keyword}, {plural(feed.papers, 'paper')}"
+    else:
+        text = result.text
+        summary = (
+            f"{result.keywords} keywords, {result.papers} papers, last update {result.updated}"
+        )
     if out is None:
-        click.echo(result.text, nl=False)
+        click.echo(text, nl=False)
         return
-    write_page(out, result.text)
-    click.echo(
-        f"wrote {out} ({page_format}): {result.keywords} keywords, {result.papers} papers, "
-        f"last update {result.updated}"
-    )
+    write_page(out, text)
+    click.echo(f"wrote {out} ({page_format}): {summary}")
+
+
+def _base_url_option(text: str) -> str:
+    """--base-url as https://host[/path] without its trailing slash, or a usage error."""
+    from urllib.parse import urlsplit
+
+    url = text.strip().rstrip("/")
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        parts = urlsplit("")
+    plain = url.isascii() and url.isprintable() and " " not in url and len(url) <= 500
+    if (
+        not plain
+        or parts.scheme not in ("https", "http")
+        or not parts.netloc
+        or parts.query
+        or parts.fragment
+    ):
+        raise ConfigError(
+            f"--base-url {text[:100]!r} is not a web address; give it as https://host or "
+            "https://host/path, where the feed is published"
+        )
+    return url
 
 
 @main.command(name="run")
@@ -662,6 +736,11 @@ def inbox(subscribers: Path | None, db: Path | None, cafile: str | None) -> None
     type=click.Choice(WEEKDAY_NAMES, case_sensitive=False),
     help="The day of the weekly digest (with --weekly). [default: [digest] weekly_on]",
 )
+@click.option(
+    "--again",
+    is_flag=True,
+    help="Subscribe an address that unsubscribed itself (only if its reader asked you to).",
+)
 @handle_errors
 def subscribe_command(
     subscribers: Path | None,
@@ -671,22 +750,28 @@ def subscribe_command(
     name: str | None,
     weekly: bool,
     weekday: str | None,
+    again: bool,
 ) -> None:
-    """Add a subscriber to subscribers.toml, or keywords to one (no confirmation is asked)."""
-    from digest.subscriptions import subscribe
+    """Add a subscriber, or keywords to one (no confirmation is asked).
+
+    The change is kept in the database, as readers' own changes are; subscribers.toml
+    is not written (`digest subscribers --export` writes the whole list as one).
+    """
+    from digest.roster import check_change
 
     if weekday and not weekly:
         raise ConfigError("--weekday needs --weekly (a daily digest comes every day)")
-    # Not loaded first: the change is checked by loading the new file, once (~5 s at
-    # 100,000 subscribers).
-    change = subscribe(
-        subscribers_path(subscribers),
-        email,
-        keywords,
-        name,
-        weekly=weekly,
-        weekday=weekday.lower() if weekday else None,
-    )
+    check_change(email, keywords)  # before the database is opened (or made)
+    with roster(subscribers, db) as readers:
+        change = readers.subscribe(
+            email,
+            keywords,
+            name,
+            weekly=weekly,
+            weekday=weekday.lower() if weekday else None,
+            source="cli",
+            again=again,
+        )
     if not change.was_subscribed:
         click.echo(f"subscribed {change.email}: {', '.join(change.keywords)}")
     elif change.changed:
@@ -700,28 +785,62 @@ def subscribe_command(
 @click.argument("email")
 @handle_errors
 def unsubscribe_command(subscribers: Path | None, db: Path | None, email: str) -> None:
-    """Remove a subscriber from subscribers.toml."""
-    from digest.subscriptions import unsubscribe
-
-    if not unsubscribe(subscribers_path(subscribers), email).changed:
+    """Unsubscribe an address: it gets no more digests, whatever subscribers.toml says."""
+    with roster(subscribers, db) as readers:
+        change = readers.unsubscribe(email, source="cli")
+    if not change.changed:
         raise ConfigError(f"{email} is not subscribed; `digest subscribers` lists who is")
     click.echo(f"unsubscribed {email}")
 
 
 @main.command(name="subscribers")
 @config_options
+@click.option(
+    "--export",
+    "export",
+    type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+    metavar="FILE",
+    help="Write the effective list as a subscribers.toml to FILE (- for standard output).",
+)
 @handle_errors
-def subscribers_command(subscribers: Path | None, db: Path | None) -> None:
-    """List the subscribers: address, name and keywords, in the file's order."""
+def subscribers_command(subscribers: Path | None, db: Path | None, export: Path | None) -> None:
+    """List who gets digests: address, name, keywords and where each entry comes from.
+
+    [file] is subscribers.toml; [web], [mail], [link] and [cli] are changes made by
+    readers (and by the operator's commands), kept in the database, which win over the
+    file's entry. Addresses in the file that unsubscribed are listed last: they get nothing.
+    """
+    from digest.roster import export_text, origins
+
     config = load(subscribers, db)
-    if not config.subscribers:
+    if export is not None:
+        from digest.config import settings_text
+
+        text = export_text(config, settings_text(config.path))
+        if str(export) == "-":
+            click.echo(text, nl=False)
+        else:
+            from digest.files import replace_file
+
+            replace_file(export, text, what="the list", advice="nothing was written")
+            click.echo(f"wrote {plural(len(config.subscribers), 'subscriber')} to {export}")
+        return
+    found: dict[str, Origin] = {}
+    silenced: list[tuple[str, Origin]] = []
+    if config.db_path.exists():
+        with _held(config) as store:
+            found, silenced = origins(config, store)
+    if not config.subscribers and not silenced:
         click.echo(f"{config.path}: no subscribers")
         return
-    email_width = max(len(s.email) for s in config.subscribers)
-    name_width = max(len(s.name or "-") for s in config.subscribers)
+    sources = [found.get(s.email.casefold()) for s in config.subscribers]
+    shown = [o.shown() if o else "[file]" for o in sources]
+    email_width = max([len(s.email) for s in config.subscribers] + [len(e) for e, _ in silenced])
+    name_width = max([len(s.name or "-") for s in config.subscribers] + [1])
+    source_width = max([len(text) for text in shown] + [1])
     today = _today(config)
-    for s in config.subscribers:
-        keywords = ", ".join(config.keyword_names(s.keywords))
+    for s, source in zip(config.subscribers, shown, strict=True):
+        keywords = ", ".join(s.spelled(k, config.keywords[k].name) for k in s.keywords)
         notes = []
         if s.weekly:
             day = config.digest.weekly_on if s.weekday is None else s.weekday
@@ -729,7 +848,15 @@ def subscribers_command(subscribers: Path | None, db: Path | None) -> None:
         if s.paused_on(today):
             notes.append(f"paused until {s.paused_until}")
         extra = f"  ({'; '.join(notes)})" if notes else ""
-        click.echo(f"{s.email:<{email_width}}  {s.name or '-':<{name_width}}  {keywords}{extra}")
+        click.echo(
+            f"{s.email:<{email_width}}  {s.name or '-':<{name_width}}  "
+            f"{source:<{source_width}}  {keywords}{extra}"
+        )
+    for email, origin in silenced:
+        click.echo(
+            f"{email:<{email_width}}  unsubscribed on {(origin.changed or '?')[:10]} by "
+            f"{origin.source}: gets nothing, whatever subscribers.toml says"
+        )
 
 
 def _today(config: Config) -> date:
@@ -772,12 +899,11 @@ def _next_weekly(reader: Subscriber, weekly_on: int, today: date, served: str | 
 @handle_errors
 def pause_command(subscribers: Path | None, db: Path | None, email: str, until: str) -> None:
     """Hold a subscriber's digests until DATE; then one digest brings the newest papers."""
-    from digest.subscriptions import pause
-
     day = _date_option(until)
     if day is None:
         raise ConfigError(f"--until {until[:40]!r}: write the date as YYYY-MM-DD, e.g. 2027-01-10")
-    change = pause(subscribers_path(subscribers), email, day)
+    with roster(subscribers, db) as readers:
+        change = readers.pause(email, day, source="cli")
     if not change.was_subscribed:
         raise ConfigError(f"{email} is not subscribed; `digest subscribers` lists who is")
     click.echo(
@@ -791,9 +917,8 @@ def pause_command(subscribers: Path | None, db: Path | None, email: str, until: 
 @handle_errors
 def resume_command(subscribers: Path | None, db: Path | None, email: str) -> None:
     """End a subscriber's pause (paused_until); for a bouncing one, see `digest reenable`."""
-    from digest.subscriptions import pause
-
-    change = pause(subscribers_path(subscribers), email, None)
+    with roster(subscribers, db) as readers:
+        change = readers.pause(email, None, source="cli")
     if not change.was_subscribed:
         raise ConfigError(f"{email} is not subscribed; `digest subscribers` lists who is")
     if not change.changed:
@@ -845,7 +970,7 @@ def approve(subscribers: Path | None, db: Path | None, email: str) -> None:
 
     config = load(subscribers, db)
     with _held(config) as store:
-        change = approve_held(config.path, store, email)
+        change = approve_held(config, store, email)
     click.echo(f"subscribed {change.email}: {', '.join(change.keywords)}")
 
 

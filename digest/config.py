@@ -189,6 +189,10 @@ class Config:
     secret: bytes | None = field(default=None, repr=False)  # signs links: tokens.load_secret
     inbox: InboxSettings | None = None
     findings: Findings = Findings()
+    # As the file has them: roster.merged adds readers' own subscriptions from the
+    # database to make `subscribers` and `keywords`, starting again from these.
+    file_subscribers: Subscribers = field(default_factory=Subscribers)
+    defined_keywords: Mapping[str, Keyword] = field(default_factory=dict)  # tables and file's
 
     def keyword_names(self, keys: tuple[str, ...]) -> list[str]:
         """Display names for keyword keys, in the given order."""
@@ -1044,7 +1048,26 @@ def _load(path: Path, file: BinaryIO, env: Mapping[str, str], db_path: Path | No
         secret=secret,
         inbox=_inbox(path, loc, data, env),
         findings=findings,
+        file_subscribers=subscribers,
+        defined_keywords=keywords,
     )
+
+
+def settings_text(path: Path) -> str:
+    """The file's text without its [[subscriber]] tables: its settings, for an export."""
+    with _open(path) as file:
+        try:
+            loc = _Locator(file)
+            file.seek(0)
+            text = file.read().decode("utf-8").removeprefix(BOM)
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{path}: cannot read the file ({e})") from e
+    lines = text.splitlines(keepends=True)
+    starts = sorted([*loc.others, *loc.subscribers, len(lines) + 1])
+    dropped: set[int] = set()
+    for first in loc.subscribers:  # a table runs to the line before the next header
+        dropped.update(range(first, starts[bisect.bisect_right(starts, first)]))
+    return "".join(line for n, line in enumerate(lines, start=1) if n not in dropped)
 
 
 def _username_from(path: Path, loc: _Locator, env: Mapping[str, str], smtp: SmtpSettings) -> str:

@@ -35,6 +35,7 @@ from digest.inbox import process_inbox
 from digest.lock import RunLock
 from digest.page import build_page, write_page
 from digest.progress import Progress
+from digest.roster import merged
 from digest.run import Run, RunReport, digest_date_for
 from digest.sdnotify import Notifier, watchdog_interval
 from digest.site import Site
@@ -220,7 +221,7 @@ class Daemon:
     def _load(self) -> Config:
         # Noted before reading, so a change made while we read is noticed next time.
         self.stamp = _stamp(self.subscribers_path or default_subscribers_path(os.environ))
-        return load_config(self.subscribers_path, db_path=self.db_option)
+        return merged(load_config(self.subscribers_path, db_path=self.db_option))
 
     def _reload_if_changed(self) -> None:
         """Re-read subscribers.toml when it changed (inbox, `digest subscribe`, an editor)."""

@@ -6,7 +6,7 @@ auto-replies and bounces, too large, malformed, over the daily limit) only $Dige
 they stay unread for a person. Flags rather than moving to a folder: nothing needs
 creating on the server, and everything stays where people look for it.
 
-A command mail goes through four steps: act on it (subscriptions.py changes the file),
+A command mail goes through four steps: act on it (roster.py records the change),
 record it with its reply in the database (one transaction, with the day's command count),
 send the reply, flag it in IMAP. Flagging comes last, and a mail is recognised by a hash of
 its bytes, so a process that dies between the steps is finished by the next check: a mail
@@ -59,7 +59,7 @@ from digest.commands import (
     stranger_text,
     subject_commands,
 )
-from digest.config import Config, InboxSettings, keyword_key, load_config
+from digest.config import Config, InboxSettings, keyword_key
 from digest.errors import (
     EXIT_DELIVERY_FAILED,
     EXIT_OK,
@@ -70,22 +70,13 @@ from digest.errors import (
 )
 from digest.imap import MAX_HEADER, Mailbox, truncated
 from digest.mail import POLICY, Envelope, Outcome, Sender, header_safe, sender_address
+from digest.roster import Change, Roster
 from digest.store import Store
-from digest.subscriptions import (
-    Change,
-    pause,
-    remove_keywords,
-    schedule,
-    subscribe,
-    unsubscribe,
-    watched,
-)
 from digest.tokens import (
     MAIL_CODE_DAYS,
     TokenError,
     check_mail_code,
     check_token,
-    load_secret,
     make_token,
 )
 
@@ -219,6 +210,7 @@ class _Step:
 
     def __init__(self, config: Config, settings: InboxSettings, store: Store, now: datetime):
         self.config, self.settings, self.store, self.now = config, settings, store, now
+        self.roster = Roster(config, store, clock=lambda: now)
         self.report = InboxReport()
         self.day = now.astimezone(UTC).date().isoformat()
         # The day as runs count it, where the subscribers are: a pause ends on such a day.
@@ -410,8 +402,7 @@ class _Step:
     ]:
         """Changes wait for a confirmation, but for a proven unsubscribe and confirmations:
         (keywords watched before, results, keywords watched now, request)."""
-        path = self.config.path
-        before = watched(load_config(path), email)
+        before = self.roster.watched(email)
         results: list[tuple[Command, str]] = []
         request = _Request()
         for command in commands:
@@ -432,7 +423,7 @@ class _Step:
                 _undo(results, ("subscribe", "add", "del", "cancel"))
                 if self._code_valid(command, email):
                     request.cancel = False
-                    outcome = unsubscribe(path, email).message
+                    outcome = self.roster.unsubscribe(email, source="mail").message
             elif command.verb == "pause":
                 request.pause = command.argument
             elif command.verb == "resume":
@@ -449,15 +440,13 @@ class _Step:
                 outcome = self._confirm(command.argument)
             results.append((command, outcome))
         # Read again: the commands above (or someone else meanwhile) may have changed it.
-        current = watched(load_config(path), email)
+        current = self.roster.watched(email)
         decided, confirmation = self._ask(email, results, request, current)
         return before, decided, current, confirmation
 
     def _confirm(self, token: str) -> str:
         try:
-            change = apply_confirmation(
-                self.config.path, self.store, token, self.now, secret=self.config.secret
-            )
+            change = apply_confirmation(self.config, self.store, token, self.now, source="mail")
         except CapError as e:
             raise _Wait(str(e)) from e
         except DigestError as e:
@@ -552,7 +541,7 @@ class _Step:
         something; None when it asks for neither, or for nothing to do."""
         if request.pause is None or current is None or request.cancel:
             return None
-        subscriber = load_config(self.config.path).subscribers.find(email)
+        subscriber = self.roster.find(email)
         until = subscriber.paused_until if subscriber is not None else None
         if request.pause == "":
             return "" if until is not None and until > self.today else None
@@ -566,7 +555,7 @@ class _Step:
         """The schedule a mail asks for, when it differs from the reader's; else None."""
         if request.schedule is None or current is None or request.cancel:
             return None
-        reader = load_config(self.config.path).subscribers.find(email)
+        reader = self.roster.find(email)
         if reader is None:
             return None
         day = WEEKDAYS[reader.weekday] if reader.weekday is not None else ""
@@ -737,7 +726,7 @@ def _reply_subject(subject: str) -> str:
 
 
 def apply_confirmation(
-    config_path: Path, store: Store, token: str, now: datetime, *, secret: bytes | None = None
+    config: Config, store: Store, token: str, now: datetime, *, source: str
 ) -> Change:
     """Carry out a confirmed change, from a reply or a link; each code works once.
 
@@ -746,10 +735,10 @@ def apply_confirmation(
     keywords are no-ops. Additions count against the [inbox] caps over all senders
     (CapError: try again tomorrow); with [inbox] approve, a new subscriber is held.
     """
-    secret = secret if secret is not None else load_secret(os.environ)
+    secret = config.secret
     if secret is None:
         raise ConfigError(f"cannot confirm: {NO_SECRET}")
-    config = load_config(config_path)
+    roster = Roster(config, store, clock=lambda: now)
     limits = config.inbox or InboxSettings("", 0, "none", "", None)
     found = check_token(
         secret, token, "confirm", now=now, max_age=timedelta(hours=limits.confirm_hours)
@@ -776,7 +765,7 @@ def apply_confirmation(
         )
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise TokenError("this link is not valid") from e
-    current = None if cancel else watched(config, email)
+    current = None if cancel else roster.watched(email)
     have = {keyword_key(k) for k in current or ()} - {keyword_key(k) for k in dels}
     added = {keyword_key(k) for k in adds} - have
     if len(have | added) > limits.max_keywords:
@@ -790,27 +779,27 @@ def apply_confirmation(
     messages = []
     change = None
     if cancel:
-        change = unsubscribe(config_path, email)
+        change = roster.unsubscribe(email, source=source)
         messages.append(change.message)
     if dels and not cancel:
-        change = remove_keywords(config_path, email, dels)
+        change = roster.remove_keywords(email, dels, source=source)
         messages.append(change.message)
     hold = None
-    if adds and limits.approve and (cancel or watched(load_config(config_path), email) is None):
+    if adds and limits.approve and (cancel or roster.watched(email) is None):
         hold = (name, adds)
         messages.append(f"{email} {HELD}")
         change = Change(email, False, (), messages[-1], False)
     elif adds:
-        change = subscribe(config_path, email, adds, name)
+        change = roster.subscribe(email, adds, name, source=source)
         messages.append(change.message)
     if isinstance(pause_text, str) and not cancel:
-        change = pause(config_path, email, until)
+        change = roster.pause(email, until, source=source)
         messages.append(change.message)
     if isinstance(schedule_text, str) and not cancel:
         frequency, _, day = schedule_text.partition(" ")
         if day not in ("", *WEEKDAYS):
             raise TokenError("this link is not valid")
-        change = schedule(config_path, email, frequency == "weekly", day or None)
+        change = roster.schedule(email, frequency == "weekly", day or None, source=source)
         messages.append(change.message)
     store.confirmed(
         found.nonce,
@@ -844,13 +833,13 @@ def _check_caps(
 # -- approval ([inbox] approve) -----------------------------------------------------
 
 
-def approve(config_path: Path, store: Store, email: str) -> Change:
-    """Add a held subscription to subscribers.toml, then take it off the list."""
+def approve(config: Config, store: Store, email: str) -> Change:
+    """Subscribe a held address as it asked, then take it off the list."""
     held = {e.casefold(): (e, name, keywords) for e, name, keywords, _at in store.held()}
     if email.casefold() not in held:
         raise UnknownAddress(f"{email}: no subscription waits for approval; see `digest pending`")
     address, name, keywords = held[email.casefold()]
-    change = subscribe(config_path, address, keywords, name)
+    change = Roster(config, store).subscribe(address, keywords, name, source="cli")
     store.release(address)
     return change
 

@@ -72,8 +72,9 @@ class Envelope:
     crlf_only: bool = False
 
 
-# Where a recipient's unsubscribe link goes in the prepared body (see Prepared).
+# Where a recipient's unsubscribe and manage links go in the prepared body (see Prepared).
 _TEXT_LINK, _HTML_LINK = b"\0text-link\0", b"\0html-link\0"
+_TEXT_MANAGE, _HTML_MANAGE = b"\0text-manage\0", b"\0html-manage\0"
 _SOFT_BREAK = b"=\r\n"
 
 
@@ -108,10 +109,12 @@ class Prepared:
         message_id: str,
         unsubscribe: str,
         also_unsubscribe: str | None = None,
+        manage: str | None = None,
     ) -> bytes:
         """This recipient's message: the shared bytes with their To, Message-ID and links.
 
-        `also_unsubscribe` is a second List-Unsubscribe target (the mailto beside a link).
+        `also_unsubscribe` is a second List-Unsubscribe target (the mailto beside a link);
+        `manage` the link to their manage page, for a body prepared with a manage slot.
 
         Raises ValueError for an address or Message-ID that cannot go in a 7-bit header.
         """
@@ -139,6 +142,12 @@ class Prepared:
             _TEXT_LINK: _qp(link) + _SOFT_BREAK,
             _HTML_LINK: _qp(html.escape(link, quote=True)) + _SOFT_BREAK,
         }
+        if manage is not None:
+            page = _ascii_url(header_safe(manage))
+            fill[_TEXT_MANAGE] = _qp(page) + _SOFT_BREAK
+            fill[_HTML_MANAGE] = _qp(html.escape(page, quote=True)) + _SOFT_BREAK
+        elif _TEXT_MANAGE in self.pieces:
+            raise ValueError("this digest has a manage link: give the reader's")
         return b"".join(
             [self.head, lines.encode("ascii"), b"\r\n"] + [fill.get(p, p) for p in self.pieces]
         )
@@ -222,15 +231,19 @@ def _ascii_url(url: str) -> str:
 _URL_SAFE = "".join(chr(c) for c in range(33, 127))
 
 
-def _part(boundary: str, subtype: str, text: str, slot: str, hole: bytes) -> list[bytes]:
+def _part(boundary: str, subtype: str, text: str, holes: dict[str, bytes]) -> list[bytes]:
+    """One MIME part, its text cut at each slot (a key of `holes`) and the hole put there."""
     pieces = [
         f'--{boundary}\r\nContent-Type: text/{subtype}; charset="utf-8"\r\n'
         "Content-Transfer-Encoding: quoted-printable\r\n\r\n".encode("ascii")
     ]
-    for index, piece in enumerate(text.split(slot)):
-        if index:
-            pieces.append(hole)
-        pieces.append(_qp(piece) + _SOFT_BREAK)
+    # Literal slots in one alternation, split once: linear in the text.
+    cut = re.compile("(" + "|".join(re.escape(slot) for slot in holes) + ")")
+    for index, piece in enumerate(cut.split(text)):
+        if index % 2:
+            pieces.append(holes[piece])
+        else:
+            pieces.append(_qp(piece) + _SOFT_BREAK)
     pieces.append(b"\r\n")
     return pieces
 
@@ -269,10 +282,12 @@ def prepare_message(
     list_id: str,
     one_click: bool = False,
     reply_to: str | None = None,
+    manage_slot: str | None = None,
 ) -> Prepared:
     """A multipart/alternative digest, text/plain first then HTML, for any recipient.
 
-    `link_slot` marks where each recipient's unsubscribe link goes in text and HTML;
+    `link_slot` marks where each recipient's unsubscribe link goes in text and HTML, and
+    `manage_slot` where their manage page's link goes (Prepared.for_recipient's `manage`);
     `reply_to` is where replies go (the address [inbox] reads), when not to From.
     """
     before, after = _shared_headers(sender, date, list_id, one_click, reply_to)
@@ -282,10 +297,13 @@ def prepare_message(
     head = headers + (
         f'MIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary="{boundary}"\r\n'
     ).encode("ascii")
+    text_holes, html_holes = {link_slot: _TEXT_LINK}, {link_slot: _HTML_LINK}
+    if manage_slot is not None:
+        text_holes[manage_slot], html_holes[manage_slot] = _TEXT_MANAGE, _HTML_MANAGE
     pieces = [
         b"\r\n",
-        *_part(boundary, "plain", text, link_slot, _TEXT_LINK),
-        *_part(boundary, "html", html_text, link_slot, _HTML_LINK),
+        *_part(boundary, "plain", text, text_holes),
+        *_part(boundary, "html", html_text, html_holes),
         f"--{boundary}--\r\n".encode("ascii"),
     ]
     return Prepared(head, tuple(pieces))

@@ -4,6 +4,11 @@ It mimics the DailyArXiv README that many groups publish (same header, one `## k
 section each, the same four-column table with folded abstracts and comments), so a page
 that used to come from its own arXiv fetch can come from our store instead.
 render_page is pure (the caller passes the date); write_page is the only file I/O.
+
+`web_page` is the page the web server serves at `/`: the HTML page, and each keyword
+section with a Watch button (/watch?k=<key>) and a link to its Atom feed (digest.feed).
+`digest page --format html` writes the page without them: a static copy has no server
+behind the buttons.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import jinja2
 
 from digest.config import Config, Keyword, keyword_key
 from digest.errors import ConfigError, EmptyStoreError
+from digest.feed import feed_path
 from digest.files import replace_file
 from digest.paper import Paper, one_line
 from digest.render import templates_dir
@@ -44,6 +50,7 @@ class PageSection:
 
     keyword: str
     papers: tuple[Paper, ...]
+    key: str = ""  # config.keyword_key: the web page's Watch and feed links need it
 
 
 @dataclass(frozen=True)
@@ -111,17 +118,41 @@ def _environment(page_format: str) -> jinja2.Environment:
     )
 
 
+@dataclass(frozen=True)
+class WebLinks:
+    """A section's links on the served page: Watch, and the keyword's Atom feed."""
+
+    watch: str
+    feed: str
+
+
+def web_links(key: str) -> WebLinks:
+    """The Watch and feed links of a keyword, root-relative (the server serves the page at /)."""
+    return WebLinks(watch="/watch?k=" + quote(key, safe=""), feed=feed_path(key))
+
+
 def render_page(
-    sections: Sequence[PageSection], updated: date, *, limit: int, page_format: str = "markdown"
+    sections: Sequence[PageSection],
+    updated: date,
+    *,
+    limit: int,
+    page_format: str = "markdown",
+    web: bool = False,
 ) -> str:
-    """The whole page in "markdown" or "html"; pure: the caller passes the last update date."""
+    """The whole page in "markdown" or "html"; pure: the caller passes the last update date.
+
+    `web` (HTML only) adds each section's Watch button and feed link, and the feeds to
+    the head, for the page the web server serves.
+    """
     if page_format not in TEMPLATES:
         raise ConfigError(f"unknown page format {page_format!r} (use markdown or html)")
     template = _environment(page_format).get_template(TEMPLATES[page_format])
+    web = web and page_format == "html"
     return template.render(
         updated=updated.isoformat(),
         limit=limit,
         sections=[(s.keyword, [row(p) for p in s.papers]) for s in sections],
+        web=[web_links(s.key or keyword_key(s.keyword)) for s in sections] if web else None,
     )
 
 
@@ -152,20 +183,30 @@ def build_page(
     *,
     page_format: str = "markdown",
     keywords: Sequence[Keyword] | None = None,
+    web: bool = False,
 ) -> Page:
-    """The page for the given keywords (default: all watched) from what the store holds."""
-    if store.papers_count() == 0:
+    """The page for the given keywords (default: all watched) from what the store holds;
+    `web`: the served HTML page, with Watch buttons and feed links (see `render_page`)."""
+    if store.papers_count() == 0 and not web:
         raise EmptyStoreError(f"{config.db_path}: no papers stored yet; run `digest send` first")
     limit = config.digest.max_per_keyword
     chosen = list(config.keywords.values()) if keywords is None else keywords
     # Each keyword under the spelling most of its readers use, not its table's lower case.
     spelled = config.subscribers.common_spellings({k.key: k.name for k in chosen})
     sections = [
-        PageSection(spelled[k.key], tuple(store.newest_papers(k.key, limit))) for k in chosen
+        PageSection(spelled[k.key], tuple(store.newest_papers(k.key, limit)), k.key) for k in chosen
     ]
     updated = last_update(store, today)
-    text = render_page(sections, updated, limit=limit, page_format=page_format)
+    text = render_page(sections, updated, limit=limit, page_format=page_format, web=web)
     return Page(text, updated, len(sections), sum(len(s.papers) for s in sections))
+
+
+def web_page(config: Config, store: Store, today: date) -> str:
+    """The HTML page the web server serves at `/`: every watched keyword, each with its
+    Watch button and Atom feed. An empty store gives the page with empty sections (a
+    server has no "run `digest send` first" to say); `today` dates it until a run has
+    finished."""
+    return build_page(config, store, today, page_format="html", web=True).text
 
 
 def write_page(path: Path, text: str) -> None:

@@ -1,7 +1,8 @@
 """Jinja2 + premailer: one digest's subject, text and HTML. Pure: the caller passes the date.
 
 A rendering is shared by every subscriber who gets the same content; what differs per
-reader (the unsubscribe link) is a placeholder filled in by `personalize`.
+reader (the unsubscribe link, and with [web] the manage page's) is a placeholder filled in
+by `personalize`, or by digest/mail.py's Prepared.for_recipient for the message sent.
 
 CSS inlining (premailer, ~40 ms a call) runs once per Renderer, on the HTML template
 itself: the stylesheet's selectors are classes and descendants only, so every element a
@@ -46,6 +47,7 @@ from digest.store import Item
 log = logging.getLogger(__name__)
 
 UNSUBSCRIBE_PLACEHOLDER = "%%DIGEST-UNSUBSCRIBE-URL%%"
+MANAGE_PLACEHOLDER = "%%DIGEST-MANAGE-URL%%"
 MORE_PLACEHOLDER = "%%DIGEST-MORE%%"
 MARK_TAG = "<mark "
 ABSTRACT_LIMIT = 600
@@ -54,7 +56,7 @@ TEXT_WIDTH = 78
 # Encoded bytes of HTML a digest never exceeds: Gmail clips at about 102 KB, and a margin
 # under it keeps a digest whole when a relay adds a little.
 HTML_LIMIT = 92_000
-# Room left for the personal unsubscribe link that replaces the placeholder.
+# Room left for the personal unsubscribe and manage links that replace the placeholders.
 HTML_BUDGET = HTML_LIMIT - 2_000
 # Full entries may fill this share of the budget before title lines get theirs; what the
 # titles leave unused goes back to full entries.
@@ -504,11 +506,13 @@ class Renderer:
         from_address: str,
         period: tuple[date, date] | None = None,
         weekly: bool = False,
+        manage: bool = False,
     ) -> Rendered:
         """Subject, text and inlined HTML for one content; the unsubscribe link is a placeholder.
 
         `period` is the range of published dates the digest covers; by default the range
-        of its papers' dates.
+        of its papers' dates. With `manage` (a [web] page serves it) the footer links to the
+        reader's manage page, a second placeholder.
         """
         shown = [
             Shown(s.keyword, f"k{n}", marked(s), *more_link(s), held_text(s))
@@ -529,6 +533,7 @@ class Renderer:
             "from_address": from_address,
             "change_url": f"mailto:{quote(from_address, safe='@')}?subject=change%20my%20keywords",
             "unsubscribe_url": UNSUBSCRIBE_PLACEHOLDER,
+            "manage_url": MANAGE_PLACEHOLDER if manage else "",
             "more_placeholder": MORE_PLACEHOLDER,
             # What the inbox shows after the subject: the newest title of each keyword.
             "preheader": shorten(" · ".join(s.entries[0].title for s in shown), 150),
@@ -583,9 +588,14 @@ class Renderer:
         )
 
 
-def personalize(rendered: Rendered, unsubscribe_url: str) -> tuple[str, str]:
-    """The text and HTML for one reader: the shared rendering with their unsubscribe link."""
-    return (
-        rendered.text.replace(UNSUBSCRIBE_PLACEHOLDER, unsubscribe_url),
-        rendered.html.replace(UNSUBSCRIBE_PLACEHOLDER, html.escape(unsubscribe_url, quote=True)),
-    )
+def personalize(rendered: Rendered, unsubscribe_url: str, manage_url: str = "") -> tuple[str, str]:
+    """The text and HTML for one reader: the shared rendering with their unsubscribe link
+    and, when it has one, their manage page's."""
+    text, page = rendered.text, rendered.html
+    for placeholder, url in (
+        (UNSUBSCRIBE_PLACEHOLDER, unsubscribe_url),
+        (MANAGE_PLACEHOLDER, manage_url),
+    ):
+        text = text.replace(placeholder, url)
+        page = page.replace(placeholder, html.escape(url, quote=True))
+    return text, page

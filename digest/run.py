@@ -53,7 +53,15 @@ from digest.mail import (
     sender_address,
 )
 from digest.progress import Progress
-from digest.render import UNSUBSCRIBE_PLACEHOLDER, Rendered, Renderer, Section, personalize
+from digest.render import (
+    MANAGE_PLACEHOLDER,
+    UNSUBSCRIBE_PLACEHOLDER,
+    Rendered,
+    Renderer,
+    Section,
+    personalize,
+)
+from digest.roster import merged
 from digest.store import Contents, Outgoing, Plan, Store, state_error
 from digest.subscribers import Subscriber, Subscribers
 from digest.tokens import make_mail_code
@@ -172,6 +180,7 @@ def _build(job: _Job, contents: Contents, renderer: Renderer) -> _Built:
         job.names,
         from_address=job.commands_address,
         weekly=job.plan.weekly,
+        manage=job.one_click,  # a [web] page manages what the signed link unsubscribes
     )
     message = prepare_message(
         sender=job.sender,
@@ -183,6 +192,7 @@ def _build(job: _Job, contents: Contents, renderer: Renderer) -> _Built:
         list_id=job.list_id,
         one_click=job.one_click,
         reply_to=job.reply_to,
+        manage_slot=MANAGE_PLACEHOLDER if job.one_click else None,
     )
     counts = [(s.keyword, len(s.items)) for s in sections if s.items]
     return _Built(rendered, message, counts, renderer.inlined - before, held)
@@ -270,7 +280,9 @@ def _send_share(share: _Share) -> _Sent:
     log_to_stderr(share.log_level)
     store = Store.open(share.db)
     try:
-        run = Run(share.config, store, now=share.now, cafile=share.cafile, cancel=_stop)
+        run = Run(
+            share.config, store, now=share.now, cafile=share.cafile, cancel=_stop, merge=False
+        )
         inlined = _warm()
         assert _renderer is not None
         run.renderer = _renderer  # rendering with the inlined template calls premailer no more
@@ -373,7 +385,10 @@ class Run:
         fetch: bool = True,
         cancel: Flag | None = None,
         on_preview: Callable[[Preview], None] | None = None,
+        merge: bool = True,
     ) -> None:
+        if merge:  # readers' own changes (web, mail, links) as they are now, over the file's
+            config = merged(config, store)
         self.config, self.store, self.now, self.dry_run = config, store, now, dry_run
         self.source = source or ArxivSource(
             config.arxiv_url, delay=config.arxiv_delay, timeout=config.arxiv_timeout
@@ -717,6 +732,7 @@ class Run:
                 self.config,
                 smtp=replace(smtp, connections=connections),
                 subscribers=self._spellers,
+                file_subscribers=Subscribers(),
             )
             shares.append(
                 _Share(
@@ -844,10 +860,10 @@ class Run:
         content = built[key]
         if isinstance(content, Exception):
             raise content
-        link, also = self._unsubscribe(o)
-        data = content.message.for_recipient(o.address, o.name, o.message_id, link, also)
+        link, also, manage = self._unsubscribe(o)
+        data = content.message.for_recipient(o.address, o.name, o.message_id, link, also, manage)
         # Only a dry run shows each reader's HTML; a real run sends the bytes.
-        html = personalize(content.rendered, link)[1] if self.dry_run else ""
+        html = personalize(content.rendered, link, manage or "")[1] if self.dry_run else ""
         return o, data, content.counts, html, content.rendered.subject
 
     def _job(self, o: Outgoing, names: tuple[str, ...]) -> _Job:
@@ -908,24 +924,32 @@ class Run:
     def _mailto_link(self) -> str:
         return f"mailto:{self._commands_address}?subject=unsubscribe"
 
-    def _unsubscribe(self, o: Outgoing) -> tuple[str, str | None]:
-        """The reader's unsubscribe link, and the mailto beside it in List-Unsubscribe.
+    def _unsubscribe(self, o: Outgoing) -> tuple[str, str | None, str | None]:
+        """The reader's unsubscribe link, the mailto beside it in List-Unsubscribe, and the
+        link to their manage page.
 
-        With [web], the reader's signed link and a mailto with their code; without, the
-        mailto alone. The code is what lets `digest inbox` unsubscribe at once: a plain
+        With [web], the reader's signed link, a mailto with their code and the manage page
+        with the same link code (one code per reader per run: the manage page reads it,
+        only the unsubscribe marks it used); without, the mailto alone. The code is what lets `digest inbox` unsubscribe at once: a plain
         "unsubscribe" mail could come from anyone, so it is answered with a confirmation
         request. Without a secret there is no code, and no way to tell a reader from a
         forger: the plain mailto.
         """
         secret = self.config.secret
         if secret is None:
-            return self._mailto_link, None
+            return self._mailto_link, None, None
         code = make_mail_code(secret, o.address, issued=self.now)
         mailto = f"{self._mailto_link}%20{code}"
         if self.config.web is None:
-            return mailto, None
+            return mailto, None, None
         reader = o.reader if o.reader is not None else self.store.reader_id(o.email)
-        return unsubscribe_url(self.config.web.base_url, secret, reader, self.now), mailto
+        link = unsubscribe_url(self.config.web.base_url, secret, reader, self.now)
+        return link, mailto, manage_url(self.config.web.base_url, link)
+
+
+def manage_url(base_url: str, unsubscribe: str) -> str:
+    """The reader's manage page: /manage with the link code of their unsubscribe link."""
+    return f"{base_url}/manage?t={unsubscribe.rpartition('?t=')[2]}"
 
 
 def _resumed(subscriber: Subscriber, since: tuple[int | None, ...], last: str | None) -> str | None:

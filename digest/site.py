@@ -23,27 +23,22 @@ import time
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import TypeVar
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
 
 from digest.commands import HELD
 from digest.config import (
     Config,
     keyword_key,
-    load_config,
     validate_email,
 )
 from digest.errors import DigestError
+from digest.feed import serve_feed
 from digest.inbox import CapError, CommandError, apply_confirmation
 from digest.manage import Manager
+from digest.page import web_page
+from digest.roster import Roster
 from digest.store import Store
-from digest.subscribers import Subscriber
-from digest.subscriptions import Change
-from digest.subscriptions import pause as _pause
-from digest.subscriptions import remove_keywords as _remove_keywords
-from digest.subscriptions import schedule as _schedule
-from digest.subscriptions import subscribe as _subscribe
-from digest.subscriptions import unsubscribe as _unsubscribe
-from digest.subscriptions import watched as _watched
 from digest.tokens import TokenError, check_token, make_link_code, make_token
 from digest.web import Unsubscriber
 from digest.webforms import (
@@ -72,58 +67,9 @@ CONFIRM = "confirm"  # the purpose of a confirmation token, as mail commands' co
 OWN_PAGES = (("Referrer-Policy", "same-origin"),)
 
 
-class Roster:
-    """The subscriber list as the pages read and change it.
-
-    HOOK(lead): until digest.roster lands on main, digest.subscriptions' functions on the
-    file; then digest.roster.Roster replaces this class: same constructor, same names.
-    """
-
-    def __init__(
-        self,
-        config: Config,
-        store: Store,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-    ) -> None:
-        self.path = config.path
-
-    def find(self, email: str) -> Subscriber | None:
-        return load_config(self.path).subscribers.find(email)
-
-    def watched(self, email: str) -> tuple[str, ...] | None:
-        return _watched(load_config(self.path), email)
-
-    def subscribe(
-        self, email: str, keywords: list[str], name: str | None = None, *, source: str
-    ) -> Change:
-        return _subscribe(self.path, email, keywords, name)
-
-    def remove_keywords(self, email: str, keywords: list[str], *, source: str) -> Change:
-        return _remove_keywords(self.path, email, keywords)
-
-    def unsubscribe(self, email: str, *, source: str) -> Change:
-        return _unsubscribe(self.path, email)
-
-    def pause(self, email: str, until: date | None, *, source: str) -> Change:
-        return _pause(self.path, email, until)
-
-    def schedule(self, email: str, weekly: bool, weekday: str | None, *, source: str) -> Change:
-        return _schedule(self.path, email, weekly, weekday)
-
-
-def home_page(config: Config, store: Store) -> Response:
-    """HOOK(lead): digest.page.web_page(...) replaces this placeholder list."""
-    keywords = sorted(config.keywords.values(), key=lambda k: k.name.casefold())
-    rows = [
-        (k.name, f"/watch?k={quote(k.key, safe='')}", f"/feeds/{quote(k.key, safe='')}.atom")
-        for k in keywords
-    ]
-    return page(200, "home", "Daily Papers", keywords=rows)
-
-
-def feed(config: Config, store: Store, key: str) -> Response | None:
-    """HOOK(lead): digest.feed's Atom for a keyword key; None: no such keyword."""
-    return None
+def today(config: Config, now: datetime) -> date:
+    """The date the page and feeds are dated by: the digest's timezone's."""
+    return now.astimezone(ZoneInfo(config.digest.timezone)).date()
 
 
 class Site:
@@ -181,15 +127,17 @@ class Site:
         if request.method == "POST" and (path == "/" or path.startswith("/feeds/")):
             return message(405, "Method not allowed", "There is nothing to send here.")
         if path == "/":
-            return self.with_store(lambda store: home_page(self.config(), store))
-        if path.startswith("/feeds/") and path.endswith(".atom"):
-            try:
-                key = unquote(path[len("/feeds/") : -len(".atom")], errors="strict")
-            except UnicodeDecodeError:
-                return message(404, "Not found", "There is nothing here.")
-            atom = self.with_store(lambda store: feed(self.config(), store, key))
+            config = self.config()
+            day = today(config, self.clock())
+            html = self.with_store(lambda store: web_page(config, store, day))
+            return Response(200, html.encode())
+        if path.startswith("/feeds/"):
+            config = self.config()
+            day = today(config, self.clock())
+            # The path as sent: a key may hold "/" or "%", which decoding would merge.
+            atom = self.with_store(lambda store: serve_feed(config, store, request.target, day))
             if atom is not None:
-                return atom
+                return Response(200, atom, content_type="application/atom+xml; charset=utf-8")
         return message(404, "Not found", "There is nothing here.")
 
     def with_store(self, work: Callable[[Store], T]) -> T:
@@ -360,7 +308,7 @@ class Site:
 
     def confirmed(self, config: Config, store: Store, token: str) -> Response:
         try:
-            change = apply_confirmation(config.path, store, token, self.clock(), secret=self.secret)
+            change = apply_confirmation(config, store, token, self.clock(), source="web")
         except TokenError as e:
             status = 410 if "used already" in str(e) else 400
             return message(status, "This link does not work", f"{e}.")

@@ -275,6 +275,36 @@ def m009_last_digest(db: sqlite_utils.Database) -> None:
 
 
 @migrations()
+def m010_roster(db: sqlite_utils.Database) -> None:
+    db.executescript(
+        """
+        -- Readers' own subscriptions (digest.roster): every change a command makes (web,
+        -- mail, link, CLI) lands here, and overrides subscribers.toml's entry for the
+        -- address; the file is written only by a person.
+        CREATE TABLE own_subscriptions (
+            key TEXT PRIMARY KEY,           -- the address, case-folded
+            email TEXT NOT NULL,            -- as the reader wrote it
+            name TEXT,
+            keywords TEXT NOT NULL,         -- JSON list, as the reader wrote them
+            paused_until TEXT,              -- YYYY-MM-DD
+            weekly INTEGER NOT NULL DEFAULT 0,
+            weekday TEXT,                   -- monday … sunday; NULL: [digest] weekly_on
+            source TEXT NOT NULL,           -- web, link, mail or cli
+            changed TEXT NOT NULL
+        ) WITHOUT ROWID;
+        -- Addresses that unsubscribed: they get no digest whatever subscribers.toml says,
+        -- until they subscribe again themselves.
+        CREATE TABLE suppressed (
+            key TEXT PRIMARY KEY,
+            email TEXT NOT NULL,
+            source TEXT NOT NULL,
+            at TEXT NOT NULL
+        ) WITHOUT ROWID;
+        """
+    )
+
+
+@migrations()
 def m011_web_mails(db: sqlite_utils.Database) -> None:
     db.executescript(
         """

@@ -1,4 +1,4 @@
-"""The subscribers of one configuration, held packed (subscriptions.py edits the file).
+"""The subscribers of one configuration, held packed (roster.py merges in readers' own changes).
 
 A public instance has 100,000 subscribers. As objects (a Subscriber, its address, its
 name and the keys of a dict to look it up) they took ~500 bytes each: 50 MB in every

@@ -37,9 +37,10 @@ from waitress.channel import HTTPChannel
 from waitress.server import TcpWSGIServer
 from waitress.task import ThreadedTaskDispatcher
 
+from digest.config import Config, load_config
 from digest.errors import DigestError
+from digest.roster import Roster
 from digest.store import Store, reader_email
-from digest.subscriptions import unsubscribe
 from digest.tokens import TokenError, check_link_code, check_token, is_link_code, make_link_code
 from digest.webforms import Request, Response
 from digest.webpages import message
@@ -140,6 +141,15 @@ class Unsubscriber:
         # One unsubscribe at a time: the used-check, the change and the record of use
         # must not interleave, or two POSTs of one link could both act.
         self.acting = threading.Lock()
+        self._config: tuple[tuple[int, int], Config] | None = None
+
+    def config(self) -> Config:
+        """subscribers.toml as loaded, again when it changed (the file's own entries)."""
+        stat = self.config_path.stat()
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        if self._config is None or self._config[0] != stamp:
+            self._config = (stamp, load_config(self.config_path, db_path=self.db_path))
+        return self._config[1]
 
     def respond(self, request: Request) -> Response:
         """The answer to a request for /unsubscribe (anything else is not found here)."""
@@ -172,7 +182,9 @@ class Unsubscriber:
                 # Act first, then record the link as used: a failed change (an unwritable
                 # list) leaves the link working for a retry. Unsubscribing twice changes
                 # nothing, so a crash between the two cannot harm the reader either.
-                change = unsubscribe(self.config_path, link.email)
+                change = Roster(self.config(), store, self.clock).unsubscribe(
+                    link.email, source="link"
+                )
                 store.use_token(link.key, PURPOSE, link.email, self.clock())
             finally:
                 store.close()

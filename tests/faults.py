@@ -13,6 +13,7 @@ to print the README's reliability table.
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 import tempfile
 from collections import Counter
@@ -28,6 +29,7 @@ from digest.arxiv_source import ArxivSource
 from digest.config import Config, load_config
 from digest.progress import Progress
 from digest.run import Run, RunReport, open_store
+from digest.store import Store
 from tests.conftest import DAY1, SUBSCRIBERS, config_text
 from tests.fakes.arxiv_server import FakeArxiv, load_reference
 from tests.fakes.smtp_server import Received, SMTPServer
@@ -273,3 +275,22 @@ def main() -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def block_changes(db: Path) -> Callable[[], None]:
+    """Make every change to the subscriber list fail (as a full disk would), even for
+    root; the function returned lets changes through again."""
+    Store.open(db).close()  # its tables made, as `digest run` does before serving
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            "CREATE TRIGGER blocked BEFORE INSERT ON suppressed "
+            "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+        )
+    conn.close()
+
+    def unblock() -> None:
+        with sqlite3.connect(db) as again:
+            again.execute("DROP TRIGGER blocked")
+        again.close()
+
+    return unblock

@@ -23,11 +23,13 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 from digest.config import keyword_key, load_config
+from digest.roster import merged
 from digest.store import Store
 from digest.tokens import base36, make_link_code, make_token
 from digest.web import LIMITS, Limits, Unsubscriber, WebServer, unsubscribe_url
 from digest.webforms import keyword_id
 from tests.fakes.smtp_server import SMTPServer
+from tests.faults import block_changes
 from tests.hostile import Row
 from tests.webclient import (
     HOST,
@@ -62,8 +64,8 @@ class Site:
         return self.server.port
 
     def subscribed(self) -> set[str]:
-        config = load_config(self.listing, env={"DIGEST_SECRET": SECRET.decode()})
-        return {s.email for s in config.subscribers}
+        config = load_config(self.listing, env={"DIGEST_SECRET": SECRET.decode()}, db_path=self.db)
+        return {s.email for s in merged(config).subscribers}
 
     def link(self, email: str = READER) -> str:
         """The link a digest carried for `email`: their number from this site's database."""
@@ -319,10 +321,9 @@ def guessed_numbers() -> Row:
 
 def failed_then_retried() -> Row:
     with site() as place:
-        blocker = place.listing.with_name(place.listing.name + ".lock")
-        blocker.mkdir()  # the list cannot be changed, even by root
+        unblock = block_changes(place.db)  # as a full disk would, even for root
         first = place.reader_unsubscribes()
-        blocker.rmdir()
+        unblock()
         answers = {READER: place.reader_unsubscribes()}
         harmed = place.harmed({READER}, answers)
     return Row(

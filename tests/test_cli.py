@@ -137,7 +137,7 @@ def test_every_file_digest_creates_beside_the_database_is_private(
                 store.close()
     assert len(smtp.messages) == 3
     names = ["digest.db", "digest.db-wal", "digest.db-shm", "digest.db.lock"]
-    names += ["digest.db.inbox.lock", "subscribers.toml.lock"]
+    names += ["digest.db.inbox.lock"]
     assert modes == dict.fromkeys(names, "0o600")
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from html.parser import HTMLParser
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from click.testing import CliRunner
@@ -23,7 +24,8 @@ from digest.cli import main
 from digest.config import Config, PageSettings, keyword_key, load_config
 from digest.daemon import refresh_page
 from digest.errors import EXIT_EMPTY, ConfigError
-from digest.page import build_page, markdown_escape, render_page, write_page
+from digest.feed import feed_key, feed_path
+from digest.page import build_page, markdown_escape, render_page, web_page, write_page
 from digest.paper import Paper, one_line
 from digest.store import Store
 from tests.conftest import SUBSCRIBERS, WriteConfig, run_digest
@@ -561,3 +563,133 @@ def test_each_heading_is_spelled_as_most_readers_write_it(site: Config) -> None:
 
     headings = [line for line in page_text(config).splitlines() if line.startswith("## ")]
     assert headings == ["## Low Level Vision", "## virtual try-on", "## Person Re-ID"]
+
+
+# ---------------------------------------------------------------- the page the web serves
+
+ODD = "C/C++ ? #1 at 100% & <b>日本語</b>"
+
+
+class _Follow(HTMLParser):
+    """Per section heading, the links of its Watch/feed line; and the head's feed links."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.feeds: list[tuple[str, str]] = []  # (title, href) of <link rel=alternate>
+        self.sections: dict[str, list[tuple[str, str]]] = {}  # heading: [(href, text)]
+        self._in: str | None = None
+        self._heading: str | None = None
+        self._follow = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "link" and a.get("type") == "application/atom+xml":
+            assert a["rel"] == "alternate"
+            self.feeds.append((a["title"] or "", a["href"] or ""))
+        elif tag == "h2":
+            self._in, self._heading = "h2", ""
+        elif tag == "p" and a.get("class") == "follow":
+            self._follow = True
+        elif tag == "a" and self._follow and self._heading is not None:
+            self.sections.setdefault(self._heading, []).append((a["href"] or "", ""))
+            self._in = "a"
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "h2" or tag == "a":
+            self._in = None
+        if tag == "p":
+            self._follow = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in == "h2":
+            self._heading = (self._heading or "") + data
+        elif self._in == "a" and self._heading is not None:
+            href, text = self.sections[self._heading][-1]
+            self.sections[self._heading][-1] = (href, text + data)
+
+
+def web_site(tmp_path: Path, with_papers: bool = True) -> Config:
+    text = CONFIG.replace('"low level vision"]', f'"low level vision", "{ODD}"]')
+    (tmp_path / "subscribers.toml").write_text(text, encoding="utf-8")
+    config = load_config(tmp_path / "subscribers.toml", env={}, db_path=tmp_path / "digest.db")
+    store = Store.open(config.db_path)
+    try:
+        if with_papers:
+            store.record(keyword_key("Person Re-ID"), PERSON, DAY)
+            store.record(keyword_key(ODD), TRYON, DAY)
+    finally:
+        store.close()
+    return config
+
+
+def served(config: Config, today: date = date(2030, 1, 1)) -> str:
+    store = Store.open(config.db_path)
+    try:
+        return web_page(config, store, today)
+    finally:
+        store.close()
+
+
+def test_the_web_page_has_a_watch_button_and_a_feed_per_keyword(tmp_path: Path) -> None:
+    text = served(web_site(tmp_path))
+    found = _Follow()
+    found.feed(text)
+    names = ["Person Re-ID", "Virtual Try-On", "low level vision", ODD]
+
+    assert [t for t, _ in found.feeds] == [f"Daily Papers: {n}" for n in names]
+    assert list(found.sections) == names
+    for name, (_title, href) in zip(names, found.feeds, strict=True):
+        key = keyword_key(name)
+        (watch, watch_text), (feed, feed_text) = found.sections[name]
+        assert feed == href == feed_path(key) and feed_key(feed) == key
+        assert urlsplit(watch).path == "/watch" and parse_qs(urlsplit(watch).query) == {"k": [key]}
+        # Each link's name says which keyword it is for (screen readers list links alone).
+        assert (watch_text, feed_text) == (f"Watch {name}", f"Atom feed for {name}")
+    assert "<b>" not in text and "&lt;b&gt;日本語&lt;/b&gt;" in text
+    # Everything else is the page `digest page --format html` writes.
+    checker = _Checker()
+    checker.VOID = frozenset({"meta", "link"})
+    checker.feed(text)
+    assert checker.stack == [] and checker.tags <= {
+        *("html", "head", "meta", "link", "title", "style", "body", "h1", "h2", "p", "time"),
+        *("table", "thead", "tbody", "tr", "th", "td", "strong", "a", "details", "summary"),
+        "span",
+    }
+
+
+def test_the_written_html_page_has_no_watch_buttons(site: Config) -> None:
+    code, out, _ = invoke(site, "--format", "html")
+    assert code == 0 and "<h2>Person Re-ID</h2>" in out
+    assert "/watch" not in out and ".atom" not in out and 'class="follow"' not in out
+
+
+def test_the_web_page_of_an_empty_store_shows_its_sections(tmp_path: Path) -> None:
+    text = served(web_site(tmp_path, with_papers=False), today=date(2026, 3, 4))
+    assert text.count("No papers stored for this keyword yet.") == 4
+    assert '<time datetime="2026-03-04">' in text and "/watch?k=person%20re-id" in text
+
+
+# axe-core's verdict, as in tests/test_browser.py; and whether anything sticks out sideways.
+AXE_RUN = """axe.run(document, {resultTypes: ['violations']}).then(r => r.violations.map(
+  v => [v.id, v.impact, v.nodes.slice(0, 3).map(n => n.html.slice(0, 160))]))"""
+WIDTHS = "JSON.stringify({scrollWidth: document.documentElement.scrollWidth, innerWidth})"
+
+
+@pytest.mark.parametrize("width", [390, 1024])
+def test_the_web_page_passes_axe_and_fits_a_phone(tmp_path: Path, width: int) -> None:
+    from tests.browser import AXE, CHROMIUM, Browser
+
+    if not Path(CHROMIUM).is_file() or not AXE.is_file():
+        pytest.skip(f"needs Chromium ({CHROMIUM}) and axe-core ({AXE}): see tests/test_browser.py")
+    page = tmp_path / "index.html"
+    page.write_text(served(web_site(tmp_path)), encoding="utf-8")
+    browser = Browser(tmp_path / "profile")
+    try:
+        probe = browser.load(page, width, WIDTHS)
+        browser.evaluate(AXE.read_text(encoding="utf-8"))
+        violations = browser.evaluate(AXE_RUN, wait=True)
+    finally:
+        browser.close()
+
+    assert [v for v in violations if v[1] in ("serious", "critical")] == []
+    assert probe["scrollWidth"] <= probe["innerWidth"] == width, probe

@@ -1,10 +1,14 @@
-"""`digest subscribe`, `digest unsubscribe` and `digest subscribers`: exact output and exit codes."""
+"""`digest subscribe`, `digest unsubscribe` and `digest subscribers`: exact output and exit codes.
+
+Changes are kept in the database (digest.roster); subscribers.toml is never written.
+"""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -34,10 +38,14 @@ def test_subscribers_lists_address_name_and_keywords(listfile: Path) -> None:
     result = digest(listfile, "subscribers")
     assert (result.exit_code, result.stderr) == (0, "")
     assert result.stdout == (
-        "reader@example.org   A. Reader   Person Re-ID, Virtual Try-On\n"
-        "lab@example.org      Vision Lab  low level vision, Person Re-ID\n"
-        "student@example.org  -           Virtual Try-On, try on\n"
+        "reader@example.org   A. Reader   [file]  Person Re-ID, Virtual Try-On\n"
+        "lab@example.org      Vision Lab  [file]  low level vision, Person Re-ID\n"
+        "student@example.org  -           [file]  Virtual Try-On, try on\n"
     )
+
+
+def today() -> str:
+    return datetime.now(UTC).date().isoformat()
 
 
 def test_an_empty_list(listfile: Path) -> None:
@@ -54,14 +62,15 @@ def test_subscribe_a_new_address(listfile: Path) -> None:
     )  # fmt: skip
     assert (result.exit_code, result.stderr) == (0, "")
     assert result.stdout == "subscribed new@example.org: Diffusion Models, image editing\n"
-    text = listfile.read_text(encoding="utf-8")
-    assert text.startswith(before), "comments and layout stay; the entry is added at the end"
-    assert text.rstrip("\n").endswith(
-        '[[subscriber]]\nemail = "new@example.org"\nname = "N. New"\n'
-        'keywords = ["Diffusion Models", "image editing"]'
-    )
+    assert listfile.read_text(encoding="utf-8") == before, "the file is the operator's"
     assert digest(listfile, "subscribers").stdout.endswith(
-        "new@example.org      N. New      Diffusion Models, image editing\n"
+        f"new@example.org      N. New      [cli {today()}]  Diffusion Models, image editing\n"
+    )
+    exported = digest(listfile, "subscribers", "--export", "-").stdout
+    assert exported.startswith(before.split("[[subscriber]]")[0].rstrip("\n") + "\n")
+    assert exported.endswith(
+        '\n[[subscriber]]\nemail = "new@example.org"\nname = "N. New"\n'
+        'keywords = ["Diffusion Models", "image editing"]\n'
     )
 
 
@@ -86,7 +95,10 @@ def test_unsubscribe(listfile: Path) -> None:
         "unsubscribed student@example.org\n",
         "",
     )
-    assert "student@example.org" not in digest(listfile, "subscribers").stdout
+    assert digest(listfile, "subscribers").stdout.endswith(
+        f"student@example.org  unsubscribed on {today()} by cli: gets nothing, "
+        "whatever subscribers.toml says\n"
+    )
     before = listfile.read_text(encoding="utf-8")
     again = digest(listfile, "unsubscribe", "student@example.org")
     assert (again.exit_code, again.stdout, again.stderr) == (
@@ -143,10 +155,7 @@ def test_invalid_input_exits_2_and_leaves_the_file_alone(
     result = digest(listfile, *args)
     assert (result.exit_code, result.stdout, result.stderr) == (2, "", error)
     assert listfile.read_text(encoding="utf-8") == before
-    assert sorted(p.name for p in listfile.parent.iterdir()) in (
-        ["subscribers.toml"],
-        ["subscribers.toml", "subscribers.toml.lock"],
-    ), "no temporary files left behind"
+    assert [p.name for p in listfile.parent.iterdir()] == ["subscribers.toml"], "nothing made"
 
 
 def test_a_broken_file_is_reported_not_rewritten(listfile: Path) -> None:
@@ -158,7 +167,11 @@ def test_a_broken_file_is_reported_not_rewritten(listfile: Path) -> None:
 
 
 def test_as_a_user_runs_it(listfile: Path) -> None:
-    env = {**os.environ, "DIGEST_SUBSCRIBERS": str(listfile)}
+    env = {
+        **os.environ,
+        "DIGEST_SUBSCRIBERS": str(listfile),
+        "DIGEST_DB": str(listfile.parent / "digest.db"),
+    }
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -178,7 +191,9 @@ def test_as_a_user_runs_it(listfile: Path) -> None:
     listed = run("subscribers")
     assert (listed.returncode, listed.stdout) == (
         0,
-        "reader@example.org   A. Reader  Person Re-ID, Virtual Try-On\n"
-        "student@example.org  -          Virtual Try-On, try on\n"
-        "new@example.org      -          Diffusion Models\n",
+        "reader@example.org   A. Reader  [file]            Person Re-ID, Virtual Try-On\n"
+        "student@example.org  -          [file]            Virtual Try-On, try on\n"
+        f"new@example.org      -          [cli {today()}]  Diffusion Models\n"
+        f"lab@example.org      unsubscribed on {today()} by cli: gets nothing, "
+        "whatever subscribers.toml says\n",
     )

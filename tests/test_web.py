@@ -22,12 +22,14 @@ from hypothesis import strategies as st
 
 from digest.config import load_config
 from digest.errors import ConfigError
+from digest.roster import merged
 from digest.store import Store
 from digest.tokens import MAX_TOKEN_CHARS, TokenError, check_token, make_token
 from digest.web import LIMITS, Unsubscriber, WebServer, unsubscribe_url
 from tests.browser import CHROMIUM, Browser
 from tests.conftest import DAY1, WriteConfig, run_digest
 from tests.fakes.smtp_server import SMTPServer
+from tests.faults import block_changes
 from tests.mailparse import text_part
 from tests.webclient import request, status
 
@@ -74,9 +76,11 @@ def link_for(base: str, db: Path, email: str, now: datetime = NOW) -> str:
 
 
 def subscribed(listing: Path) -> list[str]:
-    return [
-        s.email for s in load_config(listing, env={"DIGEST_SECRET": SECRET.decode()}).subscribers
-    ]
+    """Who gets digests now: the file and the database beside it (digest.roster)."""
+    config = load_config(
+        listing, env={"DIGEST_SECRET": SECRET.decode()}, db_path=listing.with_name("digest.db")
+    )
+    return [s.email for s in merged(config).subscribers]
 
 
 def fetch(url: str, data: bytes | None = None) -> tuple[int, str, dict[str, str]]:
@@ -337,19 +341,16 @@ def test_an_unsubscribe_that_failed_can_be_retried(
     site: str, listing: Path, caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
     link = link_for(site, tmp_path / "digest.db", "reader@example.org")
-    # The list cannot be changed (even for root): its lock file's name is taken by a folder.
-    blocker = listing.with_name(listing.name + ".lock")
-    blocker.mkdir()
+    unblock = block_changes(tmp_path / "digest.db")
 
     status_, body, _ = fetch(link, b"List-Unsubscribe=One-Click")
     assert status_ == 503 and "Please try again later" in body
     assert "reader@example.org" in subscribed(listing)
-    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == [
-        f"web request failed: {blocker}: cannot create the lock for changing the subscriber "
-        f"list (Is a directory); the folder {listing.parent} must be writable"
-    ]
+    [error] = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert error.startswith(f"web request failed: {tmp_path / 'digest.db'}: ")
+    assert "database or disk is full" in error and "\n" not in error
 
-    blocker.rmdir()
+    unblock()
     status_, body, _ = fetch(link, b"List-Unsubscribe=One-Click")
     assert status_ == 200 and "You are unsubscribed" in body
     assert "reader@example.org" not in subscribed(listing)

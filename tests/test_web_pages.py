@@ -6,7 +6,9 @@ the confirmation mails the background sender sends. Clocks are the Website's fie
 
 from __future__ import annotations
 
+import html
 import re
+import urllib.request
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -430,3 +432,21 @@ def test_a_mail_the_smtp_server_refuses_for_good_is_not_retried(
     finally:
         store.close()
     assert smtp.messages == []
+
+
+def test_the_page_links_each_keyword_to_its_watch_form_and_feed(site: Website) -> None:
+    status, page = site.fetch("/")
+    assert status == 200
+    watch_links = set(re.findall(r'href="(/watch\?k=[^"]+)"', page))
+    feed_links = set(re.findall(r'href="(/feeds/[^"]+\.atom)"', page))
+    assert len(watch_links) == len(site.config().keywords) == len(feed_links)
+    for link in watch_links:
+        status, form = site.fetch(html.unescape(link))
+        assert status == 200 and form.count(" checked>") == 1, link
+    for link in feed_links:
+        request = urllib.request.Request(site.base + html.unescape(link))
+        with urllib.request.urlopen(request, timeout=20) as answer:
+            assert answer.headers["Content-Type"].startswith("application/atom+xml")
+            assert b"<feed" in answer.read()
+    assert site.fetch("/feeds/no%20such%20keyword.atom")[0] == 404
+    assert site.fetch("/feeds/%ff.atom")[0] == 404

@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from digest.config import keyword_key, load_config
+from digest.roster import merged
 from digest.store import Store
 from digest.web import LIMITS, Unsubscriber, WebServer, unsubscribe_url
 from digest.webforms import keyword_id
@@ -66,8 +67,11 @@ def app(listing: Path, tmp_path: Path) -> Unsubscriber:
 
 
 def subscribed(listing: Path) -> list[str]:
-    config = load_config(listing, env={"DIGEST_SECRET": SECRET.decode()})
-    return [s.email for s in config.subscribers]
+    """Who gets digests now: the file and the database beside it (digest.roster)."""
+    config = load_config(
+        listing, env={"DIGEST_SECRET": SECRET.decode()}, db_path=listing.with_name("digest.db")
+    )
+    return [s.email for s in merged(config).subscribers]
 
 
 def link_for(db: Path, email: str, now: datetime = NOW) -> str:

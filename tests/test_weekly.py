@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from digest.config import load_config
 from digest.errors import ConfigError
+from digest.roster import merged
 from digest.subscribers import Subscriber
 from tests.conftest import DAY1, config_text, run_digest
 from tests.fakes.arxiv_server import FakeArxiv
@@ -251,7 +252,8 @@ def test_subscribe_weekly_lists_and_previews_a_weekly_reader(
         env=env,
     )
     assert result.exit_code == 0, result.output
-    assert 'frequency = "weekly"\nweekday = "sunday"\n' in path.read_text()
+    new = merged(load_config(env=env)).subscribers.find("new@example.org")
+    assert new is not None and (new.weekly, new.weekday) == (True, 6)
     result = runner.invoke(
         main, ["subscribe", "daily@example.org", "-k", "x", "--weekday", "sunday"], env=env
     )
@@ -263,8 +265,8 @@ def test_subscribe_weekly_lists_and_previews_a_weekly_reader(
     assert "daily@example.org: digests are weekly from now on" in result.output
     result = runner.invoke(main, ["subscribers"], env=env)
     lines = result.output.splitlines()
-    assert lines[0].endswith("(weekly on Mondays)")  # [digest] weekly_on's default
-    assert lines[1].endswith("(weekly on Fridays)")
+    assert lines[0].endswith("(weekly on Fridays)")  # the file's; then the changed, by address
+    assert lines[1].endswith("(weekly on Mondays)")  # [digest] weekly_on's default
     assert lines[2].endswith("(weekly on Sundays)")
 
     config = load_config(env=env)

@@ -19,7 +19,8 @@ from types import TracebackType
 from typing import TypeVar
 
 from digest.config import Config, load_config
-from digest.site import Roster, Site
+from digest.roster import Roster, merged
+from digest.site import Site
 from digest.store import Store
 from digest.subscribers import Subscriber
 from digest.web import WebServer, manage_url, unsubscribe_url
@@ -71,7 +72,8 @@ class Website:
         self._saved: dict[str, str | None] = {}
 
     def config(self) -> Config:
-        return load_config(self.path, env=self.env, db_path=self.db)
+        """The effective configuration, as the daemon hands it to the site."""
+        return merged(load_config(self.path, env=self.env, db_path=self.db))
 
     def __enter__(self) -> Website:
         # digest.inbox.apply_confirmation reads the secret from the environment, as the
