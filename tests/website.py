@@ -27,11 +27,12 @@ from digest.web import WebServer, manage_url, unsubscribe_url
 from digest.webmail import WebMailer
 from tests.conftest import SUBSCRIBERS, config_text
 from tests.fakes.smtp_server import Received, SMTPServer
-from tests.webclient import HOST
+from tests.webclient import HOST, until
 
 SECRET = "0123456789abcdef0123456789abcdef"
 NOW = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
 T = TypeVar("T")
+CONFIRMATION = "Confirm your arXiv digest subscription"
 _LINK = re.compile(r"https?://\S+/confirm\?t=\S+")
 
 
@@ -125,9 +126,14 @@ class Website:
 
     def confirmation_link(self, count: int = 1) -> str:
         """The link in the `count`-th confirmation mail the SMTP server received."""
-        mail = self.mails(count)[count - 1]
-        match = _LINK.search(mail.message.get_content())
-        assert match, mail.message.get_content()
+
+        def confirmations() -> list[Received]:
+            return [m for m in self.smtp.messages if m.message["Subject"] == CONFIRMATION]
+
+        assert until(lambda: len(confirmations()) >= count), "no confirmation mail came"
+        text = confirmations()[count - 1].message.get_content()
+        match = _LINK.search(text)
+        assert match, text
         return match.group(0)
 
     def mails(self, count: int) -> list[Received]:
