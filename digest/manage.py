@@ -28,6 +28,7 @@ from digest.webforms import (
     form_token,
     keyword_id,
     limits_of,
+    listed_keywords,
     new_keyword,
     parse_form,
 )
@@ -236,7 +237,7 @@ class Manager:
             form=form_token(site.secret, code, site.clock()),
             watched=[(keyword_id(keyword_key(n)), n) for n in watched],
             can_add=True,
-            known=sorted((k.name for k in config.keywords.values()), key=str.casefold),
+            known=[k.name for k in listed_keywords(config)],
             paused=paused.isoformat() if paused and paused > today else "",
             weekly=bool(subscriber and subscriber.weekly),
         )

@@ -51,6 +51,7 @@ from digest.webforms import (
     first,
     keyword_id,
     limits_of,
+    listed_keywords,
     new_keyword,
     parse_form,
     same_origin,
@@ -221,10 +222,8 @@ class Site:
         values: dict[str, str] | None = None,
     ) -> Response:
         values = values or {"email": "", "name": "", "new": ""}
-        keywords = [
-            (keyword_id(k.key), k.name, k.key in ticked)
-            for k in sorted(config.keywords.values(), key=lambda k: k.name.casefold())
-        ]
+        listed = listed_keywords(config, ticked)
+        keywords = [(keyword_id(k.key), k.name, k.key in ticked) for k in listed]
         answer = page(
             status,
             "watch",
@@ -232,6 +231,7 @@ class Site:
             error=error,
             keywords=keywords,
             new_keywords=self.web.new_keywords,
+            more=len(config.keywords) > len(listed),
             max_keywords=limits_of(config).max_keywords,
             **values,
         )

@@ -15,6 +15,7 @@ import threading
 import unicodedata
 from collections import OrderedDict
 from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
@@ -22,6 +23,7 @@ from urllib.parse import parse_qs, urlsplit
 from digest.config import (
     Config,
     InboxSettings,
+    Keyword,
     WebSettings,
     keyword_key,
     validate_keyword,
@@ -31,6 +33,9 @@ from digest.tokens import base36
 MAX_FIELDS = 200
 MAX_FIELD = 2000  # characters; an address is at most 254, a keyword 200
 MAX_NAME = 100
+# Keywords a form lists (checkboxes, suggestions): a site whose readers add their own
+# may watch thousands; the others can be typed.
+MAX_LISTED = 100
 
 
 class FormError(ValueError):
@@ -240,3 +245,14 @@ def new_keyword(config: Config, web: WebSettings, text: str) -> Keywords:
     if not web.new_keywords:
         return Keywords([], "Only the keywords listed here can be watched.")
     return Keywords([name])
+
+
+def listed_keywords(config: Config, ticked: AbstractSet[str] = frozenset()) -> list[Keyword]:
+    """The keywords a form lists, by name: the ticked ones, then others up to MAX_LISTED."""
+    chosen = [config.keywords[k] for k in ticked if k in config.keywords]
+    for keyword in config.keywords.values():
+        if len(chosen) >= MAX_LISTED:
+            break
+        if keyword.key not in ticked:
+            chosen.append(keyword)
+    return sorted(chosen, key=lambda k: k.name.casefold())

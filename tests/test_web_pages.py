@@ -7,6 +7,7 @@ the confirmation mails the background sender sends. Clocks are the Website's fie
 from __future__ import annotations
 
 import html
+import json
 import re
 import urllib.request
 from collections.abc import Iterator
@@ -408,7 +409,9 @@ def test_any_body_is_a_form_or_a_form_error(body: bytes) -> None:
     assert all(len(v) <= 2000 and "\0" not in v for values in fields.values() for v in values)
 
 
-@given(st.text(alphabet=st.characters(blacklist_characters="\0"), max_size=300))
+@given(
+    st.text(st.characters(blacklist_characters="\0", blacklist_categories=("Cs",)), max_size=300)
+)
 def test_what_a_browser_sends_reads_back(text: str) -> None:
     form = urlencode({"name": text, "new": text}).encode()
     assert parse_form(form) == {"name": [text], "new": [text]}
@@ -450,3 +453,18 @@ def test_the_page_links_each_keyword_to_its_watch_form_and_feed(site: Website) -
             assert b"<feed" in answer.read()
     assert site.fetch("/feeds/no%20such%20keyword.atom")[0] == 404
     assert site.fetch("/feeds/%ff.atom")[0] == 404
+
+
+def test_a_site_with_many_keywords_lists_a_hundred_and_takes_the_rest_typed(
+    tmp_path: Path, smtp: SMTPServer
+) -> None:
+    names = [f"keyword {i:03}" for i in range(150)]
+    many = f'[[subscriber]]\nemail = "many@example.org"\nkeywords = {json.dumps(names)}\n'
+    with Website(tmp_path, smtp, web="new_keywords = false", subscribers=many) as site:
+        status, page = site.fetch("/watch?k=" + quote("keyword 149"))
+        assert status == 200
+        assert page.count('type="checkbox"') == 100
+        assert f'value="{kid("keyword 149")}" checked' in page, "the clicked one is listed"
+        assert 'name="new"' in page, "the others can be typed"
+        assert watch(site, k=[], new="Keyword 120")[0] == 200
+        assert watch(site, "b@example.org", k=[], new="keyword 999")[0] == 400
