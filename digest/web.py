@@ -107,11 +107,6 @@ def unsubscribe_url(base_url: str, secret: bytes, reader: int, now: datetime) ->
     return f"{base_url}/unsubscribe?t={make_link_code(secret, reader, issued=now)}"
 
 
-def manage_url(unsubscribe_link: str) -> str:
-    """A reader's manage page: the same code as their unsubscribe link (digest.manage)."""
-    return unsubscribe_link.replace("/unsubscribe?t=", "/manage?t=", 1)
-
-
 @dataclass(frozen=True)
 class _Link:
     """A genuine link: whose it is, and the key that marks it used."""

@@ -20,10 +20,11 @@ from typing import TypeVar
 
 from digest.config import Config, load_config
 from digest.roster import Roster, merged
+from digest.run import manage_url
 from digest.site import Site
 from digest.store import Store
 from digest.subscribers import Subscriber
-from digest.web import WebServer, manage_url, unsubscribe_url
+from digest.web import WebServer, unsubscribe_url
 from digest.webmail import WebMailer
 from tests.conftest import SUBSCRIBERS, config_text
 from tests.fakes.smtp_server import Received, SMTPServer
@@ -160,7 +161,8 @@ class Website:
             reader = store.reader_id(email)
         finally:
             store.close()
-        return manage_url(unsubscribe_url("", SECRET.encode(), reader, issued or self.now))
+        # As a digest's footer links it (digest.run.manage_url).
+        return manage_url("", unsubscribe_url("", SECRET.encode(), reader, issued or self.now))
 
     def later(self, **delta: float) -> None:
         self.now += timedelta(**delta)
