@@ -9,6 +9,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import difflib
+import ipaddress
 import os
 import re
 import tomllib
@@ -114,6 +115,12 @@ class WebSettings:
     host: str
     port: int
     link_days: int
+    new_keywords: bool = True  # the watch and manage forms may add keywords no one watches yet
+    # Peers whose X-Forwarded-For is believed (the reverse proxy); anyone else's is ignored.
+    proxies: tuple[str, ...] = ()
+    requests_per_minute: int = 30  # form posts and bad links per client IP
+    mails_per_address: int = 3  # confirmation mails per address per UTC day
+    mails_per_hour: int = 100  # confirmation mails per hour, over all addresses
 
 
 @dataclass(frozen=True)
@@ -849,7 +856,18 @@ def _page_settings(r: _Reader) -> PageSettings:
 
 
 def _web_settings(r: _Reader) -> WebSettings:
-    r.check_keys(("base_url", "listen", "link_days"))
+    r.check_keys(
+        (
+            "base_url",
+            "listen",
+            "link_days",
+            "new_keywords",
+            "proxies",
+            "requests_per_minute",
+            "mails_per_address",
+            "mails_per_hour",
+        )
+    )
     base_url = (r.string("base_url", required=True) or "").rstrip("/")
     scheme, _, rest = base_url.partition("://")
     host = rest.split("/")[0].split(":")[0]
@@ -862,8 +880,26 @@ def _web_settings(r: _Reader) -> WebSettings:
     address, _, port = listen.rpartition(":")
     if not address or not port.isdigit() or not 0 < int(port) < 65536:
         raise r.fail("listen", f"'listen' {listen!r} must be HOST:PORT, e.g. \"127.0.0.1:8025\"")
+    proxies = []
+    listed = r.string_list("proxies", required=False) if r.table.get("proxies") != [] else []
+    for text in listed:
+        try:
+            proxies.append(str(ipaddress.ip_address(text)))
+        except ValueError:
+            raise r.fail(
+                "proxies",
+                f"'proxies' entry {text[:60]!r} must be an IP address, e.g. [\"127.0.0.1\"]",
+            ) from None
     return WebSettings(
-        base_url, address.strip("[]"), int(port), r.integer("link_days", 180, 1, 3650)
+        base_url,
+        address.strip("[]"),
+        int(port),
+        r.integer("link_days", 180, 1, 3650),
+        new_keywords=r.boolean("new_keywords", True),
+        proxies=tuple(proxies),
+        requests_per_minute=r.integer("requests_per_minute", 30, 1, 100_000),
+        mails_per_address=r.integer("mails_per_address", 3, 1, 100),
+        mails_per_hour=r.integer("mails_per_hour", 100, 1, 1_000_000),
     )
 
 

@@ -38,9 +38,11 @@ from digest.progress import Progress
 from digest.roster import merged
 from digest.run import Run, RunReport, digest_date_for
 from digest.sdnotify import Notifier, watchdog_interval
+from digest.site import Site
 from digest.store import Store
 from digest.timing import describe, digest_due, next_send, previous_run
-from digest.web import Unsubscriber, WebServer
+from digest.web import WebServer
+from digest.webmail import WebMailer
 from digest.words import plural
 
 log = logging.getLogger("digest.daemon")
@@ -127,7 +129,7 @@ class Daemon:
             )
             for warning in unsubscribe_warnings(self.config, loud_only=True):
                 log.warning("%s", warning)
-            web = start_web(self.config)
+            web = start_web(self.config, lambda: self.config)
             self.notifier.ready(self._status())
             try:
                 return self._loop()
@@ -454,13 +456,21 @@ class Daemon:
         return "; ".join(parts)
 
 
-def start_web(config: Config) -> WebServer | None:
-    """Serve the unsubscribe endpoint when [web] is set (a change needs a restart)."""
+def start_web(config: Config, current: Callable[[], Config] | None = None) -> WebServer | None:
+    """Serve the pages and the unsubscribe endpoint when [web] is set, with the thread
+    that sends the confirmation mails; `current` gives the configuration as last loaded
+    (a change of [web] itself needs a restart)."""
     if config.web is None or config.secret is None:
         return None
-    app = Unsubscriber(config.path, config.db_path, config.secret, config.web.link_days)
+    mailer = WebMailer(
+        config.db_path,
+        config.smtp,
+        config.digest.sender,
+        cafile=os.environ.get("DIGEST_SMTP_CAFILE"),
+    )
+    site = Site(current or (lambda: config), mailer)
     try:
-        server = WebServer(app, config.web.host, config.web.port).start()
+        server = WebServer(site, config.web.host, config.web.port).start()
     except OSError as e:
         raise ConfigError(
             f"{config.path}: [web] cannot listen on {config.web.host}:{config.web.port} "
@@ -471,8 +481,10 @@ def start_web(config: Config) -> WebServer | None:
             f"{config.path}: [web] cannot listen on {config.web.host}:{config.web.port} "
             "(no such address here); change 'listen' to an address of this machine"
         ) from e
+    mailer.start().wake()  # mails a stop left queued go out now
+    server.also_stop.append(mailer.stop)
     log.info(
-        "unsubscribe links served on %s:%d for %s",
+        "web pages and unsubscribe links served on %s:%d for %s",
         config.web.host,
         server.port,
         config.web.base_url,

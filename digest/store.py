@@ -304,6 +304,31 @@ def m010_roster(db: sqlite_utils.Database) -> None:
     )
 
 
+@migrations()
+def m011_web_mails(db: sqlite_utils.Database) -> None:
+    db.executescript(
+        """
+        -- Confirmation mails the web forms asked for, sent by a background thread: the
+        -- request is answered at once, the same whoever the address is, and a mail the
+        -- SMTP server did not take waits here for its next try instead of being lost.
+        CREATE TABLE web_mails (
+            id INTEGER PRIMARY KEY,
+            email TEXT NOT NULL,            -- the recipient, case-folded
+            message BLOB NOT NULL,
+            created TEXT NOT NULL,
+            next_try TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            status TEXT NOT NULL,           -- pending | sent | failed
+            error TEXT
+        );
+        CREATE INDEX web_mails_due ON web_mails (next_try) WHERE status = 'pending';
+        -- [web] mails_per_address and mails_per_hour count what was queued.
+        CREATE INDEX web_mails_by_email ON web_mails (email, created);
+        CREATE INDEX web_mails_by_created ON web_mails (created);
+        """
+    )
+
+
 @dataclass(frozen=True)
 class Plan:
     """What one digest contains: for each keyword, the matches after `since` up to `top`.
@@ -1074,6 +1099,67 @@ class Store:
             self.db.execute("DELETE FROM inbox_counts WHERE day < ?", [_iso(before)[:10]])
             self.db.execute("DELETE FROM inbox_additions WHERE day < ?", [_iso(before)[:10]])
             self.db.execute("DELETE FROM confirm_requests WHERE created < ?", [_iso(before)])
+
+    # -- the web forms' confirmation mails -------------------------------------
+
+    def queue_web_mail(self, email: str, message: bytes, now: datetime) -> int:
+        """A confirmation mail for the background sender; its id."""
+        with self.db.atomic():
+            cursor = self.db.execute(
+                "INSERT INTO web_mails (email, message, created, next_try, status) "
+                "VALUES (?, ?, ?, ?, 'pending')",
+                [email.casefold(), message, _iso(now), _iso(now)],
+            )
+        return int(cursor.lastrowid or 0)
+
+    def web_mails_since(self, since: datetime, email: str | None = None) -> int:
+        """Confirmation mails queued since `since`, to one address (any case) or to all."""
+        if email is None:
+            rows = self.db.query(
+                "SELECT count(*) AS n FROM web_mails WHERE created >= ?", [_iso(since)]
+            )
+        else:
+            rows = self.db.query(
+                "SELECT count(*) AS n FROM web_mails WHERE email = ? AND created >= ?",
+                [email.casefold(), _iso(since)],
+            )
+        return int(next(rows)["n"])
+
+    def due_web_mails(self, now: datetime, limit: int = 100) -> list[tuple[int, str, bytes, int]]:
+        """Pending confirmation mails whose try is due: (id, recipient, bytes, attempts)."""
+        return [
+            (row["id"], row["email"], row["message"], row["attempts"])
+            for row in self.db.query(
+                "SELECT id, email, message, attempts FROM web_mails WHERE status = 'pending' "
+                "AND next_try <= ? ORDER BY next_try, id LIMIT ?",
+                [_iso(now), limit],
+            )
+        ]
+
+    def web_mail_done(
+        self, mail_id: int, *, sent: bool, error: str | None = None, retry: datetime | None = None
+    ) -> None:
+        """Accepted (sent), refused for good (failed), or to be tried again at `retry`."""
+        with self.db.atomic():
+            if retry is not None:
+                self.db.execute(
+                    "UPDATE web_mails SET attempts = attempts + 1, next_try = ?, error = ? "
+                    "WHERE id = ?",
+                    [_iso(retry), error, mail_id],
+                )
+            else:
+                self.db.execute(
+                    "UPDATE web_mails SET attempts = attempts + 1, status = ?, error = ? "
+                    "WHERE id = ?",
+                    ["sent" if sent else "failed", error, mail_id],
+                )
+
+    def prune_web_mails(self, before: datetime) -> None:
+        """Forget settled confirmation mails queued before `before`."""
+        with self.db.atomic():
+            self.db.execute(
+                "DELETE FROM web_mails WHERE status != 'pending' AND created < ?", [_iso(before)]
+            )
 
 
 def _reading(path: Path) -> sqlite3.Connection:

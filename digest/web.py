@@ -1,5 +1,7 @@
-"""The unsubscribe endpoint `digest run` serves when [web] is set.
+"""The HTTP server `digest run` serves when [web] is set, and its unsubscribe endpoint.
 
+The pages (the Daily Papers page, watch, confirm, manage) are digest.site's; this module
+carries requests to them, and answers the unsubscribe link itself, as before:
 GET shows a page with a confirm button (mail scanners follow links; only a POST acts),
 POST unsubscribes and answers with a page, never a redirect, as RFC 8058 one-click
 unsubscribe asks: mail providers POST `List-Unsubscribe=One-Click` to the same URL.
@@ -18,7 +20,6 @@ LimitNOFILE=, TasksMax= and MemoryMax= are sized from LIMITS (tests/test_systemd
 from __future__ import annotations
 
 import contextlib
-import html
 import logging
 import threading
 import time
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Protocol, cast
 from urllib.parse import parse_qs, urlsplit
 
 from waitress import trigger, wasyncore
@@ -41,6 +42,8 @@ from digest.errors import DigestError
 from digest.roster import Roster
 from digest.store import Store, reader_email
 from digest.tokens import TokenError, check_link_code, check_token, is_link_code, make_link_code
+from digest.webforms import Request, Response
+from digest.webpages import message
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +72,11 @@ class Limits:
     # How often, in seconds, the server looks for connections to close.
     sweep_seconds: int = 5
     # Request line plus headers, and body: a link is a few hundred bytes, a one-click
-    # POST body 26. Larger requests get 431 or 413 before anything reads them.
+    # POST body 26, a filled-in form at most ~5 KB (checkboxes carry 12-character ids,
+    # an address is at most 254 characters, a keyword 200, each escaped to 9 bytes
+    # at most). Larger requests get 431 or 413 before anything reads them.
     header_bytes: int = 16 * 1024
-    body_bytes: int = 4096
+    body_bytes: int = 16 * 1024
     backlog: int = 1024
 
     def file_descriptors(self) -> int:
@@ -110,32 +115,9 @@ class _Link:
     key: str
 
 
-@dataclass(frozen=True)
-class Page:
-    status: int
-    title: str
-    text: str
-    button: str | None = None  # the form's action URL, when the page asks to confirm
-
-
-def _render(page: Page) -> bytes:
-    form = (
-        f'<form method="post" action="{html.escape(page.button)}">'
-        '<button type="submit" id="confirm">Unsubscribe</button></form>'
-        if page.button
-        else ""
-    )
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{html.escape(page.title)}</title><style>"
-        "body{font-family:-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;max-width:32rem;"
-        "margin:3rem auto;padding:0 1rem;color:#1f2328;line-height:1.5}"
-        "button{font-size:1rem;padding:.6rem 1.2rem;border-radius:6px;border:1px solid #1f2328;"
-        "background:#1f2328;color:#fff;cursor:pointer}</style></head><body>"
-        f'<h1>{html.escape(page.title)}</h1><p id="message">{html.escape(page.text)}</p>{form}'
-        "</body></html>\n"
-    ).encode()
+def _page(status: int, title: str, text: str, button: str | None = None) -> Response:
+    """A page of the unsubscribe link; `button` is the form's action, when it asks to confirm."""
+    return message(status, title, text, action=button, button="Unsubscribe")
 
 
 class Unsubscriber:
@@ -164,20 +146,24 @@ class Unsubscriber:
             self._config = (stamp, load_config(self.config_path, db_path=self.db_path))
         return self._config[1]
 
-    def handle(self, method: str, target: str) -> Page:
+    def respond(self, request: Request) -> Response:
+        """The answer to a request for /unsubscribe (anything else is not found here)."""
+        return self.handle(request.method, request.target)
+
+    def handle(self, method: str, target: str) -> Response:
         try:
             url = urlsplit(target)
         except ValueError:  # a malformed authority such as //[
-            return Page(400, "Bad request", "That address is not valid.")
+            return _page(400, "Bad request", "That address is not valid.")
         if url.path != "/unsubscribe":
-            return Page(404, "Not found", "There is nothing here.")
+            return _page(404, "Not found", "There is nothing here.")
         token = parse_qs(url.query).get("t", [""])[0]
         try:
             link = self._check(token)
         except TokenError as e:
-            return Page(400, "This link does not work", f"{e}.")
+            return _page(400, "This link does not work", f"{e}.")
         if method != "POST":
-            return Page(
+            return _page(
                 200,
                 "Unsubscribe from the arXiv digest?",
                 f"{link.email} will get no more digests.",
@@ -187,7 +173,7 @@ class Unsubscriber:
             store = Store.open(self.db_path)
             try:
                 if store.token_used(link.key):
-                    return Page(410, "This link was already used", "Nothing changed.")
+                    return _page(410, "This link was already used", "Nothing changed.")
                 # Act first, then record the link as used: a failed change (an unwritable
                 # list) leaves the link working for a retry. Unsubscribing twice changes
                 # nothing, so a crash between the two cannot harm the reader either.
@@ -201,8 +187,8 @@ class Unsubscriber:
         if not change.changed:
             # Gone already (by mail, by hand, by another link): 410 tells a provider's
             # one-click POST to stop retrying; 200 is only for an unsubscribe that acted.
-            return Page(410, "You are already unsubscribed", f"{link.email} gets no digests.")
-        return Page(200, "You are unsubscribed", f"{link.email} will get no more digests.")
+            return _page(410, "You are already unsubscribed", f"{link.email} gets no digests.")
+        return _page(200, "You are unsubscribed", f"{link.email} will get no more digests.")
 
     def _check(self, token: str) -> _Link:
         """Whose link this is, if it is genuine and current; TokenError if not."""
@@ -220,47 +206,84 @@ class Unsubscriber:
 
 
 _METHODS = ("GET", "HEAD", "POST")
-_UNAVAILABLE = Page(503, "Please try again later", "The subscriber list could not be changed.")
-_BROKEN = Page(500, "Something went wrong", "Nothing changed; please try again later.")
+
+
+def _unavailable() -> Response:
+    return _page(503, "Please try again later", "The subscriber list could not be changed.")
+
+
+def _broken() -> Response:
+    return _page(500, "Something went wrong", "Nothing changed; please try again later.")
+
+
+class Responder(Protocol):
+    """What the server carries requests to: Unsubscriber, or digest.site.Site."""
+
+    def respond(self, request: Request) -> Response: ...
 
 
 class WebApp:
-    """The WSGI application: carries a request to the Unsubscriber and never raises.
+    """The WSGI application: carries a request to the responder and never raises.
 
     waitress has already refused what is malformed or too large (400, 413, 431) and
-    read the whole body, which carries nothing we need: the token is in the URL.
+    read the whole body (at most LIMITS.body_bytes).
     """
 
-    def __init__(self, unsubscriber: Unsubscriber) -> None:
-        self.unsubscriber = unsubscriber
+    def __init__(self, responder: Responder) -> None:
+        self.responder = responder
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         method = str(environ.get("REQUEST_METHOD", ""))
-        headers = list(_HEADERS.items())
+        headers = dict(_HEADERS)
         if method not in _METHODS:
-            page = Page(405, "Method not allowed", "Open the link from your mail.")
-            headers.append(("Allow", ", ".join(_METHODS)))
+            response = _page(405, "Method not allowed", "Open the link from your mail.")
+            headers["Allow"] = ", ".join(_METHODS)
         else:
-            page = self._answer(method, str(environ.get("REQUEST_URI", "")))
-        body = _render(page)
-        headers.append(("Content-Length", str(len(body))))
-        start_response(f"{page.status} {HTTPStatus(page.status).phrase}", headers)
-        return [b"" if method == "HEAD" else body]
+            response = self._answer(method, environ)
+        headers.update(response.headers)
+        headers["Content-Type"] = response.content_type
+        headers["Content-Length"] = str(len(response.body))
+        status = f"{response.status} {HTTPStatus(response.status).phrase}"
+        start_response(status, list(headers.items()))
+        return [b"" if method == "HEAD" else response.body]
 
-    def _answer(self, method: str, target: str) -> Page:
+    def _answer(self, method: str, environ: WSGIEnvironment) -> Response:
         try:
-            return self.unsubscriber.handle(method, target)
+            return self.responder.respond(_request(method, environ))
         except DigestError as e:
-            log.error("unsubscribe failed: %s", e)
-            return _UNAVAILABLE
+            log.error("web request failed: %s", e)
+            return _unavailable()
         except Exception as e:
             # One line, no traceback: a stranger's request must not fill the journal.
             where = e.__traceback__
             while where is not None and where.tb_next is not None:
                 where = where.tb_next
             at = f" at {where.tb_frame.f_code.co_filename}:{where.tb_lineno}" if where else ""
-            log.error("unsubscribe request failed: %s: %s%s", type(e).__name__, e, at)
-            return _BROKEN
+            log.error("web request failed: %s: %s%s", type(e).__name__, e, at)
+            return _broken()
+
+
+def _request(method: str, environ: WSGIEnvironment) -> Request:
+    """The request as the pages see it; the body only for a POST, and within LIMITS."""
+    headers = {
+        key[5:].replace("_", "-").lower(): str(value)
+        for key, value in environ.items()
+        if key.startswith("HTTP_")
+    }
+    body = b""
+    if method == "POST":
+        try:
+            length = min(int(environ.get("CONTENT_LENGTH") or 0), LIMITS.body_bytes)
+        except ValueError:
+            length = 0
+        body = environ["wsgi.input"].read(length) if length > 0 else b""
+    return Request(
+        method,
+        str(environ.get("REQUEST_URI", "")),
+        headers,
+        body,
+        str(environ.get("REMOTE_ADDR", "")),
+    )
 
 
 class _Server(TcpWSGIServer):
@@ -321,7 +344,7 @@ def _quiet_waitress() -> None:
 class WebServer:
     """The endpoint, served by waitress on a background thread; start() and stop()."""
 
-    def __init__(self, app: Unsubscriber, host: str, port: int, limits: Limits = LIMITS) -> None:
+    def __init__(self, app: Responder, host: str, port: int, limits: Limits = LIMITS) -> None:
         adjustments = Adjustments(
             host=host,
             port=port,
@@ -336,6 +359,9 @@ class WebServer:
             asyncore_use_poll=True,
             ident="digest",
             expose_tracebacks=False,
+            # X-Forwarded-For reaches digest.site, which believes it only from the peers
+            # in [web] proxies (waitress's trusted_proxy takes just one address).
+            clear_untrusted_proxy_headers=False,
             # A client that resets its connection is routine, not a traceback in the journal.
             log_socket_errors=False,
         )
@@ -353,6 +379,7 @@ class WebServer:
         self.server.request_seconds = limits.request_seconds
         self.server.sockets = self.sockets
         self.thread = threading.Thread(target=self.server.run, name="web", daemon=True)
+        self.also_stop: list[Callable[[], None]] = []  # helpers to stop with the server
 
     @property
     def port(self) -> int:
@@ -365,6 +392,8 @@ class WebServer:
     def stop(self, timeout: int = 5) -> None:
         """Finish the requests in hand (up to `timeout` s), then close every connection."""
         self.dispatcher.shutdown(timeout=timeout)
+        for stop in self.also_stop:
+            stop()
         if not self.thread.is_alive():
             self._close_all()
             return

@@ -1,4 +1,4 @@
-"""Hostile HTTP clients against the unsubscribe endpoint (digest.web on waitress), on loopback.
+"""Hostile HTTP clients against the web server (digest.web on waitress), on loopback.
 
 Each attack runs against a real server in a temporary folder with the example
 subscribers.toml; then a real reader opens their link and presses the button. A reader
@@ -9,6 +9,7 @@ anyone else was unsubscribed: both read from the subscriber list afterwards.
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 import shutil
 import socket
@@ -19,12 +20,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlencode
 
-from digest.config import load_config
+from digest.config import keyword_key, load_config
 from digest.roster import merged
 from digest.store import Store
 from digest.tokens import base36, make_link_code, make_token
 from digest.web import LIMITS, Limits, Unsubscriber, WebServer, unsubscribe_url
+from digest.webforms import keyword_id
+from tests.fakes.smtp_server import SMTPServer
 from tests.faults import block_changes
 from tests.hostile import Row
 from tests.webclient import (
@@ -37,6 +41,7 @@ from tests.webclient import (
     status,
     until,
 )
+from tests.website import Website
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "subscribers.toml"
 SECRET = b"hostile-web-secret-0123456789abcdef"
@@ -223,7 +228,8 @@ def bad_lengths() -> Row:
             sender(_head("Content-Length: ５\r\n\r\n".encode())),
             sender(_head(b"Content-Length: %d\r\n\r\n" % (10 * MB)), then=b"x" * (10 * MB)),
             sender(
-                _head(b"Transfer-Encoding: chunked\r\n\r\n%x\r\n" % (10 * MB) + b"x" * 8192),
+                _head(b"Transfer-Encoding: chunked\r\n\r\n%x\r\n" % (10 * MB))
+                + b"x" * (2 * LIMITS.body_bytes),
                 then=b"x" * (10 * MB),
             ),
         ],
@@ -386,3 +392,168 @@ def attacks() -> Iterator[Row]:
     yield guessed_numbers()
     yield failed_then_retried()
     yield same_link_at_once()
+    yield from page_attacks()
+
+
+# -- the pages: watch, confirm, manage (digest.site) ------------------------------------
+
+HOSTILE_TEXT = [
+    "王小明 \u202eevil\u202c ̈́́ 🧪",  # CJK, bidi override, combining marks, emoji
+    "Eve\r\nBcc: victim@example.org",
+    "Eve\nSubject: you won",
+    "nul\x00byte",
+    "x" * 1900,
+]
+FORM_HEADERS = {"content-type", "content-transfer-encoding", "mime-version"}
+MAIL_HEADERS = {
+    "from",
+    "to",
+    "subject",
+    "date",
+    "message-id",
+    "auto-submitted",
+    "x-auto-response-suppress",
+}
+
+
+@contextmanager
+def pages(web: str = "") -> Iterator[Website]:
+    folder = Path(tempfile.mkdtemp(prefix="hostile-pages-"))
+    try:
+        with SMTPServer() as smtp, Website(folder, smtp, web=web) as place:
+            yield place
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _post(place: Website, target: str, body: bytes, headers: dict[str, str] | None = None) -> int:
+    sent = {"Origin": place.base, "Content-Type": "application/x-www-form-urlencoded"}
+    return place.fetch(target, body, sent | (headers or {}))[0]
+
+
+def hostile_watch_forms() -> Row:
+    """Names and keywords with every kind of odd text, then confirmed: nothing leaks out."""
+    texts = [*HOSTILE_TEXT, "王小明 ̈́ 🧪 ℵ"]
+    asked = [f"r{i}@example.org" for i in range(2 * len(texts))] + ["a@example.org"]
+    known = keyword_id(keyword_key("try on"))
+    bodies = [
+        urlencode({"email": asked[i], "name": t, "k": known}).encode() for i, t in enumerate(texts)
+    ] + [
+        urlencode({"email": asked[len(texts) + i], "new": t}).encode() for i, t in enumerate(texts)
+    ]
+    bodies += [
+        urlencode({"email": "a@example.org\r\nBcc: victim@example.org", "new": "x"}).encode(),
+        urlencode({"email": "a@example.org", "new": "line\r\nBcc: victim@example.org"}).encode(),
+        b"email=%ff%fe%00&new=%c3",
+        "email=räder@example.org&new=é".encode(),
+        b"email=" + b"%41" * (MB // 3),
+        b"\x00\xff" * 4000,
+        b"=&=&&==" * 1000,
+    ]
+    with pages("mails_per_hour = 1000\nrequests_per_minute = 1000") as place:
+        found = [_post(place, "/watch", body) for body in bodies]
+        accepted = found.count(200)
+        mails = place.mails(accepted) if accepted else []
+        for number in range(1, accepted + 1):
+            _post(place, place.confirmation_link(number), b"")
+        strays = [m for m in mails if not set(m.rcpt_tos) <= set(asked)]
+        headers = {k.lower() for m in mails for k in m.message}
+        leaked = headers - MAIL_HEADERS - FORM_HEADERS
+        place.config()  # the list the confirmations wrote still loads
+        names = [entry.name or "" for e in asked if (entry := place.find(e)) is not None]
+        dirty = [n for n in names if any(c in n for c in "\r\n\x00\u202e")]
+        broken = [c for c in found if not 200 <= c < 500]
+    return Row(
+        "hostile watch forms",
+        f"{len(bodies)} watch forms: names, and new keywords, with CJK, bidi overrides, "
+        "combining marks, emoji, NUL, CR/LF and a Bcc header, 1,900 characters; an address "
+        "with CR/LF, escapes that are not UTF-8, raw non-ASCII, a 1 MB field, binary; each "
+        "accepted one then confirmed",
+        f"{accepted} accepted and confirmed, the rest refused ({codes(list(found))}); no mail "
+        "to anyone not asked for, no header from the form, no control or bidi character in "
+        "a stored name",
+        len(strays) + len(leaked) + len(dirty) + len(broken),
+    )
+
+
+def _form_token(page: str) -> str:
+    match = re.search(r'name="form" value="([^"]+)"', page)
+    return match.group(1) if match else ""
+
+
+def forged_manage_posts() -> Row:
+    with pages() as place:
+        before = {e: place.watched(e) for e in ("reader@example.org", "lab@example.org")}
+        mine = place.manage_link("reader@example.org")
+        form = _form_token(place.fetch(mine)[1])
+        other = _form_token(place.fetch(place.manage_link("lab@example.org"))[1])
+        leave = {"do": "unsubscribe"}
+        tries = [
+            (leave, {}),  # no form token
+            (leave | {"form": other}, {}),  # another reader's form
+            (leave | {"form": form}, {"Origin": "https://evil.example"}),
+            (leave | {"form": form}, {"Sec-Fetch-Site": "cross-site"}),
+            (leave | {"form": form[:-2] + "zz"}, {}),
+            (leave | {"form": "é\u202e\x00"}, {}),
+        ]
+        found = [_post(place, mine, urlencode(f).encode(), h) for f, h in tries]
+        _post(place, mine, urlencode({"form": form, "do": "save"}).encode())
+        found.append(_post(place, mine, urlencode(leave | {"form": form}).encode()))  # replayed
+        after = {e: place.watched(e) for e in before}
+    changed = sum(1 for e in before if before[e] != after[e])
+    return Row(
+        "forged manage posts",
+        "unsubscribe posts to a reader's manage page without a form token, with another "
+        "reader's, from another site's Origin, marked cross-site, altered, with a NUL, and "
+        "one used before",
+        f"each refused ({codes(list(found))}); nobody's subscription changed",
+        changed + sum(1 for c in found if c not in (400, 403)),
+    )
+
+
+def mail_bombing() -> Row:
+    """Someone tries to flood a victim with confirmation mails through the form."""
+    with pages("requests_per_minute = 20\nmails_per_address = 3") as place:
+        body = urlencode({"email": "victim@example.org", "k": keyword_id(keyword_key("try on"))})
+        found = [
+            _post(place, "/watch", body.encode(), {"X-Forwarded-For": f"10.1.0.{i}"})
+            for i in range(60)
+        ]
+        place.mails(3)
+        sent = len(place.smtp.messages)
+    return Row(
+        "a victim's address in 60 watch forms",
+        "60 watch forms for one address from one client claiming 60 addresses in "
+        "X-Forwarded-For (not a configured proxy)",
+        f"{found.count(200)} accepted, then {found.count(429)} refused with 429; {sent} mails "
+        "reached the address",
+        max(0, sent - 3) + found[3:].count(200),
+    )
+
+
+def probing_who_is_subscribed() -> Row:
+    with pages() as place:
+        body = {"k": keyword_id(keyword_key("try on"))}
+        known = place.fetch(
+            "/watch",
+            urlencode(body | {"email": "reader@example.org"}).encode(),
+            {"Origin": place.base},
+        )
+        unknown = place.fetch(
+            "/watch",
+            urlencode(body | {"email": "nobody@example.org"}).encode(),
+            {"Origin": place.base},
+        )
+    return Row(
+        "probing who is subscribed",
+        "the watch form for a subscribed and for an unknown address",
+        "the same status and the same page for both" if known == unknown else "answers DIFFER",
+        0 if known == unknown else 1,
+    )
+
+
+def page_attacks() -> Iterator[Row]:
+    yield hostile_watch_forms()
+    yield forged_manage_posts()
+    yield mail_bombing()
+    yield probing_who_is_subscribed()

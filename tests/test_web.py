@@ -25,7 +25,7 @@ from digest.errors import ConfigError
 from digest.roster import merged
 from digest.store import Store
 from digest.tokens import MAX_TOKEN_CHARS, TokenError, check_token, make_token
-from digest.web import Unsubscriber, WebServer, unsubscribe_url
+from digest.web import LIMITS, Unsubscriber, WebServer, unsubscribe_url
 from tests.browser import CHROMIUM, Browser
 from tests.conftest import DAY1, WriteConfig, run_digest
 from tests.fakes.smtp_server import SMTPServer
@@ -258,7 +258,10 @@ MALFORMED = {
     ),
     "Content-Length 10 MB": (request_head("POST") + b"Content-Length: 10485760\r\n\r\n", 413),
     "chunked body over the cap": (
-        request_head("POST") + b"Transfer-Encoding: chunked\r\n\r\n" + b"1000\r\n" + b"x" * 8192,
+        request_head("POST")
+        + b"Transfer-Encoding: chunked\r\n\r\n"
+        + f"{2 * LIMITS.body_bytes:x}\r\n".encode()
+        + b"x" * (4 * LIMITS.body_bytes),
         413,
     ),
     "garbage chunk size": (
@@ -344,7 +347,7 @@ def test_an_unsubscribe_that_failed_can_be_retried(
     assert status_ == 503 and "Please try again later" in body
     assert "reader@example.org" in subscribed(listing)
     [error] = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
-    assert error.startswith(f"unsubscribe failed: {tmp_path / 'digest.db'}: ")
+    assert error.startswith(f"web request failed: {tmp_path / 'digest.db'}: ")
     assert "database or disk is full" in error and "\n" not in error
 
     unblock()

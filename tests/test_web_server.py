@@ -24,10 +24,11 @@ from pathlib import Path
 
 import pytest
 
-from digest.config import load_config
+from digest.config import keyword_key, load_config
 from digest.roster import merged
 from digest.store import Store
 from digest.web import LIMITS, Unsubscriber, WebServer, unsubscribe_url
+from digest.webforms import keyword_id
 from tests.conftest import SUBSCRIBERS
 from tests.fakes.smtp_server import SMTPServer
 from tests.test_daemon import DaemonProcess, roomy_zone, sent_yesterday, write_subscribers
@@ -281,7 +282,7 @@ def test_stop_closes_everything_even_without_its_wake_up_pipe(app: Unsubscriber)
 
 
 def test_digest_run_serves_the_endpoint_and_stops_with_connections_open(
-    daemon_with_web: Callable[[], tuple[DaemonProcess, int]], env: dict[str, str]
+    daemon_with_web: Callable[[], tuple[DaemonProcess, int]], env: dict[str, str], smtp: SMTPServer
 ) -> None:
     daemon, port = daemon_with_web()
     daemon.wait_log(rf"unsubscribe links served on 127\.0\.0\.1:{port}")
@@ -290,6 +291,10 @@ def test_digest_run_serves_the_endpoint_and_stops_with_connections_open(
     assert status(port, request("GET", link)) == 200
     assert status(port, request("POST", link, b"List-Unsubscribe=One-Click")) == 200
     assert "student@example.org" not in subscribed(Path(env["DIGEST_SUBSCRIBERS"]))
+    # The pages too, and the thread that sends their confirmation mails.
+    form = f"email=web%40example.org&k={keyword_id(keyword_key('try on'))}".encode()
+    assert status(port, request("POST", "/watch", form)) == 200
+    assert until(lambda: "web@example.org" in smtp.by_recipient())
 
     code, _ = daemon.stop(signal.SIGTERM, within=15)
 
