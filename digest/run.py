@@ -12,22 +12,20 @@ and large runs send from the processes of digest.sending.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
-import re
 import secrets
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from itertools import islice
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from digest.arxiv_source import ArxivSource, ArxivUnreachable
 from digest.compose import Composer
+from digest.compose import Preview as Preview  # re-exported: `digest send` imports both here
+from digest.compose import write_preview as write_preview
 from digest.config import Config, Keyword
 from digest.errors import (
     EXIT_DELIVERY_FAILED,
@@ -35,29 +33,24 @@ from digest.errors import (
     EXIT_OK,
     EXIT_PARTIAL,
     DeliveryError,
-    DigestError,
     FetchError,
 )
 from digest.mail import Envelope, Outcome, Sender, sender_address
 from digest.planning import Day, Reader, Tally, planned
 from digest.progress import Progress
 from digest.roster import merged
-from digest.sending import Flag, SendingProcesses, processes_for, shares, stop_on_signals
+from digest.sending import (
+    Flag,
+    SendingProcesses,
+    collect,
+    processes_for,
+    shares,
+    stop_on_signals,
+)
 from digest.store import Contents, Outgoing, Plan, Store, state_error
 from digest.words import plural
 
 log = logging.getLogger("digest.run")
-
-
-@dataclass
-class Preview:
-    """A digest as a dry run would send it."""
-
-    email: str
-    counts: list[tuple[str, int]]
-    subject: str
-    eml: bytes
-    html: str
 
 
 @dataclass
@@ -439,24 +432,7 @@ class Run:
             stopped=self.cancel.is_set,
             waiting=lambda: self.progress.sending(total - self.store.pending_count(), total),
         )
-        for future in futures:
-            try:
-                sent = future.result()
-            except BrokenProcessPool as e:
-                # What it did not send stays pending, for the next run.
-                log.error("a sending process died (%s); its digests stay pending", e)
-                self.report.failed.append(("(a sending process)", f"died: {e}"))
-                continue
-            except DigestError:
-                raise  # the database or the configuration: the run's problem, not the share's
-            except Exception as e:  # a bug in one share must not lose the others' counts
-                log.error("a sending process failed (%s); its digests stay pending", e)
-                self.report.failed.append(("(a sending process)", f"failed: {e}"))
-                continue
-            self.report.sent += sent.report.sent
-            self.report.failed += sent.report.failed
-            self.report.inlinings += sent.report.inlinings
-            self._built_elsewhere += sent.built
+        self._built_elsewhere += collect(futures, self.report)
         failed = len(self.report.failed) - failed_before
         self.progress.sending(total - self.store.pending_count(), total, failed)
 
@@ -506,29 +482,3 @@ class Run:
 def open_store(config: Config, dry_run: bool) -> Store:
     """The real database, or for a dry run a private copy that is never written back."""
     return Store.snapshot(config.db_path) if dry_run else Store.open(config.db_path)
-
-
-def write_preview(preview: Preview, out: Path) -> None:
-    """A dry-run digest as DIR/<email>.eml and DIR/<email>.html (see `preview_stem`)."""
-    out.mkdir(parents=True, exist_ok=True)
-    stem = preview_stem(preview.email)
-    (out / f"{stem}.eml").write_bytes(preview.eml)
-    (out / f"{stem}.html").write_text(preview.html, encoding="utf-8")
-
-
-# Characters an address may keep in a file name; anything else (a "/", a quote) is "_".
-_UNSAFE_IN_NAME = re.compile(r"[^A-Za-z0-9@._+-]")
-MAX_STEM = 100
-
-
-def preview_stem(email: str) -> str:
-    """A file name inside DIR for a reader's preview: the address itself when it is a safe
-    name, else the address made safe plus a hash of it, so two readers never share a file.
-    """
-    safe = _UNSAFE_IN_NAME.sub("_", email[: MAX_STEM + 1])
-    if safe.startswith("."):  # no hidden file, no "." or ".."
-        safe = "_" + safe[1:]
-    if safe == email and len(email) <= MAX_STEM:
-        return safe
-    digest = hashlib.sha256(email.encode("utf-8", "surrogatepass")).hexdigest()[:12]
-    return f"{safe[:MAX_STEM]}-{digest}"

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from digest.config import Config, SmtpSettings
+from digest.errors import DigestError
 from digest.logs import log_to_stderr
 from digest.progress import Progress
 from digest.render import Renderer
@@ -151,6 +152,32 @@ class SendingProcesses:
         self.stop.set()
         self.pool.shutdown(cancel_futures=True)
         return sum(f.result() for f in self.warming if not f.cancelled() and not f.exception())
+
+
+def collect(futures: list[Future[Sent]], report: RunReport) -> int:
+    """Add what each sending process sent and failed to the run's `report`; return the
+    contents they built. A process that died or failed counts as one failure, and what
+    it did not send stays pending for the next run."""
+    built = 0
+    for future in futures:
+        try:
+            sent = future.result()
+        except BrokenProcessPool as e:
+            # What it did not send stays pending, for the next run.
+            log.error("a sending process died (%s); its digests stay pending", e)
+            report.failed.append(("(a sending process)", f"died: {e}"))
+            continue
+        except DigestError:
+            raise  # the database or the configuration: the run's problem, not the share's
+        except Exception as e:  # a bug in one share must not lose the others' counts
+            log.error("a sending process failed (%s); its digests stay pending", e)
+            report.failed.append(("(a sending process)", f"failed: {e}"))
+            continue
+        report.sent += sent.report.sent
+        report.failed += sent.report.failed
+        report.inlinings += sent.report.inlinings
+        built += sent.built
+    return built
 
 
 # -- in a sending process ------------------------------------------------------
