@@ -137,7 +137,7 @@ def _build(job: _Job, contents: Contents, renderer: Renderer) -> _Built:
     return _Built(rendered, message, counts, renderer.inlined - before, held)
 
 
-def unbuildable(error: Exception) -> str:
+def why_unbuildable(error: Exception) -> str:
     """One line saying why a digest could not be built, for the log and `digest status`."""
     text = header_safe(f"{type(error).__name__}: {error}")
     return "cannot be built: " + (text if len(text) <= 300 else text[:299] + "…")
@@ -182,7 +182,7 @@ class Composer:
                     raise  # the database, not this digest: the run stops with exit 6
                 except Exception as e:  # any other fault is this digest's alone
                     log.debug("%s: digest cannot be built", o.email, exc_info=e)
-                    self.unbuildable(o, unbuildable(e))
+                    self.unbuildable(o, why_unbuildable(e))
                     continue
                 yield message
 
