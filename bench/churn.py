@@ -40,9 +40,9 @@ sys.path.insert(0, str(ROOT))
 
 from bench import machine, reference_keywords, write_subscribers  # noqa: E402  (bench/bench.py)
 from digest.config import load_config  # noqa: E402
+from digest.links import unsubscribe_url  # noqa: E402
 from digest.roster import merged  # noqa: E402
 from digest.store import Store  # noqa: E402
-from digest.web import unsubscribe_url  # noqa: E402
 
 SECRET = "bench-churn-secret-0123456789abcdef"
 HOST = "127.0.0.1"

@@ -358,7 +358,7 @@ class Roster:
         """Hold a reader's digests until `until` (paused_until), or resume them (None).
 
         Their papers keep coming in meanwhile; the first digest after the pause has the
-        newest of them (see run._resumed). Not the bounce pause, which the database keeps.
+        newest of them (see planning.resumed_since). Not the bounce pause, which the database keeps.
         """
 
         def decide(current: Entry) -> tuple[Entry | None, str]:

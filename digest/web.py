@@ -39,9 +39,10 @@ from waitress.task import ThreadedTaskDispatcher
 
 from digest.config import Config, load_config
 from digest.errors import DigestError
+from digest.links import unsubscribe_url as unsubscribe_url  # re-exported: tests and bench use it
 from digest.roster import Roster
 from digest.store import Store, reader_email
-from digest.tokens import TokenError, check_link_code, check_token, is_link_code, make_link_code
+from digest.tokens import TokenError, check_link_code, check_token, is_link_code
 from digest.webforms import Request, Response
 from digest.webpages import message
 
@@ -97,14 +98,6 @@ _HEADERS = {
     "X-Frame-Options": "DENY",
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'",
 }
-
-
-def unsubscribe_url(base_url: str, secret: bytes, reader: int, now: datetime) -> str:
-    """The per-reader link a digest carries; `reader` is Store.reader_id of the address.
-
-    ~68 characters with a base_url of 26, so List-Unsubscribe can carry it on one line.
-    """
-    return f"{base_url}/unsubscribe?t={make_link_code(secret, reader, issued=now)}"
 
 
 @dataclass(frozen=True)

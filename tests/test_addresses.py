@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from digest.cli import main
+from digest.compose import preview_stem
 from digest.config import validate_email
-from digest.run import preview_stem
 from tests.conftest import WriteConfig, config_text
 from tests.fakes.smtp_server import SMTPServer
 

@@ -19,8 +19,8 @@ from types import TracebackType
 from typing import TypeVar
 
 from digest.config import Config, load_config
+from digest.links import manage_url
 from digest.roster import Roster, merged
-from digest.run import manage_url
 from digest.site import Site
 from digest.store import Store
 from digest.subscribers import Subscriber
@@ -161,7 +161,7 @@ class Website:
             reader = store.reader_id(email)
         finally:
             store.close()
-        # As a digest's footer links it (digest.run.manage_url).
+        # As a digest's footer links it (digest.links.manage_url).
         return manage_url("", unsubscribe_url("", SECRET.encode(), reader, issued or self.now))
 
     def later(self, **delta: float) -> None:
