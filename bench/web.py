@@ -50,7 +50,13 @@ def load(path: str | None) -> ModuleType:
 def serve(web_path: str | None, folder: Path) -> None:
     web = load(web_path)
     shutil.copyfile(ROOT / "subscribers.toml", folder / "subscribers.toml")
-    app = web.Unsubscriber(folder / "subscribers.toml", folder / "digest.db", SECRET, 180)
+    from digest.config import load_config
+
+    if web_path:  # an older web.py read the file itself
+        app = web.Unsubscriber(folder / "subscribers.toml", folder / "digest.db", SECRET, 180)
+    else:
+        config = load_config(folder / "subscribers.toml", db_path=folder / "digest.db")
+        app = web.Unsubscriber(lambda: config, SECRET, 180)
     server = web.WebServer(app, HOST, 0).start()
     print(server.port, flush=True)
     sys.stdin.read()  # until the benchmark closes our stdin

@@ -93,9 +93,7 @@ class Site:
         self.proxies = frozenset(web.proxies)
         self.per_ip = RateLimit(web.requests_per_minute, 60.0)
         self.warned: dict[str, float] = {}
-        self.unsubscriber = Unsubscriber(
-            first_config.path, first_config.db_path, self.secret, web.link_days, clock
-        )
+        self.unsubscriber = Unsubscriber(config, self.secret, web.link_days, clock)
         self.manager = Manager(self)
         # Migrate once now: the request threads and the mailer would race to do it.
         Store.open(first_config.db_path).close()

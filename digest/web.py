@@ -27,7 +27,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
-from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, cast
 from urllib.parse import parse_qs, urlsplit
 
@@ -37,7 +36,7 @@ from waitress.channel import HTTPChannel
 from waitress.server import TcpWSGIServer
 from waitress.task import ThreadedTaskDispatcher
 
-from digest.config import Config, load_config
+from digest.config import Config
 from digest.errors import DigestError
 from digest.links import unsubscribe_url as unsubscribe_url  # re-exported: tests and bench use it
 from digest.roster import Roster
@@ -118,26 +117,18 @@ class Unsubscriber:
 
     def __init__(
         self,
-        config_path: Path,
-        db_path: Path,
+        config: Callable[[], Config],
         secret: bytes,
         link_days: int,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        self.config_path, self.db_path, self.secret = config_path, db_path, secret
+        # `config` gives the configuration as last loaded (the daemon reloads a changed
+        # file): the file's entries, which an unsubscribe may have to silence.
+        self.config, self.db_path, self.secret = config, config().db_path, secret
         self.max_age, self.clock = timedelta(days=link_days), clock
         # One unsubscribe at a time: the used-check, the change and the record of use
         # must not interleave, or two POSTs of one link could both act.
         self.acting = threading.Lock()
-        self._config: tuple[tuple[int, int], Config] | None = None
-
-    def config(self) -> Config:
-        """subscribers.toml as loaded, again when it changed (the file's own entries)."""
-        stat = self.config_path.stat()
-        stamp = (stat.st_mtime_ns, stat.st_size)
-        if self._config is None or self._config[0] != stamp:
-            self._config = (stamp, load_config(self.config_path, db_path=self.db_path))
-        return self._config[1]
 
     def respond(self, request: Request) -> Response:
         """The answer to a request for /unsubscribe (anything else is not found here)."""

@@ -34,6 +34,7 @@ from tests.hostile import Row
 from tests.webclient import (
     HOST,
     closed_by_server,
+    file_config,
     idle,
     open_fds,
     request,
@@ -96,7 +97,9 @@ def site(limits: Limits = LIMITS) -> Iterator[Site]:
     try:
         listing = folder / "subscribers.toml"
         shutil.copyfile(EXAMPLE, listing)
-        app = Unsubscriber(listing, folder / "digest.db", SECRET, 180, clock=lambda: NOW)
+        app = Unsubscriber(
+            file_config(listing, folder / "digest.db"), SECRET, 180, clock=lambda: NOW
+        )
         server = WebServer(app, HOST, 0, limits).start()
         try:
             place = Site(server, listing, folder / "digest.db", frozenset())

@@ -29,6 +29,7 @@ from digest.web import Unsubscriber, WebServer, unsubscribe_url
 from tests.conftest import DAY1, SUBSCRIBERS, WriteConfig, run_digest
 from tests.fakes.smtp_server import SMTPServer
 from tests.mailparse import text_part
+from tests.webclient import file_config
 
 SECRET = "0123456789abcdef0123456789abcdef"
 INBOX = (
@@ -168,7 +169,9 @@ def test_the_old_long_token_was_re_encoded_by_a_python_signer() -> None:
 
 def serve(config_path: Path, db: Path, now: datetime) -> WebServer:
     """The endpoint on loopback, its clock stopped at `now`."""
-    app = Unsubscriber(config_path, db, SECRET.encode(), link_days=180, clock=lambda: now)
+    app = Unsubscriber(
+        file_config(config_path, db), SECRET.encode(), link_days=180, clock=lambda: now
+    )
     return WebServer(app, "127.0.0.1", 0).start()
 
 

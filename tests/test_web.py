@@ -31,7 +31,7 @@ from tests.conftest import DAY1, WriteConfig, run_digest
 from tests.fakes.smtp_server import SMTPServer
 from tests.faults import block_changes
 from tests.mailparse import text_part
-from tests.webclient import request, status
+from tests.webclient import file_config, request, status
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "subscribers.toml"
 SECRET = b"0123456789abcdef0123456789abcdef"
@@ -60,7 +60,9 @@ def clock() -> Clock:
 
 @pytest.fixture
 def site(listing: Path, tmp_path: Path, clock: Clock) -> Iterator[str]:
-    app = Unsubscriber(listing, tmp_path / "digest.db", SECRET, link_days=180, clock=clock)
+    app = Unsubscriber(
+        file_config(listing, tmp_path / "digest.db"), SECRET, link_days=180, clock=clock
+    )
     server = WebServer(app, "127.0.0.1", 0).start()
     yield f"http://127.0.0.1:{server.port}"
     server.stop()
@@ -206,7 +208,9 @@ def test_digests_carry_each_readers_own_one_click_link(
     assert len(set(links.values())) == 3, "every reader has their own link"
 
     # The link from twin1's mail, POSTed one-click to the endpoint, removes twin1 only.
-    app = Unsubscriber(config.path, config.db_path, SECRET, link_days=180, clock=lambda: DAY1)
+    app = Unsubscriber(
+        file_config(config.path, config.db_path), SECRET, link_days=180, clock=lambda: DAY1
+    )
     server = WebServer(app, "127.0.0.1", 0).start()
     try:
         path = links["twin1@example.org"].removeprefix("http://127.0.0.1:1")
@@ -239,7 +243,9 @@ def test_web_without_a_secret_is_a_clear_configuration_error(tmp_path: Path) -> 
 
 @pytest.fixture
 def server(listing: Path, tmp_path: Path, clock: Clock) -> Iterator[WebServer]:
-    app = Unsubscriber(listing, tmp_path / "digest.db", SECRET, link_days=180, clock=clock)
+    app = Unsubscriber(
+        file_config(listing, tmp_path / "digest.db"), SECRET, link_days=180, clock=clock
+    )
     web = WebServer(app, "127.0.0.1", 0).start()
     yield web
     web.stop()

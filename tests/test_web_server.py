@@ -35,6 +35,7 @@ from tests.test_daemon import DaemonProcess, roomy_zone, sent_yesterday, write_s
 from tests.webclient import (
     HOST,
     closed_by_server,
+    file_config,
     idle,
     open_fds,
     request,
@@ -63,7 +64,9 @@ def listing(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def app(listing: Path, tmp_path: Path) -> Unsubscriber:
-    return Unsubscriber(listing, tmp_path / "digest.db", SECRET, link_days=180, clock=lambda: NOW)
+    return Unsubscriber(
+        file_config(listing, tmp_path / "digest.db"), SECRET, link_days=180, clock=lambda: NOW
+    )
 
 
 def subscribed(listing: Path) -> list[str]:

@@ -13,6 +13,9 @@ import resource
 import socket
 import time
 from collections.abc import Callable
+from pathlib import Path
+
+from digest.config import Config, load_config
 
 HOST = "127.0.0.1"
 _STATUS = re.compile(rb"HTTP/1\.[01] (\d{3}) ")
@@ -102,3 +105,17 @@ def until(condition: Callable[[], bool], deadline: float = 30.0) -> bool:
         if time.monotonic() > end:
             return False
         time.sleep(0.05)
+
+
+def file_config(listing: Path, db: Path) -> Callable[[], Config]:
+    """subscribers.toml as `digest run` holds it: loaded again when the file changes."""
+    held: list[tuple[tuple[int, int], Config]] = []
+
+    def current() -> Config:
+        stat = listing.stat()
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        if not held or held[0][0] != stamp:
+            held[:] = [(stamp, load_config(listing, db_path=db))]
+        return held[0][1]
+
+    return current
