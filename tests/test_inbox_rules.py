@@ -51,8 +51,18 @@ def decision(
     )
 
 
-def outcomes(*lines: str, **options: object) -> list[str]:
-    return [outcome for _command, outcome in decision(*lines, **options).results]  # type: ignore[arg-type]
+def outcomes(
+    *lines: str,
+    reader: Subscription | None = READER,
+    secret: bool = True,
+    max_keywords: int = 20,
+    proven: tuple[int, ...] = (),
+    done: dict[int, str] | None = None,
+) -> list[str]:
+    found = decision(
+        *lines, reader=reader, secret=secret, max_keywords=max_keywords, proven=proven, done=done
+    )
+    return [outcome for _command, outcome in found.results]
 
 
 # -- subscribing, adding, removing ------------------------------------------------------
@@ -236,9 +246,10 @@ def test_pause_and_resume() -> None:
 
 
 def test_pause_lines_a_stranger_or_a_cancel_make_void() -> None:
-    assert outcomes("pause until 2025-12-01", "weekly", reader=None) == [
-        "not done: you are not subscribed"
-    ] * 2
+    assert (
+        outcomes("pause until 2025-12-01", "weekly", reader=None)
+        == ["not done: you are not subscribed"] * 2
+    )
     asked = "not done: you asked to unsubscribe"
     assert outcomes("pause until 2025-12-01", "daily", "cancel") == [asked, asked, WAITS]
 
