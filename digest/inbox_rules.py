@@ -194,7 +194,12 @@ def decide(
             pause=pause,
             schedule=schedule,
         )
-    rules = _Rules(request, reader, secret, max_keywords, take, gone, pause, schedule)
+    usable = [(i, c) for i, c in enumerate(request.lines) if not c.error]
+    last_cancel = max((i for i, c in usable if c.verb == "cancel"), default=-1)
+    last_del = {keyword_key(c.argument): i for i, c in usable if c.verb == "del"}
+    rules = _Rules(
+        request, reader, secret, max_keywords, take, gone, pause, schedule, last_cancel, last_del
+    )
     results = tuple(
         (command, done[index] if index in done else rules.outcome(index, command))
         for index, command in enumerate(request.lines)
@@ -235,6 +240,8 @@ class _Rules:
     gone: dict[str, str]
     pause: str | None
     schedule: str | None
+    last_cancel: int  # the index of the last usable cancel line, -1 for none
+    last_del: dict[str, int]  # the index of the last usable del line, by keyword key
 
     def outcome(self, index: int, command: Command) -> str:
         verb = command.verb
@@ -278,13 +285,10 @@ class _Rules:
     def _taken_back(self, index: int, command: Command) -> bool:
         """Whether a usable line below takes this one back: a cancel takes back every
         subscribe, add, del and cancel above it; a del, the adds of its keyword."""
-        below = [c for c in self.request.lines[index + 1 :] if not c.error]
-        if any(c.verb == "cancel" for c in below):
+        if index < self.last_cancel:
             return True
         key = keyword_key(command.argument)
-        return command.verb == "add" and any(
-            c.verb == "del" and keyword_key(c.argument) == key for c in below
-        )
+        return command.verb == "add" and index < self.last_del.get(key, -1)
 
     def _refused(self) -> str:
         """Why a pause or schedule line cannot be done at all, or ""."""
