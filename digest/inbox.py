@@ -22,88 +22,84 @@ for that reader. An address that is not subscribed gets fixed text only. Limits 
 mailbox once whatever its +tag; caps over all senders (replies per hour, subscribers and
 keywords added per day) leave the mails over them unflagged, for a later check: nothing
 is lost, and a reader's unsubscribe with its code goes through every limit.
+
+This module is the check of the mailbox: read, screen, act, reply, flag. What a command
+mail's lines come to is decided in inbox_rules.py (pure) and carried out by
+inbox_act.py; replies are composed and sent by inbox_replies.py; a confirmation code is
+applied by confirmations.py (whose names stay importable from here).
 """
 
 from __future__ import annotations
 
-import asyncio
 import fcntl
 import hashlib
-import json
 import logging
 import os
-import re
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime, timedelta
-from email.headerregistry import Address
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.parser import BytesParser
 from email.policy import default as default_policy
-from email.utils import format_datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from digest.commands import (
-    HELD,
-    WEEKDAYS,
     Command,
-    Confirmation,
     automatic,
-    limit_text,
     mail_commands,
     mailbox_key,
-    reply_text,
     sender_of,
-    stranger_text,
     subject_commands,
 )
-from digest.config import Config, InboxSettings, keyword_key
+from digest.config import Config, InboxSettings
+from digest.confirmations import (
+    CapError,
+    CommandError,
+    UnknownAddress,
+    apply_confirmation,
+    approve,
+    reject,
+)
 from digest.errors import (
     EXIT_DELIVERY_FAILED,
     EXIT_OK,
-    EXIT_USAGE,
     BusyError,
     ConfigError,
-    DigestError,
 )
 from digest.imap import MAX_HEADER, Mailbox, truncated
-from digest.mail import POLICY, Envelope, Outcome, Sender, header_safe, sender_address
-from digest.roster import Change, Roster
+from digest.inbox_act import Acting, Answer, Wait
+from digest.inbox_replies import reply_message, reply_subject, send_replies
+from digest.inbox_rules import NO_SECRET
+from digest.inbox_text import limit_text
+from digest.mail import sender_address
+from digest.roster import Roster
 from digest.store import Store
-from digest.tokens import (
-    MAIL_CODE_DAYS,
-    TokenError,
-    check_mail_code,
-    check_token,
-    make_token,
-)
+from digest.tokens import MAIL_CODE_DAYS
+
+__all__ = [
+    "NO_SECRET",
+    "CapError",
+    "CommandError",
+    "InboxReport",
+    "UnknownAddress",
+    "_inbox_lock",
+    "apply_confirmation",
+    "approve",
+    "inbox_warnings",
+    "process_inbox",
+    "reject",
+]
 
 log = logging.getLogger("digest.inbox")
 
 KEEP_RECORDS = timedelta(days=30)
 _PARSER = BytesParser(policy=default_policy)
-_MESSAGE_ID = re.compile(r"<[^<>\s]{1,250}>")
-
-
-class CommandError(DigestError):
-    """A confirmed change that cannot be made as asked (it would break a limit)."""
-
-    exit_code = EXIT_USAGE
-
-
-class CapError(CommandError):
-    """A confirmed change that would pass a cap over all senders for today ([inbox])."""
-
 
 NO_PASSWORD = (
     "[inbox] has no password: set DIGEST_INBOX_PASSWORD, DIGEST_INBOX_PASSWORD_FILE "
     "or the systemd credential inbox-password"
-)
-NO_SECRET = (
-    "subscribing by mail is switched off until the administrator sets a signing secret "
-    "(DIGEST_SECRET, DIGEST_SECRET_FILE or the systemd credential digest-secret)"
 )
 
 
@@ -222,7 +218,10 @@ class _Step:
         self.replied: int | None = None  # replies in the last hour, read when first needed
         self.capped: set[str] = set()  # caps over all senders reached, logged once each
         web = config.web
-        self.code_age = timedelta(days=web.link_days if web else MAIL_CODE_DAYS)
+        code_age = timedelta(days=web.link_days if web else MAIL_CODE_DAYS)
+        self.acting = Acting(
+            config, settings, store, self.roster, now, self.today, self.address, code_age
+        )
 
     def read(self, box: Mailbox, stop: Callable[[], bool]) -> None:
         uids = box.unprocessed()
@@ -295,23 +294,13 @@ class _Step:
             return
         try:
             self._act(uid, key, email, mailbox, message, commands, count, proven)
-        except _Wait as e:
+        except Wait as e:
             self._wait(uid, str(e))
 
     def _proven_cancel(self, subject: str, email: str) -> bool:
         """Whether a Subject is `unsubscribe <code>` with a code made for this address."""
         found = subject_commands(subject)
-        return bool(found) and found[0].verb == "cancel" and self._code_valid(found[0], email)
-
-    def _code_valid(self, command: Command, email: str) -> bool:
-        secret = self.config.secret
-        return (
-            secret is not None
-            and bool(command.argument)
-            and check_mail_code(
-                secret, command.argument, email, now=self.now, max_age=self.code_age
-            )
-        )
+        return bool(found) and found[0].verb == "cancel" and self.acting.code_valid(found[0], email)
 
     def _replies_left(self) -> int:
         if self.replied is None:
@@ -344,35 +333,22 @@ class _Step:
         # A proven unsubscribe (the Subject, so the first command) goes through any limit.
         allowed = commands[: max(int(proven), limit - count)]
         not_done = len(commands) - len(allowed)
-        if not allowed:
-            before = current = None
-            text, summary, subject = limit_text(limit, self.address), "over the daily limit", ""
+        if allowed:
+            answer = self.acting.answer(email, message, allowed, not_done)
         else:
-            before, results, current, confirmation = self._execute(email, allowed)
-            show_help = any(c.verb == "help" and not c.error for c in allowed)
-            if before is None and current is None:
-                text = stranger_text(
-                    results, address=self.address, confirmation=confirmation, show_help=show_help
-                )
-            else:
-                text = reply_text(
-                    results,
-                    current,
-                    address=self.address,
-                    confirmation=confirmation,
-                    show_help=show_help,
-                    not_done=not_done,
-                    limit=limit,
-                )
-            summary = "; ".join(f"{c.line[:60]}: {outcome}" for c, outcome in results)
-            subject = f"confirm {confirmation.token}" if confirmation is not None else ""
-        if not subject:
-            # A stranger's Subject is theirs: never sent back to them (see stranger_text).
-            echo = before is not None or (allowed and current is not None)
-            subject = _reply_subject(str(message.get("Subject", "")) if echo else "")
+            text = limit_text(limit, self.address)
+            answer = Answer(text, reply_subject(""), "over the daily limit")
         reply = None
         if self._replies_left() > 0:
-            reply = self._reply(email, message, subject, text, key)
+            reply = reply_message(
+                self.config,
+                email=email,
+                original=message,
+                subject=answer.subject,
+                text=answer.text,
+                key=key,
+                now=self.now,
+            )
             self.replied = (self.replied or 0) + 1
         else:
             log.warning("mail %d from %s acted on without a reply: the hourly cap", uid, email)
@@ -383,286 +359,20 @@ class _Step:
             mailbox=mailbox,
             commands=len(allowed),
             refused=not_done > 0,
-            summary=summary,
+            summary=answer.summary,
             reply=reply,
             now=self.now,
         )
         self.report.acted += 1
-        self.report.lines.append(f"{email}: {summary}")
-        log.info("mail %d from %s: %s", uid, email, summary)
+        self.report.lines.append(f"{email}: {answer.summary}")
+        log.info("mail %d from %s: %s", uid, email, answer.summary)
         self.awaiting.setdefault(key, []).append(uid)
-
-    def _execute(
-        self, email: str, commands: list[Command]
-    ) -> tuple[
-        tuple[str, ...] | None,
-        list[tuple[Command, str]],
-        tuple[str, ...] | None,
-        Confirmation | None,
-    ]:
-        """Changes wait for a confirmation, but for a proven unsubscribe and confirmations:
-        (keywords watched before, results, keywords watched now, request)."""
-        before = self.roster.watched(email)
-        results: list[tuple[Command, str]] = []
-        request = _Request()
-        for command in commands:
-            outcome = ""  # all but these are decided below, once all lines are read
-            if command.error:
-                outcome = f"not done: {command.error}"
-            elif command.verb == "subscribe":
-                request.name = command.argument or request.name
-            elif command.verb == "add":
-                request.adds.append(command.argument)
-            elif command.verb == "del":
-                gone = keyword_key(command.argument)
-                request.adds = [k for k in request.adds if keyword_key(k) != gone]
-                _undo(results, ("add",), gone)
-                request.dels.append(command.argument)
-            elif command.verb == "cancel":
-                request = _Request(cancel=True)
-                _undo(results, ("subscribe", "add", "del", "cancel"))
-                if self._code_valid(command, email):
-                    request.cancel = False
-                    outcome = self.roster.unsubscribe(email, source="mail").message
-            elif command.verb == "pause":
-                request.pause = command.argument
-            elif command.verb == "resume":
-                request.pause = ""
-            elif command.verb == "weekly":
-                request.schedule = f"weekly {command.argument}".strip()
-            elif command.verb == "daily":
-                request.schedule = "daily"
-            elif command.verb == "list":
-                outcome = "your keywords are listed below"
-            elif command.verb == "help":
-                outcome = "the commands are explained below"
-            elif command.verb == "confirm":
-                outcome = self._confirm(command.argument)
-            results.append((command, outcome))
-        # Read again: the commands above (or someone else meanwhile) may have changed it.
-        current = self.roster.watched(email)
-        decided, confirmation = self._ask(email, results, request, current)
-        return before, decided, current, confirmation
-
-    def _confirm(self, token: str) -> str:
-        try:
-            change = apply_confirmation(self.config, self.store, token, self.now, source="mail")
-        except CapError as e:
-            raise _Wait(str(e)) from e
-        except DigestError as e:
-            # tokens.py speaks of links (its first use); here the code came by mail.
-            return "not done: " + str(e).replace("link", "confirmation code")
-        return f"confirmed: {change.message}"
-
-    def _ask(
-        self,
-        email: str,
-        results: list[tuple[Command, str]],
-        request: _Request,
-        current: tuple[str, ...] | None,
-    ) -> tuple[list[tuple[Command, str]], Confirmation | None]:
-        """Decide the lines left open: one confirmation request for what would change."""
-        have = {keyword_key(k) for k in current or ()}
-        new: dict[str, str] = {}
-        for keyword in request.adds:
-            if keyword_key(keyword) not in have or request.cancel:
-                new.setdefault(keyword_key(keyword), " ".join(keyword.split()))
-        room = max(0, self.settings.max_keywords - (0 if request.cancel else len(have)))
-        take = dict(list(new.items())[:room])
-        gone = {keyword_key(k): k for k in request.dels if keyword_key(k) in have}
-        cancel = request.cancel and current is not None
-        secret = self.config.secret
-        pause = self._pause_asked(email, request, current)
-        schedule = self._schedule_asked(email, request, current)
-        confirmation = None
-        if (take or gone or cancel or pause is not None or schedule) and secret is not None:
-            expires = self.now + timedelta(hours=self.settings.confirm_hours)
-            asked: dict[str, object] = {"add": list(take.values()), "name": request.name}
-            asked |= {"del": list(gone.values()), "cancel": cancel}
-            if pause is not None:
-                asked["pause"] = pause
-            if schedule:
-                asked["schedule"] = schedule
-            value = json.dumps(asked, separators=(",", ":"))
-            # The code holds no address and no words of the mail (base64 would still carry
-            # a stranger's text): what it asks for is stored under its nonce.
-            token = make_token(secret, "confirm", "", issued=self.now)
-            nonce = check_token(
-                secret, token, "confirm", now=self.now, max_age=timedelta(hours=1)
-            ).nonce
-            self.store.save_request(nonce, email, value, self.now)
-            names = {keyword_key(k): k for k in current or ()}
-            confirmation = Confirmation(
-                token,
-                tuple(take.values()),
-                expires.astimezone(UTC),
-                removes=tuple(names.get(k, v) for k, v in gone.items()),
-                cancel=cancel,
-                pause=pause,
-                schedule=schedule,
-            )
-        decided = []
-        for command, outcome in results:
-            if not outcome and command.verb == "subscribe":
-                outcome = _subscribe_outcome(bool(take), current, secret is not None)
-            elif not outcome and command.verb == "add":
-                key = keyword_key(command.argument)
-                if secret is None:
-                    outcome = f"not done: {NO_SECRET}"
-                elif key in have and not request.cancel:
-                    outcome = "you watch it already"
-                elif key in take:
-                    outcome = "waits for your confirmation (see below)"
-                else:
-                    outcome = (
-                        f"not done: {self.settings.max_keywords} keywords is the limit; "
-                        "del some first"
-                    )
-            elif not outcome and command.verb in ("pause", "resume"):
-                outcome = self._pause_outcome(command, request, current, pause)
-            elif not outcome and command.verb in ("weekly", "daily"):
-                outcome = self._schedule_outcome(command, request, current, schedule)
-            elif not outcome and command.verb in ("del", "cancel"):
-                if secret is None:
-                    outcome = f"not done: {NO_SECRET}"
-                elif current is None:
-                    outcome = "not done: you are not subscribed"
-                elif command.verb == "del" and keyword_key(command.argument) not in gone:
-                    outcome = "not done: you do not watch it"
-                else:
-                    outcome = "waits for your confirmation (see below)"
-            decided.append((command, outcome))
-        return decided, confirmation
-
-    def _pause_asked(
-        self, email: str, request: _Request, current: tuple[str, ...] | None
-    ) -> str | None:
-        """The pause (a date) or resume ("") a mail asks for and that would change
-        something; None when it asks for neither, or for nothing to do."""
-        if request.pause is None or current is None or request.cancel:
-            return None
-        subscriber = self.roster.find(email)
-        until = subscriber.paused_until if subscriber is not None else None
-        if request.pause == "":
-            return "" if until is not None and until > self.today else None
-        if date.fromisoformat(request.pause) <= self.today:
-            return None
-        return request.pause
-
-    def _schedule_asked(
-        self, email: str, request: _Request, current: tuple[str, ...] | None
-    ) -> str | None:
-        """The schedule a mail asks for, when it differs from the reader's; else None."""
-        if request.schedule is None or current is None or request.cancel:
-            return None
-        reader = self.roster.find(email)
-        if reader is None:
-            return None
-        day = WEEKDAYS[reader.weekday] if reader.weekday is not None else ""
-        now = f"weekly {day}".strip() if reader.weekly else "daily"
-        if request.schedule == now or (request.schedule == "weekly" and reader.weekly):
-            return None  # "weekly" keeps the reader's day
-        return request.schedule
-
-    def _refused(self, request: _Request, current: tuple[str, ...] | None) -> str:
-        """Why a pause or schedule line cannot be done at all, or ""."""
-        if self.config.secret is None:
-            return f"not done: {NO_SECRET}"
-        if current is None:
-            return "not done: you are not subscribed"
-        if request.cancel:
-            return "not done: you asked to unsubscribe"
-        return ""
-
-    def _schedule_outcome(
-        self,
-        command: Command,
-        request: _Request,
-        current: tuple[str, ...] | None,
-        schedule: str | None,
-    ) -> str:
-        if refused := self._refused(request, current):
-            return refused
-        wanted = f"{command.verb} {command.argument}".strip()
-        if wanted != request.schedule:
-            return "taken back by a line below"
-        if schedule:
-            return "waits for your confirmation (see below)"
-        return f"your digests are {command.verb} already"
-
-    def _pause_outcome(
-        self,
-        command: Command,
-        request: _Request,
-        current: tuple[str, ...] | None,
-        pause: str | None,
-    ) -> str:
-        if refused := self._refused(request, current):
-            return refused
-        wanted = command.argument if command.verb == "pause" else ""
-        if wanted != request.pause:
-            return "taken back by a line below"
-        if pause is not None:
-            return "waits for your confirmation (see below)"
-        if command.verb == "resume":
-            return "not done: your digests are not paused"
-        return "not done: that day has come already; name a later one"
-
-    def _reply(
-        self, email: str, original: EmailMessage, subject: str, text: str, key: str
-    ) -> bytes:
-        message = EmailMessage(policy=POLICY)
-        message["From"] = header_safe(self.config.digest.sender)
-        message["To"] = Address(addr_spec=email)
-        if self.settings.address:
-            message["Reply-To"] = self.settings.address
-        message["Subject"] = header_safe(subject)
-        message["Date"] = format_datetime(self.now)
-        domain = self.own.rpartition("@")[2] or "localhost"
-        # From the mail's hash: a reply sent again after a crash has the same Message-ID.
-        message["Message-ID"] = f"<inbox.{key[:32]}@{domain}>"
-        original_id = str(original.get("Message-ID", "")).strip()
-        if _MESSAGE_ID.fullmatch(original_id):
-            message["In-Reply-To"] = original_id
-            message["References"] = original_id
-        message["Auto-Submitted"] = "auto-replied"  # RFC 3834: machines must not answer it
-        message["X-Auto-Response-Suppress"] = "All"  # nor Exchange's out-of-office
-        message.set_content(text, charset="utf-8")
-        return message.as_bytes()
 
     def send_replies(self, cafile: str | None) -> None:
         """Send every reply still pending, this check's and any a crash left behind."""
-        pending = self.store.pending_replies()
-        if not pending:
-            return
-        recipients = {reply_id: email for reply_id, _key, email, _data in pending}
-        sender = Sender(self.config.smtp, cafile=cafile)
-
-        async def envelopes() -> AsyncIterator[Envelope]:
-            for reply_id, _key, email, data in pending:
-                yield Envelope(reply_id, self.own, email, data)
-
-        def on_outcome(outcome: Outcome) -> None:
-            email = recipients[outcome.key]
-            if outcome.accepted:
-                self.store.reply_done(outcome.key, sent=True)
-                self.report.replies += 1
-            else:
-                # After [smtp] attempts tries: dropped, so one bad address cannot block the rest.
-                self.store.reply_done(outcome.key, sent=False, error=outcome.error)
-                self.report.undelivered.append((email, outcome.error or "not accepted"))
-                log.warning("reply to %s not delivered: %s", email, outcome.error)
-
-        async def deliver() -> None:
-            await sender.check()
-            await sender.deliver(envelopes(), on_outcome)
-
-        try:
-            asyncio.run(deliver())
-        except DigestError as e:
-            # The server cannot be reached: replies and their mails wait for the next check.
-            log.error("%s; %d replies wait for the next check", e, len(pending))
-            self.report.undelivered.extend((email, str(e)) for email in recipients.values())
+        sent, undelivered = send_replies(self.config, self.store, cafile)
+        self.report.replies += sent
+        self.report.undelivered.extend(undelivered)
 
     def flag(self, box: Mailbox) -> None:
         """Flag what is settled: mails left alone, and command mails whose reply is done."""
@@ -676,181 +386,3 @@ class _Step:
             box.flag(settled, seen=True)
         if self.leave:
             box.flag(self.leave, seen=False)
-
-
-@dataclass
-class _Request:
-    """What a mail's subscribe, add, del and cancel lines ask for, in their order."""
-
-    adds: list[str] = field(default_factory=list)
-    dels: list[str] = field(default_factory=list)
-    name: str | None = None
-    cancel: bool = False  # unsubscribe first (a later add subscribes again)
-    pause: str | None = None  # "YYYY-MM-DD" to pause until, "" to resume (the last line wins)
-    schedule: str | None = None  # "daily", "weekly" or "weekly <weekday>" (the last line wins)
-
-
-class _Wait(Exception):
-    """A mail that must wait for a later check: a cap over all senders is reached."""
-
-
-def _undo(results: list[tuple[Command, str]], verbs: tuple[str, ...], key: str = "") -> None:
-    """A later del or cancel in the same mail takes back an add or subscribe not yet asked."""
-    for index, (command, outcome) in enumerate(results):
-        if outcome or command.verb not in verbs:
-            continue
-        if not key or keyword_key(command.argument) == key:
-            results[index] = (command, "taken back by a line below")
-
-
-def _subscribe_outcome(asked: bool, current: tuple[str, ...] | None, secret: bool) -> str:
-    if not secret:
-        return f"not done: {NO_SECRET}"
-    if asked:
-        return "waits for your confirmation (see below)"
-    if current is not None:
-        return "you are subscribed already"
-    return 'not done: say what to watch, with one "add <keyword>" line per keyword'
-
-
-def _reply_subject(subject: str) -> str:
-    subject = " ".join(subject[:1000].split())
-    if not subject:
-        return "Re: your commands"
-    if len(subject) > 150:
-        subject = subject[:150] + "…"
-    return subject if subject.casefold().startswith("re:") else f"Re: {subject}"
-
-
-# -- confirmation ------------------------------------------------------------------
-
-
-def apply_confirmation(
-    config: Config, store: Store, token: str, now: datetime, *, source: str
-) -> Change:
-    """Carry out a confirmed change, from a reply or a link; each code works once.
-
-    Check, act, then record the code as used: a crash in between leaves it usable, and
-    using it again changes nothing, since removing what is gone and adding watched
-    keywords are no-ops. Additions count against the [inbox] caps over all senders
-    (CapError: try again tomorrow); with [inbox] approve, a new subscriber is held.
-    """
-    secret = config.secret
-    if secret is None:
-        raise ConfigError(f"cannot confirm: {NO_SECRET}")
-    roster = Roster(config, store, clock=lambda: now)
-    limits = config.inbox or InboxSettings("", 0, "none", "", None)
-    found = check_token(
-        secret, token, "confirm", now=now, max_age=timedelta(hours=limits.confirm_hours)
-    )
-    if store.token_used(found.nonce):
-        raise TokenError("this link was used already; nothing changed")
-    email, value = found.email, found.value
-    if not email:  # a code sent by mail: what it asks for is in the database
-        stored = store.request(found.nonce)
-        if stored is None:
-            raise TokenError("this link is not valid (it is unknown here)")
-        email, value = stored
-    try:
-        request = json.loads(value)
-        adds = [str(k) for k in request["add"]]
-        dels = [str(k) for k in request.get("del", [])]
-        cancel = request.get("cancel") is True
-        name = request.get("name")
-        name = name if isinstance(name, str) else None
-        schedule_text = request.get("schedule")
-        pause_text = request.get("pause")
-        until = (
-            date.fromisoformat(pause_text) if isinstance(pause_text, str) and pause_text else None
-        )
-    except (ValueError, KeyError, TypeError, AttributeError) as e:
-        raise TokenError("this link is not valid") from e
-    current = None if cancel else roster.watched(email)
-    have = {keyword_key(k) for k in current or ()} - {keyword_key(k) for k in dels}
-    added = {keyword_key(k) for k in adds} - have
-    if len(have | added) > limits.max_keywords:
-        raise CommandError(
-            f"{email} would watch {len(have | added)} keywords, and {limits.max_keywords} "
-            "is the limit; del some first"
-        )
-    new_subscriber = bool(adds) and current is None
-    day = now.astimezone(UTC).date().isoformat()
-    _check_caps(store, limits, day, int(new_subscriber), len(added))
-    messages = []
-    change = None
-    if cancel:
-        change = roster.unsubscribe(email, source=source)
-        messages.append(change.message)
-    if dels and not cancel:
-        change = roster.remove_keywords(email, dels, source=source)
-        messages.append(change.message)
-    hold = None
-    if adds and limits.approve and (cancel or roster.watched(email) is None):
-        hold = (name, adds)
-        messages.append(f"{email} {HELD}")
-        change = Change(email, False, (), messages[-1], False)
-    elif adds:
-        change = roster.subscribe(email, adds, name, source=source)
-        messages.append(change.message)
-    if isinstance(pause_text, str) and not cancel:
-        change = roster.pause(email, until, source=source)
-        messages.append(change.message)
-    if isinstance(schedule_text, str) and not cancel:
-        frequency, _, day = schedule_text.partition(" ")
-        if day not in ("", *WEEKDAYS):
-            raise TokenError("this link is not valid")
-        change = roster.schedule(email, frequency == "weekly", day or None, source=source)
-        messages.append(change.message)
-    store.confirmed(
-        found.nonce,
-        email,
-        day,
-        subscribers=int(new_subscriber),
-        keywords=len(added),
-        now=now,
-        hold=hold,
-    )
-    if change is None:
-        return Change(email, False, (), "nothing to change", current is not None)
-    return replace(change, message="; ".join(messages))
-
-
-def _check_caps(
-    store: Store, limits: InboxSettings, day: str, subscribers: int, keywords: int
-) -> None:
-    """CapError when a confirmation would pass today's caps over all senders."""
-    had_subscribers, had_keywords = store.additions(day)
-    if subscribers and had_subscribers + subscribers > limits.max_subscribers_per_day:
-        why = f"{limits.max_subscribers_per_day} new subscribers by mail today"
-    elif keywords and had_keywords + keywords > limits.max_keywords_per_day:
-        why = f"{limits.max_keywords_per_day} keywords added by mail today"
-    else:
-        return
-    log.warning("[inbox] cap reached: %s", why)
-    raise CapError(f"{why} is the limit ([inbox]); try again tomorrow")
-
-
-# -- approval ([inbox] approve) -----------------------------------------------------
-
-
-def approve(config: Config, store: Store, email: str) -> Change:
-    """Subscribe a held address as it asked, then take it off the list."""
-    held = {e.casefold(): (e, name, keywords) for e, name, keywords, _at in store.held()}
-    if email.casefold() not in held:
-        raise UnknownAddress(f"{email}: no subscription waits for approval; see `digest pending`")
-    address, name, keywords = held[email.casefold()]
-    change = Roster(config, store).subscribe(address, keywords, name, source="cli")
-    store.release(address)
-    return change
-
-
-def reject(store: Store, email: str) -> None:
-    """Drop a held subscription."""
-    if store.release(email) is None:
-        raise UnknownAddress(f"{email}: no subscription waits for approval; see `digest pending`")
-
-
-class UnknownAddress(DigestError):
-    """No held subscription for that address."""
-
-    exit_code = EXIT_USAGE

@@ -18,11 +18,11 @@ from digest.commands import (
     mail_commands,
     parse_line,
     sender_of,
-    stranger_text,
     strip_reply_prefixes,
     subject_commands,
     text_body,
 )
+from digest.inbox_text import stranger_text
 
 
 def verbs(commands: list[Command]) -> list[tuple[str, str]]:

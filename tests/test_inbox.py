@@ -13,10 +13,12 @@ import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from datetime import UTC, date, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
@@ -830,6 +832,41 @@ def test_a_killed_check_is_finished_by_the_next_without_acting_twice(world: Worl
     assert "unsubscribed reader@example.org" in body(second.message)
     assert "reader@example.org" not in world.watching()
     assert all(f == {SEEN, DONE} for f in world.imap.flags().values())
+
+
+def test_a_mail_answered_again_gets_the_same_message_id(world: World) -> None:
+    # A mail's record is what keeps it from being acted on twice. Lost (the database
+    # restored from a copy taken before the check) while the mail is unflagged, the mail
+    # is answered again: with the same Message-ID, so mail clients show the reply once.
+    world.send(
+        mail("reader@example.org", "list"),
+        mail("student@example.org", "", "help"),
+        mail("ann@example.org", "", "subscribe\nadd GANs"),
+    )
+    db = world.config().db_path
+    Store.open(db).close()
+    backup = db.with_name("before.db")
+    with closing(sqlite3.connect(db)) as live, closing(sqlite3.connect(backup)) as copy:
+        live.backup(copy)
+    world.check()
+    first = {str(r["To"]): r for r in world.replies()}
+    assert len(first) == 3 and all(f == {SEEN, DONE} for f in world.imap.flags().values())
+
+    with closing(sqlite3.connect(backup)) as copy, closing(sqlite3.connect(db)) as live:
+        copy.backup(live)
+    client = world.imap.client()
+    try:
+        client.store("1:*", "-FLAGS.SILENT", f"({SEEN} {DONE})")
+    finally:
+        client.logout()
+    report = world.check(NOW + timedelta(minutes=5))
+    assert (report.acted, report.replies) == (3, 3)
+    second = {str(r["To"]): r for r in world.replies()[3:]}
+    assert second.keys() == first.keys()
+    for to, reply in second.items():
+        assert reply["Message-ID"] == first[to]["Message-ID"], to
+        assert reply["In-Reply-To"] == first[to]["In-Reply-To"], to
+    assert len({str(r["Message-ID"]) for r in first.values()}) == 3, "one per mail"
 
 
 # -- the CLI, TLS, the daemon ---------------------------------------------------------------
