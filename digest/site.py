@@ -26,7 +26,6 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
-from digest.commands import HELD
 from digest.config import (
     Config,
     keyword_key,
@@ -35,6 +34,7 @@ from digest.config import (
 from digest.errors import DigestError
 from digest.feed import serve_feed
 from digest.inbox import CapError, CommandError, apply_confirmation
+from digest.inbox_text import HELD
 from digest.manage import Manager
 from digest.page import web_page
 from digest.roster import Roster
