@@ -137,20 +137,8 @@ class Daemon:
         timeout = 0.0  # first look at signals that came during start-up
         while True:
             for byte in self._wait(timeout):
-                if byte == _WORKER_DONE:
-                    self._worker_done()
-                elif byte == _INBOX_DONE:
-                    self._inbox_done()
-                elif byte == signal.SIGHUP and not self.stopping:
-                    self._reload()
-                elif byte in (signal.SIGTERM, signal.SIGINT):
-                    if self.stopping:
-                        log.warning(
-                            "stopping now without waiting for the run: "
-                            "a digest being sent may go out again with the next run"
-                        )
-                        return EXIT_FORCED
-                    self._stop(signal.Signals(byte).name)
+                if not self._handle(byte):
+                    return EXIT_FORCED
             if self.stopping and self.worker is None and self.inbox_worker is None:
                 break
             if not self.stopping:
@@ -163,6 +151,24 @@ class Daemon:
             timeout = self._timeout()
         log.info("stopped")
         return 0
+
+    def _handle(self, byte: int) -> bool:
+        """Act on one byte from the wake socket; False when a second stop signal ends it now."""
+        if byte == _WORKER_DONE:
+            self._worker_done()
+        elif byte == _INBOX_DONE:
+            self._inbox_done()
+        elif byte == signal.SIGHUP and not self.stopping:
+            self._reload()
+        elif byte in (signal.SIGTERM, signal.SIGINT):
+            if self.stopping:
+                log.warning(
+                    "stopping now without waiting for the run: "
+                    "a digest being sent may go out again with the next run"
+                )
+                return False
+            self._stop(signal.Signals(byte).name)
+        return True
 
     def _timeout(self) -> float:
         now = time.monotonic()
