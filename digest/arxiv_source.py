@@ -197,6 +197,9 @@ class ArxivSource:
         self.client.query_url_format = url + "?{}"
         self.session = _Session(timeout, connect_timeout)
         self.host = urlsplit(url).netloc or url
+        # arxiv 4.0.2 takes no session and no timeout: its requests go through the
+        # private `_session`. pyproject.toml pins that exact version, and
+        # tests/test_borrowed.py fails on any other or when the client stops using it.
         self.client._session = self.session
         self.delay, self.attempts, self.sleep = delay, attempts, sleep
 

@@ -5,10 +5,11 @@ thread, so signals and watchdog pings are handled while a run sends. With [inbox
 another worker thread reads the command mailbox every [inbox] interval; whoever changes
 subscribers.toml (a command, `digest subscribe`, an editor), the loop notices and re-reads it.
 
-`schedule` is the alarm clock: its job wakes the loop at [digest] send_at in the
-subscribers' time zone. Whether to send, and the catch-up after downtime, is decided
-by `digest.timing.digest_due` from the database's last completed run, on that alarm and
-on every other wake-up too, so a missed or early alarm cannot cost or double a digest.
+The loop sleeps until the next [digest] send_at in the subscribers' time zone
+(`digest.timing.next_run`, by the daemon's clock), a minute at most. Whether to send, and
+the catch-up after downtime, is decided by `digest.timing.digest_due` from the database's
+last completed run on every wake-up, so a missed or early wake-up cannot cost or double a
+digest.
 """
 
 from __future__ import annotations
@@ -27,8 +28,6 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 
-import schedule
-
 from digest.config import Config, default_subscribers_path, load_config, unsubscribe_warnings
 from digest.errors import BusyError, ConfigError, DigestError
 from digest.inbox import process_inbox
@@ -40,7 +39,7 @@ from digest.run import Run, RunReport, digest_date_for
 from digest.sdnotify import Notifier, watchdog_interval
 from digest.site import Site
 from digest.store import Store
-from digest.timing import describe, digest_due, next_send, previous_run
+from digest.timing import describe, digest_due, next_run, next_send, previous_run
 from digest.web import WebServer
 from digest.webmail import WebMailer
 from digest.words import plural
@@ -93,7 +92,6 @@ class Daemon:
         self.subscribers_path, self.db_option = subscribers, db
         self.notifier = notifier or Notifier.from_environ()
         self.clock = clock
-        self.scheduler = schedule.Scheduler()
         self.cancel = threading.Event()
         self.worker: threading.Thread | None = None
         self.outcome: Outcome | None = None
@@ -120,7 +118,6 @@ class Daemon:
         with _signals_to_socket() as (self.wake, self.wake_writer):
             self.config = self._load()
             self._read_state()
-            self._schedule()
             log.info(
                 "digest run: %s; database %s; pid %d",
                 self._summary(),
@@ -142,27 +139,13 @@ class Daemon:
         timeout = 0.0  # first look at signals that came during start-up
         while True:
             for byte in self._wait(timeout):
-                if byte == _WORKER_DONE:
-                    self._worker_done()
-                elif byte == _INBOX_DONE:
-                    self._inbox_done()
-                elif byte == signal.SIGHUP and not self.stopping:
-                    self._reload()
-                elif byte in (signal.SIGTERM, signal.SIGINT):
-                    if self.stopping:
-                        log.warning(
-                            "stopping now without waiting for the run: "
-                            "a digest being sent may go out again with the next run"
-                        )
-                        return EXIT_FORCED
-                    self._stop(signal.Signals(byte).name)
+                if not self._handle(byte):
+                    return EXIT_FORCED
             if self.stopping and self.worker is None and self.inbox_worker is None:
                 break
             if not self.stopping:
                 self._reload_if_changed()
-                # The alarm (schedule's job), then the judgement, on every wake-up.
-                self.scheduler.run_pending()
-                self._start_if_due()
+                self._start_if_due()  # judged on every wake-up, not only at send_at
                 self._check_inbox_if_due()
                 if self.announce and self.worker is None:
                     self._announce()
@@ -171,14 +154,31 @@ class Daemon:
         log.info("stopped")
         return 0
 
+    def _handle(self, byte: int) -> bool:
+        """Act on one byte from the wake socket; False when a second stop signal ends it now."""
+        if byte == _WORKER_DONE:
+            self._worker_done()
+        elif byte == _INBOX_DONE:
+            self._inbox_done()
+        elif byte == signal.SIGHUP and not self.stopping:
+            self._reload()
+        elif byte in (signal.SIGTERM, signal.SIGINT):
+            if self.stopping:
+                log.warning(
+                    "stopping now without waiting for the run: "
+                    "a digest being sent may go out again with the next run"
+                )
+                return False
+            self._stop(signal.Signals(byte).name)
+        return True
+
     def _timeout(self) -> float:
         now = time.monotonic()
         timeout = MAX_TICK
         if self.watchdog is not None:
             timeout = min(timeout, self.next_ping - now)
-        idle = self.scheduler.idle_seconds
-        if idle is not None and not self.stopping:
-            timeout = min(timeout, idle)
+        if not self.stopping:
+            timeout = min(timeout, self._until_send_at())
         if self.retry_at > now:
             timeout = min(timeout, self.retry_at - now)
         if self.config.inbox is not None and self.inbox_worker is None and not self.stopping:
@@ -236,23 +236,11 @@ class Daemon:
         log.info("%s changed: reloading it", self.config.path)
         self._reload()
 
-    def _schedule(self) -> None:
+    def _until_send_at(self) -> float:
+        """Seconds from the daemon's clock to the next [digest] send_at, so the loop wakes then."""
+        now = self.clock()
         digest = self.config.digest
-        self.scheduler.clear()
-        try:
-            self.scheduler.every().day.at(f"{digest.send_at:%H:%M}", digest.timezone).do(
-                self._alarm
-            )
-        except (KeyError, ValueError, schedule.ScheduleError) as e:
-            # zoneinfo knew the zone (config checked it) but pytz, which schedule uses, does not.
-            raise ConfigError(
-                f"{self.config.path}: [digest] 'timezone' {digest.timezone!r} is unknown to pytz "
-                f'({e}); use a zone name from the tz database such as "Europe/Rome"'
-            ) from e
-
-    def _alarm(self) -> None:
-        log.debug("scheduled time reached")
-        self._start_if_due()
+        return (next_run(now, digest.send_at, digest.timezone) - now).total_seconds()
 
     def _reload(self) -> None:
         self.notifier.reloading()
@@ -262,16 +250,9 @@ class Daemon:
             log.error("%s; keeping the configuration loaded before", e)
             self.notifier.ready(self._status())
             return
-        previous, self.config = self.config, config
-        try:
-            self._schedule()
-        except ConfigError as e:
-            log.error("%s; keeping the configuration loaded before", e)
-            self.config = previous
-            self._schedule()
-        else:
-            log.info("reloaded %s: %s", config.path, self._summary())
-            self.announce = True
+        self.config = config
+        log.info("reloaded %s: %s", config.path, self._summary())
+        self.announce = True
         self.notifier.ready(self._status())
 
     def _summary(self) -> str:

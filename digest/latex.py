@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable
 
 # Commands that stand for a character or a word (text or math mode).
 SYMBOLS: dict[str, str] = {
@@ -128,7 +129,7 @@ _TRIGGERS = re.compile(r"[\\{}$~`]|''|--")
 
 # Deeper nesting than this is not LaTeX a person wrote: the text is shown as it is. The
 # cap keeps the recursive reader far from Python's recursion limit (each level costs up
-# to five frames) and bounds its work: every level copies at most the whole text once,
+# to six frames) and bounds its work: every level copies at most the whole text once,
 # so a text of n characters costs at most MAX_DEPTH * n character copies.
 MAX_DEPTH = 40
 
@@ -312,26 +313,24 @@ class _Parser:
         return text
 
     def command(self, math: bool) -> str:
+        """What the command after a backslash reads as; an unknown one stays as written."""
         s, i = self.s, self.i
         if i >= len(s):
             return "\\"
         name_match = _NAME.match(s, i)
         if name_match is None:
-            c = s[i]
-            self.i += 1
-            if c in "([":
-                return self.sequence(math=True, until="\\" + ")]"["([".index(c)])
-            if c in ACCENTS:
-                return _accent(self.argument(math), ACCENTS[c], c)
-            return ESCAPES.get(c, "\\" + c)
-        name = name_match.group(0)
+            return self.control_symbol(math)
         self.i = name_match.end()
+        return self.named(name_match.group(0), math)
+
+    def named(self, name: str, math: bool) -> str:
+        """A command with a name of letters, read by the first table that knows it."""
         if name in SYMBOLS:
-            if s.startswith("{}", self.i):
+            if self.s.startswith("{}", self.i):  # `\\ss{}`: the empty group only ends the name
                 self.i += 2
             return SYMBOLS[name]
         if name in DECLARATIONS:
-            while s.startswith(" ", self.i):
+            while self.s.startswith(" ", self.i):
                 self.i += 1
             return ""
         if name in TEXT_ARGUMENT:
@@ -342,29 +341,61 @@ class _Parser:
             return _accent(self.argument(math), ACCENTS[name], name)
         if name in ALPHABETS:
             return self.argument(math).translate(_ALPHABET_TABLES[name])
-        if name in ("textsuperscript", "textsubscript"):
-            sup = name == "textsuperscript"
-            return _script(self.argument(math), SUPERSCRIPTS if sup else SUBSCRIPTS, "^_"[not sup])
-        if name == "url":
-            url = self.raw_group()
-            return url if url is not None else "\\url"
-        if name == "href":
-            target, label = self.restore(self.raw_group() or ""), self.argument(math=False)
-            return (
-                label
-                if "://" not in target or target == self.restore(label)
-                else f"{label} ({target})"
-            )
-        if name == "frac":
-            top, bottom = self.argument(math), self.argument(math)
-            return f"{_grouped(top)}/{_grouped(bottom)}"
-        if name == "sqrt":
-            return "√" + _grouped(self.argument(math))
-        # Unknown: left exactly as written, with the {arguments} that follow it.
+        if (special := _SPECIAL.get(name)) is not None:
+            return special(self, math)
+        return self.unknown(name)
+
+    def control_symbol(self, math: bool) -> str:
+        """A backslash and one non-letter: \\( and \\[ open math, \\' is an accent, \\% a %."""
+        c = self.s[self.i]
+        self.i += 1
+        if c in "([":
+            return self.sequence(math=True, until="\\" + ")]"["([".index(c)])
+        if c in ACCENTS:
+            return _accent(self.argument(math), ACCENTS[c], c)
+        return ESCAPES.get(c, "\\" + c)
+
+    def unknown(self, name: str) -> str:
+        """An unknown command, left exactly as written with the {arguments} that follow it."""
         unknown = ["\\", name]
         while (group := self.raw_group()) is not None:
             unknown.append("{" + group + "}")
         return "".join(unknown)
+
+    def superscript(self, math: bool) -> str:
+        return _script(self.argument(math), SUPERSCRIPTS, "^")
+
+    def subscript(self, math: bool) -> str:
+        return _script(self.argument(math), SUBSCRIPTS, "_")
+
+    def url(self, math: bool) -> str:
+        url = self.raw_group()
+        return url if url is not None else "\\url"
+
+    def href(self, math: bool) -> str:
+        """The label, and the target after it when it is a link the label does not show."""
+        target, label = self.restore(self.raw_group() or ""), self.argument(math=False)
+        if "://" not in target or target == self.restore(label):
+            return label
+        return f"{label} ({target})"
+
+    def frac(self, math: bool) -> str:
+        top, bottom = self.argument(math), self.argument(math)
+        return f"{_grouped(top)}/{_grouped(bottom)}"
+
+    def sqrt(self, math: bool) -> str:
+        return "√" + _grouped(self.argument(math))
+
+
+# Commands read by a method of their own (each takes the reader and the math flag).
+_SPECIAL: dict[str, Callable[[_Parser, bool], str]] = {
+    "textsuperscript": _Parser.superscript,
+    "textsubscript": _Parser.subscript,
+    "url": _Parser.url,
+    "href": _Parser.href,
+    "frac": _Parser.frac,
+    "sqrt": _Parser.sqrt,
+}
 
 
 def _grouped(text: str) -> str:

@@ -549,9 +549,16 @@ async def _data_crlf(client: aiosmtplib.SMTP, data: bytes) -> None:
     """DATA with a message whose line breaks are all CRLF already.
 
     aiosmtplib's `data` rewrites every line ending and dot-stuffs with two regular
-    expressions over the whole message: ~0.7 ms of CPU for a 64 KB digest, more than
-    everything else a message costs us. For CRLF-only bytes dot-stuffing is one
+    expressions over the whole message, which costs more CPU than everything else a
+    message costs us (figures in bench/README.md). For CRLF-only bytes dot-stuffing is one
     `bytes.replace`; the reply is read as `data` reads it.
+
+    aiosmtplib has no public way to send bytes already encoded, so this writes through
+    `client.protocol` as `SMTPProtocol.execute_data_command` does, without its command
+    lock: a worker sends one command at a time on its own client, so nothing can
+    interleave. It relies on `read_response` arming the protocol for a reply itself, as
+    5.1.3 does; pyproject.toml pins that exact version and tests/test_borrowed.py fails
+    on any other, or when the methods used change.
     """
     protocol = client.protocol
     if protocol is None:

@@ -35,6 +35,11 @@ def _import_sqlite_utils() -> None:
     they cost every process that opens the store ~12 MB (numpy) to ~60 MB (pandas) and
     up to a second. They are hidden for this one import only: anything may import them
     later.
+
+    sqlite-utils 4.2.1 has no setting for this: `sqlite_utils.db` tries both imports at
+    load time and goes on without them. A None in sys.modules is Python's documented way
+    to make an import fail. pyproject.toml pins that exact version, and
+    tests/test_borrowed.py fails on any other, or when an import of either one escapes.
     """
     hidden = [name for name in ("pandas", "numpy") if name not in sys.modules]
     for name in hidden:

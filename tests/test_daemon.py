@@ -17,7 +17,6 @@ import sys
 import tempfile
 import threading
 import time as clock
-import types
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, time, timedelta
@@ -25,13 +24,13 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-import schedule
 from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
 
 from digest.cli import main
 from digest.config import load_config
+from digest.daemon import Daemon
 from digest.errors import BusyError, ConfigError
 from digest.lock import RunLock, lock_path
 from digest.sdnotify import Notifier, socket_address, watchdog_interval
@@ -195,57 +194,27 @@ def test_next_send_is_when_a_digest_next_becomes_due(
     assert not digest_due(when - timedelta(microseconds=1), send_at, zone, last_done)
 
 
-# -- schedule (the loop's alarm clock) agrees with digest.timing -------------------
-
-
-class _FrozenDatetime(datetime):
-    frozen = utc(2000, 1, 1)
-
-    @classmethod
-    def now(cls, tz: object = None) -> datetime:  # type: ignore[override]
-        if tz is None:
-            return cls.frozen.astimezone().replace(tzinfo=None)  # naive local, like schedule
-        return cls.frozen.astimezone(tz)  # type: ignore[arg-type]
-
-
-@pytest.fixture
-def schedule_at(monkeypatch: pytest.MonkeyPatch) -> Callable[[datetime, time, str], datetime]:
-    """When `schedule` would next fire a daily job, with its clock set to `now`."""
-    # schedule reads datetime.datetime.now() itself; only its module's view is replaced.
-    shim = types.SimpleNamespace(**vars(schedule.datetime))
-    shim.datetime = _FrozenDatetime
-    monkeypatch.setattr(schedule, "datetime", shim)
-
-    def fire(now: datetime, send_at: time, zone: str) -> datetime:
-        _FrozenDatetime.frozen = now
-        job = schedule.Scheduler().every().day.at(f"{send_at:%H:%M}", zone).do(lambda: None)
-        assert job.next_run is not None
-        return job.next_run.astimezone(UTC)  # naive local time → an instant
-
-    return fire
+# -- the loop wakes at send_at, by the daemon's own clock --------------------------
 
 
 @pytest.mark.parametrize(
-    ("now", "send_at", "zone"),
+    ("now", "send_at", "seconds"),
     [
-        (utc(2026, 3, 28, 12), time(2, 30), ROME),  # into the spring-forward gap
-        (utc(2026, 3, 28, 7), time(8, 0), ROME),
-        (utc(2026, 10, 24, 12), time(2, 30), ROME),  # the repeated hour: the first one
-        (utc(2026, 10, 25, 1, 30), time(2, 30), ROME),  # the second 02:30: tomorrow
-        (utc(2026, 10, 24, 6), time(8, 0), ROME),
-        (utc(2026, 3, 7, 20), time(2, 30), "America/New_York"),
-        (utc(2026, 3, 8, 2), time(8, 0), "Asia/Kolkata"),
-        (utc(2026, 6, 1, 17), time(8, 0), "Pacific/Auckland"),
-        (utc(2026, 6, 1, 23, 59), time(0, 0), "UTC"),
+        (utc(2026, 1, 15, 6, 59, 30), time(8, 0), 30.0),  # 07:59:30 CET
+        (utc(2026, 3, 29, 1, 29, 45), time(2, 30), 15.0),  # the gap: 02:30 goes at 03:30 CEST
+        (utc(2026, 10, 25, 0, 29, 50), time(2, 30), 10.0),  # the first of the two 02:30s
+        (utc(2026, 1, 15, 7, 0), time(8, 0), 60.0),  # just sent: a minute, the longest sleep
     ],
 )
-def test_schedule_fires_when_timing_says(
-    schedule_at: Callable[[datetime, time, str], datetime],
-    now: datetime,
-    send_at: time,
-    zone: str,
+def test_the_loop_sleeps_until_send_at_by_the_daemons_clock(
+    tmp_path: Path, now: datetime, send_at: time, seconds: float
 ) -> None:
-    assert schedule_at(now, send_at, zone) == next_run(now, send_at, zone)
+    """The wake-up is computed from the injected clock and zoneinfo, as digest_due judges."""
+    path = tmp_path / "subscribers.toml"
+    path.write_text(config_text(digest=f'send_at = "{send_at:%H:%M}"'), encoding="utf-8")
+    daemon = Daemon(path, tmp_path / "digest.db", notifier=Notifier(None), clock=lambda: now)
+    daemon.config = daemon._load()
+    assert daemon._timeout() == seconds
 
 
 # -- the run lock --------------------------------------------------------------------
