@@ -42,7 +42,9 @@ def _imports(argv: list[str], env: dict[str, str]) -> tuple[float, float, int]:
         check=True,
     )
     cli, total, modules = 0.0, 0.0, 0
-    for line in done.stderr.splitlines()[1:]:
+    for line in done.stderr.splitlines():
+        if not line.startswith("import time:") or line.endswith("| imported package"):
+            continue  # the header, and what the command itself writes (a warning)
         _, cumulative, name = line.split("|")
         modules += 1
         if not name.startswith(" " * 2):  # a top-level import: not counted twice
