@@ -14,6 +14,7 @@ import click
 
 from digest.cli_common import (
     config_options,
+    database,
     handle_errors,
     load,
     stored,
@@ -74,7 +75,6 @@ def page(
     """
     from digest.page import build_page, choose_keywords, write_page
     from digest.run import digest_date_for
-    from digest.store import Store
 
     if page_format == "atom" and len(keywords) != 1:
         raise ConfigError(
@@ -89,16 +89,13 @@ def page(
     chosen = choose_keywords(config, keywords)
     stored(config, missing_ok=True)  # build_page says "no papers stored yet" (exit 8)
     today = digest_date_for(datetime.now(UTC), config.digest.timezone)
-    store = Store.snapshot(config.db_path)  # a private copy: the file is only read
-    try:
+    with database(config, snapshot=True) as store:  # a private copy: the file is only read
         if page_format == "atom":
             from digest.feed import build_feed
 
             feed = build_feed(config, store, chosen[0].key, today, base_url=base_url)
         else:
             result = build_page(config, store, today, page_format=page_format, keywords=chosen)
-    finally:
-        store.close()
     if page_format == "atom":
         text = feed.data.decode("utf-8") + "\n"
         summary = f"{feed.keyword}, {plural(feed.papers, 'paper')}"

@@ -250,17 +250,13 @@ def inbox(subscribers: Path | None, db: Path | None, cafile: str | None) -> None
     6 database unusable, 7 another check is reading the mailbox, 9 the mailbox cannot be read.
     """
     from digest.inbox import inbox_warnings, process_inbox
-    from digest.store import Store
 
     check_cafile(cafile)
     config = load(subscribers, db)
     for warning in inbox_warnings(config):
         click.echo(f"Warning: {warning}", err=True)
-    store = Store.open(config.db_path)
-    try:
+    with database(config) as store:
         report = process_inbox(config, store, now=datetime.now(UTC), smtp_cafile=cafile)
-    finally:
-        store.close()
     click.echo(f"{report.mailbox}: {report.summary()}")
     for line in report.lines:
         click.echo(f"  {line}")
