@@ -10,6 +10,10 @@ The loop sleeps until the next [digest] send_at in the subscribers' time zone
 the catch-up after downtime, is decided by `digest.timing.digest_due` from the database's
 last completed run on every wake-up, so a missed or early wake-up cannot cost or double a
 digest.
+
+What the worker threads do (the run, the inbox check, the page) is in daemon_work.py, and
+starting the web face in daemon_web.py; this module is the loop, the signals and the state
+the loop keeps.
 """
 
 from __future__ import annotations
@@ -23,36 +27,25 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 
 from digest.config import Config, default_subscribers_path, load_config, unsubscribe_warnings
-from digest.errors import BusyError, ConfigError, DigestError
-from digest.inbox import process_inbox
-from digest.lock import RunLock
-from digest.page import build_page, write_page
-from digest.progress import Progress
+from digest.daemon_web import start_web as start_web
+from digest.daemon_work import Outcome, check_inbox, date_of, run_locked
+from digest.daemon_work import refresh_page as refresh_page
+from digest.errors import ConfigError
 from digest.roster import merged
-from digest.run import Run, RunReport, digest_date_for
+from digest.run import digest_date_for
 from digest.sdnotify import Notifier, watchdog_interval
-from digest.site import Site
 from digest.store import Store
 from digest.timing import describe, digest_due, next_run, next_send, previous_run
-from digest.web import WebServer
-from digest.webmail import WebMailer
-from digest.words import plural
 
 log = logging.getLogger("digest.daemon")
 
 # The longest the loop sleeps: clock changes and retries are noticed within a minute.
 MAX_TICK = 60.0
-# `digest send` by hand holds the lock: try again shortly.
-BUSY_RETRY = 60.0
-# A run that failed outright (arXiv or SMTP unreachable all run, database unusable, a bug):
-# again later, not in a tight loop.
-FAILURE_RETRY = 30 * 60.0
 # Exit code for a second SIGINT/SIGTERM that does not wait for the run in progress.
 EXIT_FORCED = 130
 # A byte on the wake socket that is not a signal number: the worker has finished.
@@ -67,15 +60,6 @@ _SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-@dataclass
-class Outcome:
-    """What a worker reports back to the loop."""
-
-    last_done: date | None = None
-    result: str | None = None
-    retry_in: float | None = None
 
 
 class Daemon:
@@ -267,7 +251,7 @@ class Daemon:
     def _read_state(self) -> None:
         store = Store.open(self.config.db_path)
         try:
-            self.last_done = _date(store.last_completed_digest_date())
+            self.last_done = date_of(store.last_completed_digest_date())
             runs = store.recent_runs(1)
         finally:
             store.close()
@@ -302,46 +286,11 @@ class Daemon:
 
     def _work(self, config: Config) -> None:
         try:
-            self.outcome = self._run_locked(config)
+            self.outcome = run_locked(config, self.clock, self.cancel)
         finally:
             # The loop is gone only after a forced stop: then nobody needs telling.
             with suppress(OSError):
                 self.wake_writer.send(bytes([_WORKER_DONE]))
-
-    def _run_locked(self, config: Config) -> Outcome:
-        digest = config.digest
-        try:
-            with RunLock(config.db_path):
-                store = Store.open(config.db_path)
-                try:
-                    # Under the lock, from the database: `digest send` may have run meanwhile.
-                    now = self.clock()
-                    last = _date(store.last_completed_digest_date())
-                    if not digest_due(now, digest.send_at, digest.timezone, last):
-                        log.info("the digest for %s was already sent; nothing to do", last)
-                        return Outcome(last_done=last)
-                    report = Run(
-                        config, store, now=now, cancel=self.cancel, progress=Progress(tty=False)
-                    ).execute()
-                    status = store.recent_runs(1)[0]["status"]
-                    last = _date(store.last_completed_digest_date())
-                    refresh_page(config, store, report.digest_date)
-                finally:
-                    store.close()
-        except BusyError as e:
-            log.warning("%s; trying again in a minute", e)
-            return Outcome(retry_in=BUSY_RETRY)
-        except DigestError as e:
-            log.error("%s; trying again in 30 minutes", e)
-            return Outcome(result=f"failed: {e}", retry_in=FAILURE_RETRY)
-        except Exception:
-            log.exception("the run failed (a bug in digest); trying again in 30 minutes")
-            return Outcome(result="failed: internal error (see the log)", retry_in=FAILURE_RETRY)
-        if status == "failed":
-            # arXiv or the SMTP server was unreachable: the day is still owed its digest.
-            log.error("nothing could be fetched or sent; trying again in 30 minutes")
-            return Outcome(last_done=last, result=_result(report, status), retry_in=FAILURE_RETRY)
-        return Outcome(last_done=last, result=_result(report, status))
 
     def _worker_done(self) -> None:
         if self.worker is None:
@@ -391,23 +340,7 @@ class Daemon:
     def _inbox_work(self, config: Config) -> None:
         # In a thread of its own: a slow IMAP or SMTP server must not hold up the daily run.
         try:
-            store = Store.open(config.db_path)
-            try:
-                report = process_inbox(
-                    config,
-                    store,
-                    now=self.clock(),
-                    smtp_cafile=os.environ.get("DIGEST_SMTP_CAFILE"),
-                    stop=self.cancel.is_set,
-                )
-            finally:
-                store.close()
-            if report.mails or report.undelivered:
-                log.info("inbox: %s", report.summary())
-        except DigestError as e:
-            log.error("inbox: %s; checking again later", e)
-        except Exception:
-            log.exception("inbox: the check failed (a bug in digest); checking again later")
+            check_inbox(config, self.clock, self.cancel)
         finally:
             with suppress(OSError):
                 self.wake_writer.send(bytes([_INBOX_DONE]))
@@ -437,42 +370,6 @@ class Daemon:
         return "; ".join(parts)
 
 
-def start_web(config: Config, current: Callable[[], Config] | None = None) -> WebServer | None:
-    """Serve the pages and the unsubscribe endpoint when [web] is set, with the thread
-    that sends the confirmation mails; `current` gives the configuration as last loaded
-    (a change of [web] itself needs a restart)."""
-    if config.web is None or config.secret is None:
-        return None
-    mailer = WebMailer(
-        config.db_path,
-        config.smtp,
-        config.digest.sender,
-        cafile=os.environ.get("DIGEST_SMTP_CAFILE"),
-    )
-    site = Site(current or (lambda: config), mailer)
-    try:
-        server = WebServer(site, config.web.host, config.web.port).start()
-    except OSError as e:
-        raise ConfigError(
-            f"{config.path}: [web] cannot listen on {config.web.host}:{config.web.port} "
-            f"({e.strerror}); change 'listen' or stop what uses the port"
-        ) from e
-    except ValueError as e:  # waitress found no address for the host
-        raise ConfigError(
-            f"{config.path}: [web] cannot listen on {config.web.host}:{config.web.port} "
-            "(no such address here); change 'listen' to an address of this machine"
-        ) from e
-    mailer.start().wake()  # mails a stop left queued go out now
-    server.also_stop.append(mailer.stop)
-    log.info(
-        "web pages and unsubscribe links served on %s:%d for %s",
-        config.web.host,
-        server.port,
-        config.web.base_url,
-    )
-    return server
-
-
 def _stamp(path: Path) -> tuple[int, int, int] | None:
     """What tells a changed file: inode (an atomic replace), size and modification time."""
     try:
@@ -480,31 +377,6 @@ def _stamp(path: Path) -> tuple[int, int, int] | None:
     except OSError:
         return None
     return status.st_ino, status.st_size, status.st_mtime_ns
-
-
-def refresh_page(config: Config, store: Store, today: date) -> None:
-    """Rewrite the Daily Papers page after a run when [page] path is set; a failure is logged."""
-    if config.page.path is None:
-        return
-    try:
-        page = build_page(config, store, today, page_format=config.page.format)
-        write_page(config.page.path, page.text)
-        log.info("page %s refreshed: %d papers", config.page.path, page.papers)
-    except DigestError as e:
-        log.error("page not refreshed: %s", e)
-
-
-def _date(text: str | None) -> date | None:
-    return date.fromisoformat(text) if text else None
-
-
-def _result(report: RunReport, status: str) -> str:
-    text = f"{report.digest_date} {status}, {report.sent} sent"
-    if report.failed:
-        text += f", {len(report.failed)} not delivered"
-    if report.failed_keywords:
-        text += f", {plural(len(report.failed_keywords), 'keyword')} failed"
-    return text
 
 
 def _ignore(signum: int, frame: FrameType | None) -> None:

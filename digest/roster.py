@@ -2,7 +2,7 @@
 
 subscribers.toml is written only by a person. Every change a command makes (a web page,
 a command mail, an unsubscribe link, `digest subscribe`) is one SQLite transaction on
-two tables (store migration m010), a few milliseconds however long the list is:
+two tables (store migration m010), whose cost does not grow with the list:
 
 - own_subscriptions: a reader's own entry. It overrides the file's entry for the same
   address; the first change to a reader listed in the file copies their entry there.
@@ -13,6 +13,7 @@ two tables (store migration m010), a few milliseconds however long the list is:
 The effective list is the file's entries, less those two, plus the own entries
 (`merged`). The file is what operators read and edit; `digest subscribers` shows the
 effective list and where each entry comes from, and `--export` writes it as a file.
+Those readings are in roster_view.py (re-exported here); this module is the changes.
 """
 
 from __future__ import annotations
@@ -25,18 +26,15 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 
-from digest.config import (
-    WEEKDAYS,
-    Config,
-    Keyword,
-    keyword_key,
-    phrase_query,
-    validate_email,
-    validate_keyword,
-)
+from digest.config import WEEKDAYS, Config, keyword_key, validate_email, validate_keyword
 from digest.errors import EXIT_USAGE, ConfigError, DigestError
+from digest.roster_view import COLUMNS, Entry, entry_of, subscriber_of
+from digest.roster_view import Origin as Origin
+from digest.roster_view import export_text as export_text
+from digest.roster_view import merged as merged
+from digest.roster_view import origins as origins
 from digest.store import Store, state_error
-from digest.subscribers import Subscriber, Subscribers
+from digest.subscribers import Subscriber
 
 SOURCES = ("web", "link", "mail", "cli")
 MAX_NAME = 200  # characters of a reader's name kept; the rest is cut
@@ -53,178 +51,13 @@ class Change:
     was_subscribed: bool  # before the change
 
 
-@dataclass(frozen=True)
-class Entry:
-    """One reader's subscription as a change sees it: keywords as the reader wrote them."""
-
-    email: str
-    name: str | None
-    keywords: tuple[str, ...]
-    paused_until: date | None = None
-    weekly: bool = False
-    weekday: str | None = None  # monday … sunday; None: [digest] weekly_on
-
-
-@dataclass(frozen=True)
-class Origin:
-    """Where an effective entry comes from, for `digest subscribers`."""
-
-    source: str  # "file", or the source of the reader's own change
-    changed: str | None = None  # when, for those
-
-    def shown(self) -> str:
-        return f"[{self.source} {self.changed[:10]}]" if self.changed else f"[{self.source}]"
-
-
 class Suppressed(DigestError):
     """A subscribe from the command line for an address that unsubscribed itself."""
 
     exit_code = EXIT_USAGE
 
 
-# -- the effective list ---------------------------------------------------------------
-
-
-def merged(config: Config, store: Store | None = None) -> Config:
-    """`config` with readers' own subscriptions from the database: the effective list.
-
-    Reads the given store, else the database at config.db_path when there is one (only
-    reading it). Starts from the file's entries each time, so merging again is the same.
-    """
-    if store is not None:
-        return _merged(config, store.db.conn)
-    try:
-        if not config.db_path.exists():
-            return config
-    except OSError:  # an unreadable folder: what opens the database next says so
-        return config
-    try:
-        conn = sqlite3.connect(f"{config.db_path.resolve().as_uri()}?mode=rw", uri=True)
-        try:
-            return _merged(config, conn)
-        finally:
-            conn.close()
-    except sqlite3.DatabaseError as e:
-        raise state_error(config.db_path, e) from e
-
-
-def _merged(config: Config, conn: sqlite3.Connection) -> Config:
-    try:
-        # Only the keys are held: the file's entries and the rows stream into the packed list.
-        taken = {r[0] for r in conn.execute("SELECT key FROM own_subscriptions")}
-        taken.update(r[0] for r in conn.execute("SELECT key FROM suppressed"))
-    except sqlite3.OperationalError as e:
-        if "no such table" in str(e):  # no run of this version has opened it yet
-            return config
-        raise
-    keywords = dict(config.defined_keywords)
-
-    def entries() -> Iterator[Subscriber]:
-        for s in config.file_subscribers:
-            if s.email.casefold() not in taken:
-                yield s
-        for row in conn.execute(f"SELECT {_COLUMNS} FROM own_subscriptions ORDER BY key"):
-            yield _subscriber(_entry(row), keywords)
-
-    subscribers = Subscribers(entries())
-    watched = {k for keys in subscribers.keyword_lists() for k in keys}
-    findings = replace(
-        config.findings,
-        unwatched=tuple(u for u in config.findings.unwatched if keyword_key(u[0]) not in watched),
-    )
-    return replace(
-        config,
-        subscribers=subscribers,
-        keywords={k: v for k, v in keywords.items() if k in watched},
-        findings=findings,
-    )
-
-
-def _subscriber(entry: Entry, keywords: dict[str, Keyword]) -> Subscriber:
-    """A database entry as a run holds it; keywords new to the site join `keywords`."""
-    keys = []
-    for written in entry.keywords:
-        key = keyword_key(written)
-        if key not in keywords:
-            name = " ".join(written.split())
-            keywords[key] = Keyword(key=key, name=name, query=phrase_query(name))
-        if key not in keys:
-            keys.append(key)
-    spellings = tuple(" ".join(w.split()) for w in entry.keywords)
-    own = any(s != keywords[k].name for k, s in zip(keys, spellings, strict=False))
-    return Subscriber(
-        email=entry.email,
-        name=entry.name,
-        keywords=tuple(keys),
-        spellings=spellings if own and len(spellings) == len(keys) else (),
-        paused_until=entry.paused_until,
-        weekly=entry.weekly,
-        weekday=WEEKDAYS.index(entry.weekday) if entry.weekday else None,
-    )
-
-
-def origins(config: Config, store: Store) -> tuple[dict[str, Origin], list[tuple[str, Origin]]]:
-    """Where each effective entry comes from (by case-folded address), and the file's
-    entries not mailed because their address unsubscribed (address, when and how)."""
-    conn = store.db.conn
-    own = {
-        r[0]: Origin(r[1], r[2])
-        for r in conn.execute("SELECT key, source, changed FROM own_subscriptions")
-    }
-    gone = {
-        r[0]: Origin(r[1], r[2]) for r in conn.execute("SELECT key, source, at FROM suppressed")
-    }
-    found = {
-        s.email.casefold(): own.get(s.email.casefold(), Origin("file")) for s in config.subscribers
-    }
-    silenced = [
-        (s.email, gone[s.email.casefold()])
-        for s in config.file_subscribers
-        if s.email.casefold() in gone
-    ]
-    return found, silenced
-
-
-def export_text(config: Config, settings: str) -> str:
-    """The effective list as a subscribers.toml: `settings` (the file's text without its
-    subscribers, config.settings_text) followed by one [[subscriber]] table each."""
-    parts = [settings.rstrip("\n") + "\n"]
-    for s in config.subscribers:
-        lines = ["", "[[subscriber]]", f"email = {_toml_string(s.email)}"]
-        if s.name:
-            lines.append(f"name = {_toml_string(s.name)}")
-        written = [s.spelled(k, config.keywords[k].name) for k in s.keywords]
-        lines.append(f"keywords = [{', '.join(_toml_string(k) for k in written)}]")
-        if s.paused_until:
-            lines.append(f"paused_until = {s.paused_until.isoformat()}")
-        if s.weekly:
-            lines.append('frequency = "weekly"')
-            if s.weekday is not None:
-                lines.append(f'weekday = "{WEEKDAYS[s.weekday]}"')
-        parts.append("\n".join(lines) + "\n")
-    return "".join(parts)
-
-
-def _toml_string(text: str) -> str:
-    # JSON's escapes are all TOML basic-string escapes; DEL is the one control JSON leaves.
-    return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
-
-
 # -- changes -----------------------------------------------------------------------
-
-_COLUMNS = "email, name, keywords, paused_until, weekly, weekday"
-
-
-def _entry(row: Sequence[object]) -> Entry:
-    email, name, keywords, paused, weekly, weekday = row
-    return Entry(
-        email=str(email),
-        name=None if name is None else str(name),
-        keywords=tuple(str(k) for k in json.loads(str(keywords))),
-        paused_until=date.fromisoformat(str(paused)) if paused else None,
-        weekly=bool(weekly),
-        weekday=None if weekday is None else str(weekday),
-    )
 
 
 class Roster:
@@ -249,7 +82,7 @@ class Roster:
         entry = self._current(email)
         if entry is None:
             return None
-        return _subscriber(entry, dict(self.config.defined_keywords))
+        return subscriber_of(entry, dict(self.config.defined_keywords))
 
     def watched(self, email: str) -> tuple[str, ...] | None:
         """The keywords a reader watches, by the names the site knows them by (as the
@@ -272,10 +105,10 @@ class Roster:
 
     def _current(self, email: str) -> Entry | None:
         key, conn = email.casefold(), self.store.db.conn
-        row = conn.execute(f"SELECT {_COLUMNS} FROM own_subscriptions WHERE key = ?", [key])
+        row = conn.execute(f"SELECT {COLUMNS} FROM own_subscriptions WHERE key = ?", [key])
         found = row.fetchone()
         if found is not None:
-            return _entry(found)
+            return entry_of(found)
         if conn.execute("SELECT 1 FROM suppressed WHERE key = ?", [key]).fetchone():
             return None
         listed = self.config.file_subscribers.find(email)
@@ -415,7 +248,7 @@ class Roster:
                     )
                 else:
                     conn.execute(
-                        f"INSERT OR REPLACE INTO own_subscriptions (key, {_COLUMNS}, source, "
+                        f"INSERT OR REPLACE INTO own_subscriptions (key, {COLUMNS}, source, "
                         "changed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         [
                             key,

@@ -713,7 +713,7 @@ def test_a_second_signal_stops_at_once_while_the_worker_is_stuck(
 def test_the_status_line_counts_in_the_right_number() -> None:
     from datetime import date
 
-    from digest.daemon import _result
+    from digest.daemon_work import run_result as _result
     from digest.run import RunReport
 
     one = RunReport(date(2026, 3, 29), sent=3, failed_keywords=[("Person Re-ID", "down")])
