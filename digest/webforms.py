@@ -28,7 +28,7 @@ from digest.config import (
     keyword_key,
     validate_keyword,
 )
-from digest.tokens import base36
+from digest.tokens import CLOCK_SKEW, base36
 
 MAX_FIELDS = 200
 MAX_FIELD = 2000  # characters; an address is at most 254, a keyword 200
@@ -168,7 +168,7 @@ def check_form_token(
     if not hmac.compare_digest(signature, _form_signature(secret, code, f"{minute}.{nonce}")):
         return None
     issued = datetime.fromtimestamp(int(minute, 36) * 60, now.tzinfo)
-    if not timedelta(minutes=-5) <= now - issued <= max_age:
+    if not -CLOCK_SKEW <= now - issued <= max_age:
         return None
     return f"form:{minute}.{nonce}"
 
