@@ -25,7 +25,6 @@ from digest.config_env import (
     env_float,
 )
 from digest.config_tables import (
-    WEEKDAYS,
     day_of_week,
     digest_settings,
     inbox_settings,
@@ -37,6 +36,7 @@ from digest.config_warnings import config_warnings, unsubscribe_warnings
 from digest.errors import ConfigError
 from digest.settings import (
     MAX_WARNINGS,
+    WEEKDAYS,
     Config,
     DigestSettings,
     Findings,

@@ -16,7 +16,14 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from digest.config_env import env_choice, env_file, env_int, env_text, password
-from digest.settings import DigestSettings, InboxSettings, PageSettings, SmtpSettings, WebSettings
+from digest.settings import (
+    WEEKDAYS,
+    DigestSettings,
+    InboxSettings,
+    PageSettings,
+    SmtpSettings,
+    WebSettings,
+)
 from digest.tomlfile import TableReader
 from digest.validate import validate_email
 
@@ -24,7 +31,6 @@ SECURITY_MODES = ("starttls", "tls", "none")
 DEFAULT_PORTS = {"starttls": 587, "tls": 465, "none": 25}
 PAGE_FORMATS = ("markdown", "html")
 IMAP_PORTS = {"tls": 993, "starttls": 143, "none": 143}
-WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 
 
 def digest_settings(r: TableReader) -> DigestSettings:

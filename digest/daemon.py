@@ -28,7 +28,9 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 
-from digest.config import Config, default_subscribers_path, load_config, unsubscribe_warnings
+from digest.config import load_config
+from digest.config_env import default_subscribers_path
+from digest.config_warnings import unsubscribe_warnings
 from digest.errors import BusyError, ConfigError, DigestError
 from digest.inbox import process_inbox
 from digest.lock import RunLock
@@ -37,6 +39,7 @@ from digest.progress import Progress
 from digest.roster import merged
 from digest.run import Run, RunReport, digest_date_for
 from digest.sdnotify import Notifier, watchdog_interval
+from digest.settings import Config
 from digest.site import Site
 from digest.store import Store
 from digest.timing import describe, digest_due, next_run, next_send, previous_run

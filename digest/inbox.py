@@ -52,7 +52,6 @@ from digest.commands import (
     sender_of,
     subject_commands,
 )
-from digest.config import Config, InboxSettings
 from digest.confirmations import (
     CapError,
     CommandError,
@@ -75,6 +74,7 @@ from digest.inbox_text import limit_text
 from digest.lock import take
 from digest.mail import sender_address
 from digest.roster import Roster
+from digest.settings import Config, InboxSettings
 from digest.store import Store
 from digest.tokens import MAIL_CODE_DAYS
 

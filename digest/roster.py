@@ -25,18 +25,11 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 
-from digest.config import (
-    WEEKDAYS,
-    Config,
-    Keyword,
-    keyword_key,
-    phrase_query,
-    validate_email,
-    validate_keyword,
-)
 from digest.errors import EXIT_USAGE, ConfigError, DigestError
+from digest.settings import WEEKDAYS, Config, Keyword
 from digest.store import Store, state_error
 from digest.subscribers import Subscriber, Subscribers
+from digest.validate import keyword_key, phrase_query, validate_email, validate_keyword
 
 SOURCES = ("web", "link", "mail", "cli")
 MAX_NAME = 200  # characters of a reader's name kept; the rest is cut

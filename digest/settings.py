@@ -12,6 +12,9 @@ from pathlib import Path
 
 from digest.subscribers import Subscribers
 
+# [digest] weekly_on and a subscriber's weekday name one of these; kept as its index.
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
 
 @dataclass(frozen=True)
 class Keyword:

@@ -1,8 +1,8 @@
 """subscribers.toml as TOML: where each table starts, its parts parsed, its values checked.
 
 tomllib parses but does not say where a table is; the Locator does, from one pass over the
-file, so every error names a line. 100,000 subscribers are read a slice of tables at a
-time (load_toml) and the file's text is not kept, to keep the memory of a load flat;
+file, so every error names a line. A long list of subscribers is read a slice of tables
+at a time (load_toml) and the file's text is not kept, so a load's memory stays flat;
 bench/README.md has the figures. TableReader checks one table's values, naming its line.
 """
 
