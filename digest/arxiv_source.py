@@ -20,9 +20,9 @@ import arxiv
 import requests
 
 from digest import __version__
-from digest.config import Keyword
 from digest.errors import FetchError
 from digest.paper import Paper, one_line, split_id
+from digest.settings import Keyword
 
 log = logging.getLogger(__name__)
 

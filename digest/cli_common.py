@@ -29,8 +29,8 @@ WEEKDAY_NAMES = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturd
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from digest.config import Config
     from digest.roster import Roster
+    from digest.settings import Config
     from digest.store import Store
 
 F = TypeVar("F", bound=Callable[..., Any])

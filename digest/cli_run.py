@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 @handle_errors
 def check(subscribers: Path | None, db: Path | None) -> None:
     """Validate subscribers.toml and show what would be watched, by whom."""
-    from digest.config import config_warnings
+    from digest.config_warnings import config_warnings
 
     config = load(subscribers, db)
     watchers: dict[str, list[str]] = {k: [] for k in config.keywords}

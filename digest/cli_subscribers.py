@@ -128,7 +128,7 @@ def subscribers_command(subscribers: Path | None, db: Path | None, export: Path 
 
     config = load(subscribers, db)
     if export is not None:
-        from digest.config import settings_text
+        from digest.tomlfile import settings_text
 
         text = export_text(config, settings_text(config.path))
         if str(export) == "-":

@@ -27,7 +27,7 @@ from datetime import date
 from email.message import EmailMessage
 from email.utils import getaddresses
 
-from digest.config import validate_email, validate_keyword
+from digest.validate import validate_email, validate_keyword
 
 VERBS = {
     "subscribe": "subscribe",

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import NamedTuple
 
 from digest.arxiv_source import build_query
-from digest.config import Config
 from digest.links import manage_url, unsubscribe_url
 from digest.mail import Prepared, header_safe, prepare_message, sender_address
 from digest.render import (
@@ -32,6 +31,7 @@ from digest.render import (
     Section,
     personalize,
 )
+from digest.settings import Config
 from digest.store import Contents, Outgoing, Plan, Store
 from digest.subscribers import Subscribers
 from digest.tokens import make_mail_code

@@ -13,13 +13,14 @@ from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 
 from digest.commands import WEEKDAYS
-from digest.config import Config, InboxSettings, keyword_key
 from digest.errors import EXIT_USAGE, ConfigError, DigestError
 from digest.inbox_rules import NO_SECRET
 from digest.inbox_text import HELD
 from digest.roster import Change, Roster
+from digest.settings import Config, InboxSettings
 from digest.store import Store
 from digest.tokens import TokenError, check_token
+from digest.validate import keyword_key
 
 log = logging.getLogger("digest.inbox")
 

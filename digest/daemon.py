@@ -31,7 +31,9 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 
-from digest.config import Config, default_subscribers_path, load_config, unsubscribe_warnings
+from digest.config import load_config
+from digest.config_env import default_subscribers_path
+from digest.config_warnings import unsubscribe_warnings
 from digest.daemon_web import start_web as start_web
 from digest.daemon_work import Outcome, check_inbox, date_of, run_locked
 from digest.daemon_work import refresh_page as refresh_page
@@ -39,6 +41,7 @@ from digest.errors import ConfigError
 from digest.roster import merged
 from digest.run import digest_date_for
 from digest.sdnotify import Notifier, watchdog_interval
+from digest.settings import Config
 from digest.store import Store
 from digest.timing import describe, digest_due, next_run, next_send, previous_run
 

@@ -21,10 +21,11 @@ from datetime import UTC, date, datetime, time
 from email.utils import parseaddr
 from urllib.parse import quote, unquote
 
-from digest.config import Config, keyword_key
 from digest.errors import ConfigError, EmptyStoreError
 from digest.paper import Paper, one_line
+from digest.settings import Config
 from digest.store import Store
+from digest.validate import keyword_key
 
 ATOM = "http://www.w3.org/2005/Atom"
 ARXIV_SCHEME = "http://arxiv.org/schemas/atom"

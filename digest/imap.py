@@ -12,8 +12,8 @@ import ssl
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from digest.config import InboxSettings
 from digest.errors import EXIT_INBOX, DigestError
+from digest.settings import InboxSettings
 
 DONE = "$DigestDone"
 FETCH_CHUNK = 100

@@ -31,7 +31,6 @@ applied by confirmations.py (whose names stay importable from here).
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import logging
 import os
@@ -53,7 +52,6 @@ from digest.commands import (
     sender_of,
     subject_commands,
 )
-from digest.config import Config, InboxSettings
 from digest.confirmations import (
     CapError,
     CommandError,
@@ -73,8 +71,10 @@ from digest.inbox_act import Acting, Answer, Wait
 from digest.inbox_replies import reply_message, reply_subject, send_replies
 from digest.inbox_rules import NO_SECRET
 from digest.inbox_text import limit_text
+from digest.lock import take
 from digest.mail import sender_address
 from digest.roster import Roster
+from digest.settings import Config, InboxSettings
 from digest.store import Store
 from digest.tokens import MAIL_CODE_DAYS
 
@@ -144,15 +144,18 @@ class InboxReport:
 def _inbox_lock(db_path: Path) -> Iterator[None]:
     """One reader of the mailbox at a time: `digest inbox` by hand and the daemon's check."""
     path = db_path.with_name(db_path.name + ".inbox.lock")
-    with open(path, "a", opener=lambda p, flags: os.open(p, flags, 0o600)) as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise BusyError(
-                f"{path}: another `digest inbox` or `digest run` is reading the mailbox; "
-                "try again when it has finished"
-            ) from None
+
+    def busy(_fd: int) -> BusyError:
+        return BusyError(
+            f"{path}: another `digest inbox` or `digest run` is reading the mailbox; "
+            "try again when it has finished"
+        )
+
+    fd = take(path, busy=busy)
+    try:
         yield
+    finally:
+        os.close(fd)
 
 
 def inbox_warnings(config: Config) -> list[str]:

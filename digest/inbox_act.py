@@ -14,7 +14,6 @@ from datetime import UTC, date, datetime, timedelta
 from email.message import EmailMessage
 
 from digest.commands import Command
-from digest.config import Config, InboxSettings
 from digest.confirmations import CapError, apply_confirmation
 from digest.errors import DigestError
 from digest.inbox_replies import reply_subject
@@ -29,6 +28,7 @@ from digest.inbox_rules import (
 )
 from digest.inbox_text import Confirmation, reply_text, stranger_text
 from digest.roster import Roster
+from digest.settings import Config, InboxSettings
 from digest.store import Store
 from digest.tokens import check_mail_code, check_token, make_token
 

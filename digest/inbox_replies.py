@@ -15,9 +15,9 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime
 
-from digest.config import Config
 from digest.errors import DigestError
 from digest.mail import POLICY, Envelope, Outcome, Sender, header_safe, sender_address
+from digest.settings import Config
 from digest.store import Store
 
 log = logging.getLogger("digest.inbox")

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import date
 
 from digest.commands import WEEKDAYS, Command
-from digest.config import keyword_key
+from digest.validate import keyword_key
 
 NO_SECRET = (
     "subscribing by mail is switched off until the administrator sets a signing secret "

@@ -1,18 +1,47 @@
-"""One run at a time: an exclusive flock(2) on a file next to the database.
+"""One at a time: an exclusive flock(2) on a file next to the database.
 
-flock rather than a row in the database or a PID file: the kernel drops the lock when
-its holder exits, however it exits, so a killed run never leaves a stale lock behind.
+`take` is the one way digest locks a file: RunLock keeps runs from overlapping, and the
+inbox's check (inbox._inbox_lock) keeps to one reader of the mailbox. flock rather than a
+row in the database or a PID file: the kernel drops the lock when its holder exits,
+however it exits, so a killed run never leaves a stale lock behind.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
 from digest.errors import BusyError, StateError
 from digest.files import PRIVATE
+
+
+def take(path: Path, *, busy: Callable[[int], BaseException], wait: bool = False) -> int:
+    """An open descriptor of `path` (made private if new) holding its exclusive flock.
+
+    Closing it lets go. When another process holds the lock and we do not wait, raises
+    busy(fd), called while the file is still open so it may read what the holder wrote.
+    StateError when the file cannot be opened.
+    """
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, PRIVATE)
+    except OSError as e:
+        raise StateError(
+            f"{path}: cannot open the lock file ({e.strerror}); "
+            "check that the database's folder exists and is writable"
+        ) from e
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except BlockingIOError:
+        error = busy(fd)
+        os.close(fd)
+        raise error from None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def lock_path(db_path: Path) -> Path:
@@ -30,30 +59,19 @@ class RunLock:
 
     def acquire(self) -> None:
         """Take the lock; BusyError if another process holds it (unless waiting for it)."""
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, PRIVATE)
-        except OSError as e:
-            raise StateError(
-                f"{self.path}: cannot open the lock file ({e.strerror}); "
-                "check that the database's folder exists and is writable"
-            ) from e
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if self.wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            holder = _read_pid(fd)
-            os.close(fd)
-            by = f" (pid {holder})" if holder else ""
-            raise BusyError(
-                f"{self.path}: another `digest send` or `digest run` is running{by}; "
-                "try again when it has finished"
-            ) from None
-        except BaseException:
-            os.close(fd)
-            raise
-        # Only for the message above: who holds it. The flock is the lock, not this number.
+        fd = take(self.path, wait=self.wait, busy=self._busy)
+        # Only for _busy's message: who holds it. The flock is the lock, not this number.
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
+
+    def _busy(self, fd: int) -> BusyError:
+        holder = _read_pid(fd)
+        by = f" (pid {holder})" if holder else ""
+        return BusyError(
+            f"{self.path}: another `digest send` or `digest run` is running{by}; "
+            "try again when it has finished"
+        )
 
     def release(self) -> None:
         """Let the next run go."""

@@ -15,9 +15,10 @@ import threading
 from datetime import date, timedelta
 from typing import TYPE_CHECKING
 
-from digest.config import Config, keyword_key
+from digest.settings import Config
 from digest.store import Store, reader_email
 from digest.tokens import TokenError, check_link_code
+from digest.validate import keyword_key
 from digest.webforms import (
     FORM_PURPOSE,
     FormError,

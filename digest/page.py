@@ -25,13 +25,14 @@ from urllib.parse import quote
 
 import jinja2
 
-from digest.config import Config, Keyword, keyword_key
 from digest.errors import ConfigError, EmptyStoreError
 from digest.feed import feed_path
 from digest.files import replace_file
 from digest.paper import Paper, one_line
 from digest.render import templates_dir
+from digest.settings import Config, Keyword
 from digest.store import Store
+from digest.validate import keyword_key
 
 TEMPLATES = {"markdown": "page.md.j2", "html": "page.html.j2"}
 # The reference folds comments longer than 20 characters behind their first 5 and "...".

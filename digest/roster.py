@@ -26,15 +26,16 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 
-from digest.config import WEEKDAYS, Config, keyword_key, validate_email, validate_keyword
 from digest.errors import EXIT_USAGE, ConfigError, DigestError
 from digest.roster_view import COLUMNS, Entry, entry_of, subscriber_of
 from digest.roster_view import Origin as Origin
 from digest.roster_view import export_text as export_text
 from digest.roster_view import merged as merged
 from digest.roster_view import origins as origins
+from digest.settings import WEEKDAYS, Config
 from digest.store import Store, state_error
 from digest.subscribers import Subscriber
+from digest.validate import keyword_key, validate_email, validate_keyword
 
 SOURCES = ("web", "link", "mail", "cli")
 MAX_NAME = 200  # characters of a reader's name kept; the rest is cut

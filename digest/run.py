@@ -28,7 +28,6 @@ from digest.arxiv_source import ArxivSource, ArxivUnreachable
 from digest.compose import Composer
 from digest.compose import Preview as Preview  # re-exported: `digest send` imports both here
 from digest.compose import write_preview as write_preview
-from digest.config import Config, Keyword
 from digest.errors import (
     EXIT_DELIVERY_FAILED,
     EXIT_FETCH_FAILED,
@@ -49,6 +48,7 @@ from digest.sending import (
     shares,
     stop_on_signals,
 )
+from digest.settings import Config, Keyword
 from digest.store import Contents, Outgoing, Plan, Store, state_error
 from digest.words import plural
 

@@ -25,11 +25,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from digest.config import Config, SmtpSettings
 from digest.errors import DigestError
 from digest.logs import log_to_stderr
 from digest.progress import Progress
 from digest.render import Renderer
+from digest.settings import Config, SmtpSettings
 from digest.store import Store, state_error
 from digest.subscribers import Subscribers
 

@@ -26,11 +26,6 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
-from digest.config import (
-    Config,
-    keyword_key,
-    validate_email,
-)
 from digest.errors import DigestError
 from digest.feed import serve_feed
 from digest.inbox import CapError, CommandError, apply_confirmation
@@ -38,8 +33,10 @@ from digest.inbox_text import HELD
 from digest.manage import Manager
 from digest.page import web_page
 from digest.roster import Roster
+from digest.settings import Config
 from digest.store import Store
 from digest.tokens import TokenError, check_token, make_link_code, make_token
+from digest.validate import keyword_key, validate_email
 from digest.web import Unsubscriber
 from digest.webforms import (
     FormError,

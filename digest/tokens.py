@@ -25,8 +25,8 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
+from digest.config_env import find_secret
 from digest.errors import ConfigError, DigestError
 
 MIN_SECRET_BYTES = 16
@@ -56,21 +56,11 @@ class Token:
 
 def load_secret(env: Mapping[str, str]) -> bytes | None:
     """The signing secret from DIGEST_SECRET, DIGEST_SECRET_FILE or the digest-secret credential."""
-    if env.get("DIGEST_SECRET"):
-        secret = env["DIGEST_SECRET"].encode()
-        source = "DIGEST_SECRET"
-    else:
-        name = env.get("DIGEST_SECRET_FILE")
-        if not name and env.get("CREDENTIALS_DIRECTORY"):
-            candidate = Path(env["CREDENTIALS_DIRECTORY"]) / "digest-secret"
-            name = str(candidate) if candidate.exists() else None
-        if not name:
-            return None
-        try:
-            secret = Path(name).read_bytes().strip()
-        except OSError as e:
-            raise ConfigError(f"{name}: cannot read the signing secret ({e.strerror})") from e
-        source = name
+    found = find_secret(env, "DIGEST_SECRET", "digest-secret", "the signing secret")
+    if found is None:
+        return None
+    value, source = found
+    secret = value.encode() if isinstance(value, str) else value.strip()
     if len(secret) < MIN_SECRET_BYTES:
         raise ConfigError(
             f"{source}: the signing secret is too short ({len(secret)} bytes); use at least "

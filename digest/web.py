@@ -36,10 +36,10 @@ from waitress.channel import HTTPChannel
 from waitress.server import TcpWSGIServer
 from waitress.task import ThreadedTaskDispatcher
 
-from digest.config import Config
 from digest.errors import DigestError
 from digest.links import unsubscribe_url as unsubscribe_url  # re-exported: tests and bench use it
 from digest.roster import Roster
+from digest.settings import Config
 from digest.store import Store, reader_email
 from digest.tokens import TokenError, check_link_code, check_token, is_link_code
 from digest.webforms import Request, Response

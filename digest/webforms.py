@@ -20,15 +20,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
 
-from digest.config import (
-    Config,
-    InboxSettings,
-    Keyword,
-    WebSettings,
-    keyword_key,
-    validate_keyword,
-)
+from digest.settings import Config, InboxSettings, Keyword, WebSettings
 from digest.tokens import CLOCK_SKEW, base36
+from digest.validate import keyword_key, validate_keyword
 
 MAX_FIELDS = 200
 MAX_FIELD = 2000  # characters; an address is at most 254, a keyword 200

@@ -19,9 +19,9 @@ from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
 
-from digest.config import SmtpSettings
 from digest.errors import DigestError
 from digest.mail import POLICY, Envelope, Outcome, Sender, header_safe, sender_address
+from digest.settings import SmtpSettings
 from digest.store import Store
 
 log = logging.getLogger(__name__)
