@@ -110,9 +110,9 @@ def paper_from_row(row: dict[str, Any]) -> Paper:
 class Contents:
     """What plans contain, read for one phase of a run: each selection and paper once.
 
-    A run plans ~1,000 distinct contents (and each sending process builds its share of
-    them) from the same few hundred papers: asking SQLite once per plan read and parsed
-    the same rows a thousand times. Matches up to a plan's `top` and stored papers only
+    A run plans many distinct contents (bench/README.md counts them; each sending process
+    builds its share of them) from the same few hundred papers: asking SQLite once per
+    plan read and parsed the same rows once per plan. Matches up to a plan's `top` and stored papers only
     change in `Store.record`, so one `Contents` must not outlive the phase it serves.
     """
 

@@ -190,7 +190,7 @@ def m006_pending_by_email(db: sqlite_utils.Database) -> None:
     db.executescript(
         """
         -- Planning asks, 1,000 subscribers at a time, who still has a digest pending:
-        -- without it each question scanned the outbox (minutes at 10,000 subscribers).
+        -- without it each question scanned the outbox (bench/README.md has the cost).
         CREATE INDEX digests_pending_by_email ON digests (email) WHERE status = 'pending';
         """
     )

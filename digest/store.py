@@ -79,8 +79,8 @@ class Store(Outbox, InboxRecords, WebMails):
     def snapshot(cls, path: Path) -> Store:
         """A private copy of the database for a dry run, deleted on close: the file is only
         read. The copy is a file, beside the database when that folder is writable (a
-        database of 100,000 subscribers is ~2 GB, too much to copy into memory, and /tmp
-        may be memory too)."""
+        large database is too big to copy into memory, and /tmp may be memory too; its
+        size is in bench/README.md)."""
         folder = path.parent if os.access(path.parent, os.W_OK) else None
         scratch = tempfile.TemporaryDirectory(prefix=".digest-dry-run-", dir=folder)
         create_private(Path(scratch.name) / "copy.db")
@@ -116,8 +116,8 @@ class Store(Outbox, InboxRecords, WebMails):
         ids = [p.arxiv_id for p in papers]
         with self.db.atomic():
             # IN (…) makes SQLite look each fetched id up in the (keyword, paper_id) index;
-            # as a join it scanned every stored match of the keyword instead (1 s per
-            # keyword with a million papers stored).
+            # as a join it scanned every stored match of the keyword instead, a cost that
+            # grows with the papers stored (bench/README.md has the figure).
             known = {
                 row["paper_id"]
                 for row in self.db.query(

@@ -263,8 +263,8 @@ class Outbox:
     def prune(self, before: datetime) -> int:
         """Delete the digests planned before `before` that are no longer pending; how many.
 
-        The outbox is also the ledger of what went out; at 100,000 subscribers it grows
-        by ~64 MB a day, which nothing reads once a digest is done.
+        The outbox is also the ledger of what went out: it grows by a row per digest every
+        day (bench/README.md has the rate), which nothing reads once a digest is done.
         """
         with self.db.atomic():
             cursor = self.db.execute(
