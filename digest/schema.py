@@ -1,8 +1,8 @@
 """The database's schema: its tables, the migrations that build them, and how times are stored.
 
 Every runtime import of sqlite-utils goes through this module, after the hiding in
-`_import_sqlite_utils`; the store modules take `Database` from here. This module is
-over ~400 lines only in the SQL of the eleven migrations, which must stay as they ran.
+`_import_sqlite_utils`; the store modules take `Database` from here. A migration that
+has run is never edited in what it does: the next change is a new one (m012, …).
 """
 
 from __future__ import annotations
