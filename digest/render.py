@@ -40,9 +40,9 @@ import jinja2
 from markupsafe import Markup, escape
 from premailer import Premailer
 
+from digest.contents import Item
 from digest.latex import to_unicode
 from digest.marks import mark, query_phrases, spans
-from digest.store import Item
 
 log = logging.getLogger(__name__)
 
