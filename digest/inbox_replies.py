@@ -17,7 +17,8 @@ from email.utils import format_datetime
 
 from digest.config import Config
 from digest.errors import DigestError
-from digest.mail import POLICY, Envelope, Outcome, Sender, header_safe, sender_address
+from digest.mail import POLICY, header_safe, sender_address
+from digest.smtp import Envelope, Outcome, Sender
 from digest.store import Store
 
 log = logging.getLogger("digest.inbox")

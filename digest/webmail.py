@@ -21,7 +21,8 @@ from pathlib import Path
 
 from digest.config import SmtpSettings
 from digest.errors import DigestError
-from digest.mail import POLICY, Envelope, Outcome, Sender, header_safe, sender_address
+from digest.mail import POLICY, header_safe, sender_address
+from digest.smtp import Envelope, Outcome, Sender
 from digest.store import Store
 
 log = logging.getLogger(__name__)
