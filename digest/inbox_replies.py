@@ -16,8 +16,9 @@ from email.message import EmailMessage
 from email.utils import format_datetime
 
 from digest.errors import DigestError
-from digest.mail import POLICY, Envelope, Outcome, Sender, header_safe, sender_address
+from digest.mail import POLICY, header_safe, sender_address
 from digest.settings import Config
+from digest.smtp import Envelope, Outcome, Sender
 from digest.store import Store
 
 log = logging.getLogger("digest.inbox")

@@ -4,32 +4,20 @@ A rendering is shared by every subscriber who gets the same content; what differ
 reader (the unsubscribe link, and with [web] the manage page's) is a placeholder filled in
 by `personalize`, or by digest/mail.py's Prepared.for_recipient for the message sent.
 
-CSS inlining (premailer, ~40 ms a call) runs once per Renderer, on the HTML template
-itself: the stylesheet's selectors are classes and descendants only, so every element a
-template line produces gets that line's style, and the inlined template renders exactly
-what inlining each rendered digest would give (tests/test_render.py checks this on the
-reference data). Rendering a content is then Jinja alone.
-
-Gmail clips HTML past about 102 KB, so the HTML has a byte budget, counted as the message
-carries it: quoted-printable UTF-8 with CRLF line ends (digest/mail.py), where every "=" and
-every byte of a non-ASCII character takes three. The template renders
-every paper twice, in full and as a title-only line, between comment markers; premailer
-inlines that document once; `InlinedDigest` then measures each piece's exact encoded bytes and
-chooses, per keyword, how many papers stay in full, how many become title lines and how
-many are folded into "and N more" with a link to arXiv's search. Inlining once and
-choosing by structure keeps the size exact without a second premailer call. Each piece
-starts a line (the markers have lines of their own), and quoted-printable encodes line by
-line, so the pieces' encoded sizes add up to the digest's.
+CSS inlining (premailer, the costliest step of a rendering: figures in bench/README.md)
+runs once per Renderer, on the HTML template itself: the stylesheet's selectors are classes
+and descendants only, so every element a template line produces gets that line's style,
+and the inlined template renders exactly what inlining each rendered digest would give
+(tests/test_render.py checks this on the reference data). Rendering a content is then Jinja
+alone, and digest/fitting.py keeps its HTML within the byte budget Gmail allows.
 """
 
 from __future__ import annotations
 
-import binascii
 import functools
 import html
 import logging
 import re
-import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
@@ -40,27 +28,17 @@ import jinja2
 from markupsafe import Markup, escape
 from premailer import Premailer
 
+from digest import wrapping
 from digest.contents import Item
+from digest.fitting import HTML_BUDGET, MORE_PLACEHOLDER, InlinedDigest
 from digest.latex import to_unicode
 from digest.marks import mark, query_phrases, spans
 
-log = logging.getLogger(__name__)
-
 UNSUBSCRIBE_PLACEHOLDER = "%%DIGEST-UNSUBSCRIBE-URL%%"
 MANAGE_PLACEHOLDER = "%%DIGEST-MANAGE-URL%%"
-MORE_PLACEHOLDER = "%%DIGEST-MORE%%"
 MARK_TAG = "<mark "
 ABSTRACT_LIMIT = 600
 AUTHORS_SHOWN = 3
-TEXT_WIDTH = 78
-# Encoded bytes of HTML a digest never exceeds: Gmail clips at about 102 KB, and a margin
-# under it keeps a digest whole when a relay adds a little.
-HTML_LIMIT = 92_000
-# Room left for the personal unsubscribe and manage links that replace the placeholders.
-HTML_BUDGET = HTML_LIMIT - 2_000
-# Full entries may fill this share of the budget before title lines get theirs; what the
-# titles leave unused goes back to full entries.
-FULL_SHARE = 0.6
 SEARCH_URL = "https://arxiv.org/search/?query={}&searchtype=all&order=-announced_date_first"
 QUERY_URL = (
     "https://export.arxiv.org/api/query?search_query={}"
@@ -75,7 +53,6 @@ MONTHS = (
 # Template tags, which must come through premailer unchanged.
 _TAG = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.S)
 STYLESHEET = '{% include "digest.css" %}'
-_MARKER = re.compile(r"<!--digest:(label|full|brief|more|end)-->")
 # Control characters and bidirectional overrides: invisible, and able to garble a line.
 _INVISIBLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u202a-\u202e\u2066-\u2069]")
 
@@ -114,14 +91,6 @@ class Rendered:
     subject: str
     text: str
     html: str
-
-
-@dataclass(frozen=True)
-class Fit:
-    """How a keyword's papers fit the budget: `full` in full, title lines up to `shown`."""
-
-    full: int
-    shown: int
 
 
 @dataclass(frozen=True)
@@ -176,56 +145,6 @@ def shorten(text: str, limit: int = ABSTRACT_LIMIT) -> str:
 def readable(text: str | None) -> str:
     """arXiv text for people: one line, LaTeX as Unicode, nothing invisible."""
     return to_unicode(" ".join(_INVISIBLE.sub(" ", text or "").split()))
-
-
-def cells(text: str) -> int:
-    """Terminal columns: East Asian wide characters and emoji take two, combining marks none."""
-    if text.isascii():
-        return len(text)
-    return sum(
-        2 if unicodedata.east_asian_width(c) in "WF" else 0 if unicodedata.combining(c) else 1
-        for c in text
-    )
-
-
-# A line may break between two wide characters (CJK has no spaces), but not before the
-# punctuation that closes a phrase, and never inside a URL.
-_WIDE = "\u1100-\u115f\u2e80-\ua4cf\uac00-\ud7a3\uf900-\ufaff\uff00-\uff60\U0001f000-\U0003ffff"
-_CLOSING = "、。，．：；！？）」』】〕〉》"
-_PIECE = re.compile(f"(?:[{_WIDE}]|[^{_WIDE}]+)[{_CLOSING}]*")
-_HYPHENATED = re.compile(r"[^-]*-+|[^-]+")
-
-
-def _pieces(word: str, room: int) -> list[str]:
-    """Where a word may break: between wide characters; an overlong word after its hyphens."""
-    pieces = _PIECE.findall(word)
-    if cells(word) <= room or "://" in word:
-        return pieces
-    return [part for piece in pieces for part in _HYPHENATED.findall(piece)]
-
-
-# Cached: a paper's abstract is wrapped the same in every content it appears in.
-@functools.lru_cache(maxsize=8192)
-def wrap(text: str, width: int = TEXT_WIDTH, indent: str = "", first: str | None = None) -> str:
-    """Fill to `width` columns, counting wide characters as two; URLs are never broken."""
-    lines: list[str] = []
-    line = start = indent if first is None else first
-    used = cells(line)
-    for word in text.split(" "):
-        if not word:
-            continue
-        for k, piece in enumerate(_pieces(word, width - cells(indent))):
-            gap = " " if k == 0 and line != start else ""
-            size = cells(piece)
-            if used + len(gap) + size > width and line != start:
-                lines.append(line)
-                line = start = indent
-                used, gap = cells(indent), ""
-            line += gap + piece
-            used += len(gap) + size
-    if line != start:
-        lines.append(line)
-    return "\n".join(lines)
 
 
 def long_date(day: date) -> str:
@@ -345,136 +264,6 @@ def period_text(period: tuple[date, date] | None) -> str:
     return f"It covers papers published from {first.isoformat()} to {last.isoformat()}."
 
 
-class InlinedDigest:
-    """An inlined digest cut at its markers: each paper's full and title-only bytes are known."""
-
-    def __init__(self, inlined: str, counts: Sequence[int]) -> None:
-        tokens = _MARKER.split(inlined)
-        # parts: fixed text, or (section, paper) for a paper, or (section, -1) for "and N more".
-        self.parts: list[str | tuple[int, int]] = [tokens[0]]
-        self.papers: list[list[tuple[str, str]]] = [[]]
-        self.labels: list[str] = []  # "More in …", before a section's first title-only line
-        self.more: list[str] = []
-        for kind, text in zip(tokens[1::2], tokens[2::2], strict=True):
-            section = len(self.more)
-            if kind == "label":
-                self.labels.append(text)
-            elif kind == "full":
-                self.papers[section].append((text, ""))
-                self.parts.append((section, len(self.papers[section]) - 1))
-            elif kind == "brief":
-                full, _ = self.papers[section][-1]
-                self.papers[section][-1] = (full, text)
-            elif kind == "more":
-                self.more.append(text)
-                self.papers.append([])
-                self.parts.append((section, -1))
-            else:
-                self.parts.append(text)
-        self.papers.pop()
-        shape = [len(p) for p in self.papers]
-        if shape != list(counts) or len(self.labels) != len(shape):
-            raise RuntimeError("digest.html: the digest:* markers do not match the papers")
-        self.sizes = [[(encoded_size(f), encoded_size(b)) for f, b in ps] for ps in self.papers]
-        self.label_sizes = [encoded_size(label) for label in self.labels]
-        self.fixed = sum(encoded_size(p) for p in self.parts if isinstance(p, str))
-
-    def more_text(self, section: int, hidden: int) -> str:
-        if not hidden:
-            return ""
-        return self.more[section].replace(
-            MORE_PLACEHOLDER, count(hidden, "more paper", "more papers")
-        )
-
-    def more_bytes(self, section: int, hidden: int) -> int:
-        return encoded_size(self.more_text(section, hidden))
-
-    def size(self, fits: Sequence[Fit]) -> int:
-        """Encoded bytes of the HTML `html(fits)` would return (see `encoded_size`)."""
-        total = self.fixed
-        for s, fit in enumerate(fits):
-            sizes = self.sizes[s]
-            total += sum(f for f, _ in sizes[: fit.full]) + sum(
-                b for _, b in sizes[fit.full : fit.shown]
-            )
-            total += self.label_sizes[s] if fit.shown > fit.full else 0
-            total += self.more_bytes(s, len(sizes) - fit.shown)
-        return total
-
-    def html(self, fits: Sequence[Fit]) -> str:
-        """The digest with each keyword's papers as `fits` says."""
-        out = []
-        for part in self.parts:
-            if isinstance(part, str):
-                out.append(part)
-                continue
-            s, j = part
-            fit = fits[s]
-            if j < 0:
-                out.append(self.more_text(s, len(self.papers[s]) - fit.shown))
-            elif j < fit.full:
-                out.append(self.papers[s][j][0])
-            elif j < fit.shown:
-                out += [self.labels[s]] if j == fit.full else []
-                out.append(self.papers[s][j][1])
-        return "".join(out)
-
-    def fit(self, budget: int) -> list[Fit]:
-        """Per keyword, the most papers in full, then as titles, that keep the HTML in budget.
-
-        Keywords take turns, so a long first keyword cannot starve the others; within a
-        keyword the newest papers come first. Full entries fill FULL_SHARE of the budget,
-        title lines the rest, then title lines become full entries while room is left.
-        """
-        full = [0] * len(self.papers)
-        shown = [0] * len(self.papers)
-        total = self.fixed + sum(self.more_bytes(s, len(p)) for s, p in enumerate(self.papers))
-
-        def cost(s: int, move: str) -> int | None:
-            sizes, f, n = self.sizes[s], full[s], shown[s]
-            if move == "upgrade":
-                if f == n:
-                    return None
-                last = f + 1 == n  # the section's last title line goes, and its label
-                return sizes[f][0] - sizes[f][1] - (self.label_sizes[s] if last else 0)
-            if n == len(sizes) or (move == "full" and f < n):
-                return None
-            hidden = len(sizes) - n
-            added = sizes[n][0] if move == "full" else sizes[n][1]
-            if move == "brief" and f == n:
-                added += self.label_sizes[s]  # the section's first title line brings its label
-            return added + self.more_bytes(s, hidden - 1) - self.more_bytes(s, hidden)
-
-        def sweep(move: str, limit: float) -> None:
-            nonlocal total
-            active = list(range(len(self.papers)))
-            while active:
-                for s in list(active):
-                    step = cost(s, move)
-                    if step is None or total + step > limit:
-                        active.remove(s)
-                        continue
-                    total += step
-                    full[s] += move != "brief"
-                    shown[s] += move != "upgrade"
-
-        sweep("full", budget * FULL_SHARE)
-        sweep("brief", budget)
-        sweep("upgrade", budget)
-        if total > budget:
-            log.warning("digest HTML is %d bytes even with every paper folded away", total)
-        return [Fit(f, n) for f, n in zip(full, shown, strict=True)]
-
-
-def encoded_size(text: str) -> int:
-    """Bytes of `text` as the message carries it: quoted-printable UTF-8, CRLF line ends.
-
-    The same encoding as digest/mail.py's; additive over pieces that each start a line.
-    """
-    encoded = binascii.b2a_qp(text.encode("utf-8"), istext=True)
-    return len(encoded) + encoded.count(b"\n")
-
-
 class Renderer:
     """Holds the template environment; render() is pure given its arguments."""
 
@@ -482,7 +271,8 @@ class Renderer:
         self, directory: Path | None = None, budget: int = HTML_BUDGET, inline_each: bool = False
     ) -> None:
         """`inline_each` inlines every digest on its own instead of the template once: the
-        same HTML (see the module docstring), at ~40 ms a digest; for the naive baseline."""
+        same HTML (see the module docstring), at a premailer call a digest; for the naive
+        baseline."""
         loader = jinja2.FileSystemLoader(str(directory or templates_dir()))
         self.env = jinja2.Environment(
             loader=loader,
@@ -492,7 +282,7 @@ class Renderer:
             lstrip_blocks=True,
             keep_trailing_newline=True,
         )
-        self.env.filters.update(wrap=wrap)
+        self.env.filters.update(wrap=wrapping.wrap)
         self.env.globals.update(count=count)
         self.budget, self.inline_each = budget, inline_each
         self.inlined = 0  # premailer calls, reported by runs and benchmarks

@@ -36,7 +36,7 @@ from digest.errors import (
     DeliveryError,
     FetchError,
 )
-from digest.mail import Envelope, Outcome, Sender, sender_address
+from digest.mail import sender_address
 from digest.planning import Day, Reader, Tally, planned
 from digest.progress import Progress
 from digest.roster import merged
@@ -49,6 +49,7 @@ from digest.sending import (
     stop_on_signals,
 )
 from digest.settings import Config, Keyword
+from digest.smtp import Envelope, Outcome, Sender
 from digest.store import Contents, Outgoing, Plan, Store, state_error
 from digest.words import plural
 

@@ -20,8 +20,9 @@ from email.utils import format_datetime, make_msgid
 from pathlib import Path
 
 from digest.errors import DigestError
-from digest.mail import POLICY, Envelope, Outcome, Sender, header_safe, sender_address
+from digest.mail import POLICY, header_safe, sender_address
 from digest.settings import SmtpSettings
+from digest.smtp import Envelope, Outcome, Sender
 from digest.store import Store
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ from click.testing import CliRunner
 
 from digest.cli import main
 from digest.errors import EXIT_STATE
-from digest.render import HTML_LIMIT
+from digest.fitting import HTML_LIMIT
 from digest.store import Store
 from tests.fakes.arxiv_server import Entry
 from tests.faults import Lab, all_ids, open_lab, parse

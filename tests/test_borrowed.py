@@ -2,7 +2,7 @@
 
 Three dependencies have no public way to do what digest needs, so digest reaches past
 their public API and pyproject.toml pins each to the exact version checked here:
-- aiosmtplib: `mail._data_crlf` writes already-encoded bytes through `client.protocol`
+- aiosmtplib: `smtp._data_crlf` writes already-encoded bytes through `client.protocol`
   and reads the reply with `protocol.read_response`;
 - arxiv: `ArxivSource` replaces `arxiv.Client._session` to set timeouts, our User-Agent
   and a cap on the answer's size;
@@ -31,7 +31,7 @@ import sqlite_utils
 
 from digest.arxiv_source import USER_AGENT, ArxivSource
 from digest.config import Keyword, SmtpSettings
-from digest.mail import Envelope, Outcome, Sender
+from digest.smtp import Envelope, Outcome, Sender
 from tests.fakes.arxiv_server import FakeArxiv
 from tests.fakes.smtp_server import SMTPServer
 

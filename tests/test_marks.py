@@ -12,8 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from markupsafe import escape
 
+from digest.fitting import HTML_LIMIT, encoded_size
 from digest.marks import MARK_CLOSE, MARK_OPEN, fold, mark, query_phrases, spans
-from digest.render import HTML_LIMIT, Renderer, Section, encoded_size, personalize
+from digest.render import Renderer, Section, personalize
 from digest.store import Item
 from tests.fakes.arxiv_server import SECTION_CATEGORIES, Entry
 from tests.test_render import (

@@ -23,24 +23,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from digest.cli import main
+from digest.fitting import HTML_LIMIT, Fit, InlinedDigest, encoded_size
 from digest.latex import to_unicode
 from digest.mail import Prepared, prepare_message
 from digest.paper import Paper
 from digest.render import (
-    HTML_LIMIT,
     UNSUBSCRIBE_PLACEHOLDER,
-    Fit,
-    InlinedDigest,
     Rendered,
     Renderer,
     Section,
-    cells,
-    encoded_size,
     personalize,
     short_authors,
-    wrap,
 )
 from digest.store import Item
+from digest.wrapping import cells, wrap
 from tests.conftest import DAY1, SUBSCRIBERS, WriteConfig, run_digest
 from tests.fakes.arxiv_server import SECTION_CATEGORIES, Entry, FakeArxiv
 from tests.fakes.smtp_server import SMTPServer

@@ -11,7 +11,8 @@ import pytest
 
 from digest.config import SmtpSettings
 from digest.errors import DeliveryError
-from digest.mail import Envelope, Outcome, Sender, prepare_message
+from digest.mail import prepare_message
+from digest.smtp import Envelope, Outcome, Sender
 from tests.fakes.smtp_server import SMTPServer, TLSMode
 
 HEAD = b"From: digest@example.org\r\nTo: r@example.org\r\nSubject: dots\r\n\r\n"
