@@ -1,6 +1,6 @@
 """The inbox's replies as mail: composing one (pure) and sending those stored as pending.
 
-A reply is composed once, stored with its command mail's record (store.py), and sent from
+A reply is composed once, stored with its command mail's record (store_inbox.py), and sent from
 there, so a reply a crash left unsent goes out later byte for byte the same.
 """
 

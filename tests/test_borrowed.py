@@ -6,7 +6,7 @@ their public API and pyproject.toml pins each to the exact version checked here:
   and reads the reply with `protocol.read_response`;
 - arxiv: `ArxivSource` replaces `arxiv.Client._session` to set timeouts, our User-Agent
   and a cap on the answer's size;
-- sqlite-utils: `store._import_sqlite_utils` hides pandas and numpy while it loads.
+- sqlite-utils: `schema._import_sqlite_utils` hides pandas and numpy while it loads.
 An upgrade fails here first: update the pin only after the new version passes.
 """
 
