@@ -37,7 +37,7 @@ from digest.config_warnings import unsubscribe_warnings
 from digest.daemon_web import start_web as start_web
 from digest.daemon_work import Outcome, check_inbox, date_of, run_locked
 from digest.daemon_work import refresh_page as refresh_page
-from digest.errors import ConfigError
+from digest.errors import ConfigError, DigestError
 from digest.roster import merged
 from digest.run import digest_date_for
 from digest.sdnotify import Notifier, watchdog_interval
@@ -309,8 +309,17 @@ class Daemon:
         if outcome.retry_in is not None:
             self.retry_at = time.monotonic() + outcome.retry_in
         if not self.stopping:
+            self._refresh_list()
             self.notifier.status(self._status())
             self.announce = True
+
+    def _refresh_list(self) -> None:
+        """Readers' own changes since the list was loaded, for the web pages: the run has
+        just read them, so the keywords they added now have papers to show."""
+        try:
+            self.config = merged(self.config)
+        except DigestError as e:
+            log.error("%s; the web pages keep the list loaded before", e)
 
     def _announce(self) -> None:
         """Log when the next digest goes out, once the loop has decided nothing is due now."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
@@ -92,6 +93,8 @@ class Site:
         self.warned: dict[str, float] = {}
         self.unsubscriber = Unsubscriber(config, self.secret, web.link_days, clock)
         self.manager = Manager(self)
+        self.page: tuple[tuple[object, ...], bytes] | None = None  # front_page's
+        self.page_lock = threading.Lock()
         # Migrate once now: the request threads and the mailer would race to do it.
         Store.open(first_config.db_path).close()
 
@@ -125,8 +128,7 @@ class Site:
         if path == "/":
             config = self.config()
             day = today(config, self.clock())
-            html = self.with_store(lambda store: web_page(config, store, day))
-            return Response(200, html.encode())
+            return Response(200, self.with_store(lambda store: self.front_page(config, store, day)))
         if path.startswith("/feeds/"):
             config = self.config()
             day = today(config, self.clock())
@@ -135,6 +137,18 @@ class Site:
             if atom is not None:
                 return Response(200, atom, content_type="application/atom+xml; charset=utf-8")
         return message(404, "Not found", "There is nothing here.")
+
+    def front_page(self, config: Config, store: Store, day: date) -> bytes:
+        """The Daily Papers page, built again only when it would differ: a run stored
+        papers or finished, the day or the keywords changed. Anyone may ask for it as
+        often as they like; building it reads hundreds of papers."""
+        runs = store.recent_runs(1)
+        last = (runs[0]["id"], runs[0]["finished"]) if runs else None
+        key = (tuple(config.keywords.values()), day, store.top_seq(), last)
+        with self.page_lock:
+            if self.page is None or self.page[0] != key:
+                self.page = (key, web_page(config, store, day).encode())
+            return self.page[1]
 
     def with_store(self, work: Callable[[Store], T]) -> T:
         store = Store.open(self.config().db_path)

@@ -33,6 +33,7 @@ from digest.config import load_config
 from digest.daemon import Daemon
 from digest.errors import BusyError, ConfigError
 from digest.lock import RunLock, lock_path
+from digest.roster import Roster
 from digest.sdnotify import Notifier, socket_address, watchdog_interval
 from digest.store import Store
 from digest.timing import describe, digest_due, next_run, next_send, previous_run
@@ -215,6 +216,28 @@ def test_the_loop_sleeps_until_send_at_by_the_daemons_clock(
     daemon = Daemon(path, tmp_path / "digest.db", notifier=Notifier(None), clock=lambda: now)
     daemon.config = daemon._load()
     assert daemon._timeout() == seconds
+
+
+def test_after_a_run_the_daemon_holds_readers_own_changes_for_the_web_pages(
+    tmp_path: Path,
+) -> None:
+    """The pages list the keywords the daemon holds; a run has just read readers' changes
+    (and fetched the keywords they added), so the daemon takes them up when it ends."""
+    path = tmp_path / "subscribers.toml"
+    path.write_text(config_text(), encoding="utf-8")
+    daemon = Daemon(path, tmp_path / "digest.db", notifier=Notifier(None))
+    daemon.config = daemon._load()
+    store = Store.open(tmp_path / "digest.db")
+    try:
+        Roster(daemon.config, store).subscribe("new@example.org", ["quasar lensing"], source="web")
+    finally:
+        store.close()
+    assert "quasar lensing" not in daemon.config.keywords
+    daemon.worker = threading.Thread(target=lambda: None)
+    daemon.worker.start()
+    daemon._worker_done()
+    assert "quasar lensing" in daemon.config.keywords
+    assert daemon.config.subscribers.find("new@example.org") is not None
 
 
 # -- the run lock --------------------------------------------------------------------

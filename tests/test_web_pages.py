@@ -11,7 +11,7 @@ import json
 import re
 import urllib.request
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from digest.config import keyword_key, load_config
 from digest.errors import ConfigError
+from digest.paper import Paper
 from digest.store import Store
 from digest.tokens import make_link_code, make_token
 from digest.webforms import FormError, RateLimit, client_ip, keyword_id, parse_form
@@ -466,3 +467,27 @@ def test_a_site_with_many_keywords_lists_a_hundred_and_takes_the_rest_typed(
         assert 'name="new"' in page, "the others can be typed"
         assert watch(site, k=[], new="Keyword 120")[0] == 200
         assert watch(site, "b@example.org", k=[], new="keyword 999")[0] == 400
+
+
+def test_the_page_is_built_again_only_when_a_run_changed_it(site: Website) -> None:
+    """Anyone may ask for / as often as they like: the same page is served until a run
+    stores papers (or finishes), and then the new papers are on it at once."""
+    first, again = site.fetch("/"), site.fetch("/")
+    assert first == again and first[0] == 200
+    assert site.site.page is not None
+    built = site.site.page
+    assert site.fetch("/") == first and site.site.page is built, "served as built"
+    when = datetime(2025, 11, 17, 7, 0, tzinfo=UTC)
+    paper = Paper(
+        "2511.99999", 1, "A quasar seen twice", "Fresh.", ("A. Author",), when, when,
+        "cs.CV", ("cs.CV",), None,
+    )  # fmt: skip
+    key = next(iter(site.config().keywords))
+    store = Store.open(site.config().db_path)
+    try:
+        store.record(key, [paper], when)
+    finally:
+        store.close()
+    status, page = site.fetch("/")
+    assert status == 200 and "A quasar seen twice" in page
+    assert "A quasar seen twice" not in first[1]
