@@ -131,14 +131,27 @@ def apply_confirmation(
     return replace(change, message="; ".join(messages))
 
 
+def cap_reached(
+    store: Store, limits: InboxSettings, day: str, subscribers: int, keywords: int
+) -> str | None:
+    """Which of today's caps over all senders (mail and web) these additions would pass:
+    "subscribers", "keywords", or None when both have room."""
+    had_subscribers, had_keywords = store.additions(day)
+    if subscribers and had_subscribers + subscribers > limits.max_subscribers_per_day:
+        return "subscribers"
+    if keywords and had_keywords + keywords > limits.max_keywords_per_day:
+        return "keywords"
+    return None
+
+
 def _check_caps(
     store: Store, limits: InboxSettings, day: str, subscribers: int, keywords: int
 ) -> None:
     """CapError when a confirmation would pass today's caps over all senders."""
-    had_subscribers, had_keywords = store.additions(day)
-    if subscribers and had_subscribers + subscribers > limits.max_subscribers_per_day:
+    reached = cap_reached(store, limits, day, subscribers, keywords)
+    if reached == "subscribers":
         why = f"{limits.max_subscribers_per_day} new subscribers by mail today"
-    elif keywords and had_keywords + keywords > limits.max_keywords_per_day:
+    elif reached == "keywords":
         why = f"{limits.max_keywords_per_day} keywords added by mail today"
     else:
         return

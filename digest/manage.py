@@ -15,6 +15,7 @@ import threading
 from datetime import date, timedelta
 from typing import TYPE_CHECKING
 
+from digest.confirmations import cap_reached
 from digest.settings import Config
 from digest.store import Store, reader_email
 from digest.tokens import TokenError, check_link_code
@@ -155,10 +156,10 @@ class Manager:
             raise Refused(f"You can watch at most {limits.max_keywords} keywords.")
         new_subscriber = current is None and bool(adds)
         day = now.date().isoformat()
-        had_subscribers, had_keywords = store.additions(day)
-        if adds and had_keywords + len(adds) > limits.max_keywords_per_day:
+        reached = cap_reached(store, limits, day, int(new_subscriber), len(adds))
+        if reached == "keywords":
             raise Refused("Too many keywords were added today; please try again tomorrow.", 429)
-        if new_subscriber and had_subscribers + 1 > limits.max_subscribers_per_day:
+        if reached == "subscribers":
             raise Refused("Too many readers joined today; please try again tomorrow.", 429)
         until = self.pause_asked(first(form, "pause"), today)
         said: list[str] = []

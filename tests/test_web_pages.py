@@ -491,3 +491,24 @@ def test_the_page_is_built_again_only_when_a_run_changed_it(site: Website) -> No
     status, page = site.fetch("/")
     assert status == 200 and "A quasar seen twice" in page
     assert "A quasar seen twice" not in first[1]
+
+
+def test_the_daily_keyword_cap_holds_on_the_manage_page_too(
+    tmp_path: Path, smtp: SMTPServer
+) -> None:
+    """Mail and web share today's caps over everyone (confirmations.cap_reached)."""
+    inbox = '[inbox]\nusername = "x"\nmax_keywords = 3\nmax_keywords_per_day = 3\n'
+    with Website(tmp_path, smtp, inbox=inbox) as site:
+
+        def save(email: str, **fields: str) -> tuple[int, str]:
+            link = site.manage_link(email)
+            _, page = site.fetch(link)
+            return post(site, link, {"form": form_of(page), "do": "save", **fields})
+
+        for email, keyword in [("lab", "galaxies"), ("student", "quasars"), ("reader", "lenses")]:
+            status, page = save(f"{email}@example.org", add=keyword)
+            assert status == 200 and "Saved." in page, email
+        # Room for one more keyword of their own, but not today's fourth over everyone.
+        status, page = save("lab@example.org", remove=kid("low level vision"), add="dark flows")
+        assert status == 429 and "Too many keywords were added today" in page
+        assert site.watched("lab@example.org") == ("low level vision", "Person Re-ID", "galaxies")
