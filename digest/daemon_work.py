@@ -20,6 +20,7 @@ from digest.inbox import process_inbox
 from digest.lock import RunLock
 from digest.page import build_page, write_page
 from digest.progress import Progress
+from digest.roster import merged
 from digest.run import Run, RunReport
 from digest.store import Store
 from digest.timing import digest_due
@@ -57,6 +58,8 @@ def run_locked(config: Config, clock: Callable[[], datetime], cancel: threading.
                 if not digest_due(now, digest.send_at, digest.timezone, last):
                     log.info("the digest for %s was already sent; nothing to do", last)
                     return Outcome(last_done=last)
+                # Readers' own changes (web, mail, links) since the list was loaded.
+                config = merged(config, store)
                 report = Run(
                     config, store, now=now, cancel=cancel, progress=Progress(tty=False)
                 ).execute()

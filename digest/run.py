@@ -39,7 +39,6 @@ from digest.errors import (
 from digest.mail import sender_address
 from digest.planning import Day, Reader, Tally, planned
 from digest.progress import Progress
-from digest.roster import merged
 from digest.sending import (
     Flag,
     SendingProcesses,
@@ -113,10 +112,9 @@ class Run:
         fetch: bool = True,
         cancel: Flag | None = None,
         on_preview: Callable[[Preview], None] | None = None,
-        merge: bool = True,
     ) -> None:
-        if merge:  # readers' own changes (web, mail, links) as they are now, over the file's
-            config = merged(config, store)
+        # `config` is the list as the caller means it: roster.merged for a day's run
+        # (cli.load, the daemon's run_locked), one reader for a preview.
         self.config, self.store, self.now, self.dry_run = config, store, now, dry_run
         self.source = source or ArxivSource(
             config.arxiv_url, delay=config.arxiv_delay, timeout=config.arxiv_timeout

@@ -243,9 +243,7 @@ def _send_share(share: Share) -> Sent:
     log_to_stderr(share.log_level)
     store = Store.open(share.db)
     try:
-        run = Run(
-            share.config, store, now=share.now, cafile=share.cafile, cancel=_stop, merge=False
-        )
+        run = Run(share.config, store, now=share.now, cafile=share.cafile, cancel=_stop)
         inlined = _warm()
         assert _renderer is not None
         # Rendering with the inlined template calls premailer no more.

@@ -11,6 +11,7 @@ import pytest
 
 from digest.config import Config, load_config
 from digest.progress import Progress
+from digest.roster import merged
 from digest.run import Run, RunReport, open_store
 from tests.fakes.arxiv_server import Entry, FakeArxiv, load_reference
 from tests.fakes.smtp_server import SMTPServer
@@ -99,9 +100,11 @@ def write_config(env: dict[str, str]) -> WriteConfig:
 
 
 def run_digest(config: Config, now: datetime = DAY1, *, dry_run: bool = False) -> RunReport:
-    """One run through the library, as `digest send` does it, with an injected clock."""
+    """One run through the library, as `digest send` does it (readers' own changes merged
+    over the file's list), with an injected clock."""
     store = open_store(config, dry_run)
     try:
+        config = merged(config, store)
         return Run(config, store, now=now, dry_run=dry_run, progress=Progress(tty=False)).execute()
     finally:
         store.close()

@@ -31,13 +31,14 @@ from hypothesis import strategies as st
 from digest.cli import main
 from digest.config import load_config
 from digest.daemon import Daemon
+from digest.daemon_work import run_locked
 from digest.errors import BusyError, ConfigError
 from digest.lock import RunLock, lock_path
 from digest.roster import Roster
 from digest.sdnotify import Notifier, socket_address, watchdog_interval
 from digest.store import Store
 from digest.timing import describe, digest_due, next_run, next_send, previous_run
-from tests.conftest import SUBSCRIBERS, config_text, run_digest
+from tests.conftest import DAY1, SUBSCRIBERS, WriteConfig, config_text, run_digest
 from tests.fakes.arxiv_server import FakeArxiv
 from tests.fakes.smtp_server import SMTPServer
 
@@ -238,6 +239,26 @@ def test_after_a_run_the_daemon_holds_readers_own_changes_for_the_web_pages(
     daemon._worker_done()
     assert "quasar lensing" in daemon.config.keywords
     assert daemon.config.subscribers.find("new@example.org") is not None
+
+
+def test_the_daemons_run_mails_readers_who_joined_after_it_loaded_the_list(
+    write_config: WriteConfig, smtp: SMTPServer
+) -> None:
+    """The daemon holds the list it loaded; its run reads readers' changes made since."""
+    config = write_config()  # as the daemon loaded it
+    store = Store.open(config.db_path)
+    try:
+        Roster(config, store).subscribe("web@example.org", ["Person Re-ID"], source="web")
+        Roster(config, store).unsubscribe("lab@example.org", source="link")
+    finally:
+        store.close()
+    outcome = run_locked(config, lambda: DAY1, threading.Event())
+    assert outcome.result == "2025-11-17 ok, 3 sent"
+    assert sorted(smtp.by_recipient()) == [
+        "reader@example.org",
+        "student@example.org",
+        "web@example.org",
+    ]
 
 
 # -- the run lock --------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import signal
@@ -35,7 +36,8 @@ from digest.render import (
     personalize,
     short_authors,
 )
-from digest.store import Item
+from digest.roster import Roster
+from digest.store import Item, Store
 from digest.wrapping import cells, wrap
 from tests.conftest import DAY1, SUBSCRIBERS, WriteConfig, run_digest
 from tests.fakes.arxiv_server import SECTION_CATEGORIES, Entry, FakeArxiv
@@ -664,6 +666,38 @@ def test_preview_writes_the_next_digest_without_fetching_sending_or_storing(
     assert smtp.messages == [] and smtp.connections == 0
     assert len(arxiv_fake.requests) == requests, "a preview never fetches"
     assert hashlib.sha256(db.read_bytes()).hexdigest() == before
+
+
+def test_preview_plans_only_the_reader_asked_for_even_one_from_the_web(
+    write_config: WriteConfig,
+    env: dict[str, str],
+    smtp: SMTPServer,
+    tmp_path: Path,
+) -> None:
+    """A preview is one reader's digest, whoever else is listed (100,000 readers would
+    take minutes), and a reader who joined on the web can be previewed too."""
+    config = write_config()
+    run_digest(config)
+    store = Store.open(config.db_path)
+    try:
+        Roster(config, store).subscribe("web@example.org", ["Person Re-ID"], source="web")
+    finally:
+        store.close()
+    out = tmp_path / "web.html"
+    run_log, records = logging.getLogger("digest.run"), list[logging.LogRecord]()
+    collect = logging.Handler(logging.INFO)
+    collect.emit = records.append  # type: ignore[method-assign]  # the CLI sets up its own
+    run_log.addHandler(collect)
+    try:
+        result = CliRunner().invoke(
+            main, ["preview", "-v", "--subscriber", "web@example.org", "--out", str(out)], env=env
+        )
+    finally:
+        run_log.removeHandler(collect)
+    assert result.exit_code == 0, result.output
+    planned = [r.getMessage() for r in records if r.getMessage().startswith("planned ")]
+    assert planned == ["planned 1 digest (1 distinct content)"]
+    assert out.read_text(encoding="utf-8").count('class="paper"') == 10
 
 
 def test_preview_of_a_subscriber_with_nothing_new_writes_the_empty_digest(
