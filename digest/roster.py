@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import sqlite3
+import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
@@ -146,7 +146,7 @@ class Roster:
                 f"{email} unsubscribed on {gone.changed[:10] if gone.changed else '?'} "
                 f"(by {gone.source}); subscribe them again only if they asked you to: --again"
             )
-        name = _clean_name(name)
+        name = clean_name(name)
 
         def decide(current: Entry | None) -> tuple[Entry | None, str]:
             if current is None:
@@ -328,15 +328,15 @@ def check_change(email: str, keywords: Sequence[str]) -> None:
             raise ConfigError(f"keyword {keyword[:40]!r} {reason or 'is empty'}")
 
 
-# Control characters, and the bidi controls that could make a name read as another.
-_UNSHOWN = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
-
-
-def _clean_name(name: str | None) -> str | None:
-    """A name as mail headers and pages can show it: one line, capped; None if empty."""
+def clean_name(name: str | None, cap: int = MAX_NAME) -> str | None:
+    """A reader's name as mail headers and pages can show it: without control, format
+    (bidi, zero-width) or unassigned characters, whitespace collapsed to single spaces,
+    at most `cap` characters; None if nothing is left."""
     if not name:
         return None
-    return " ".join(_UNSHOWN.sub(" ", name[: MAX_NAME * 4]).split())[:MAX_NAME] or None
+    shown = name[: cap * 4]  # capped first: a megabyte costs no more than this
+    kept = "".join(c for c in shown if c.isspace() or not unicodedata.category(c).startswith("C"))
+    return " ".join(kept.split())[:cap] or None
 
 
 def _unique(keywords: Sequence[str]) -> list[str]:

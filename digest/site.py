@@ -33,18 +33,18 @@ from digest.inbox import CapError, CommandError, apply_confirmation
 from digest.inbox_text import HELD
 from digest.manage import Manager
 from digest.page import web_page
-from digest.roster import Roster
+from digest.roster import Roster, clean_name
 from digest.settings import Config
 from digest.store import Store
 from digest.tokens import TokenError, check_token, make_link_code, make_token
 from digest.validate import keyword_key, validate_email
 from digest.web import Unsubscriber
 from digest.webforms import (
+    MAX_NAME,
     FormError,
     RateLimit,
     Request,
     Response,
-    clean_name,
     client_ip,
     first,
     keyword_id,
@@ -194,7 +194,7 @@ class Site:
             form = parse_form(request.body)
         except FormError as e:
             return message(400, "Bad request", f"{str(e).capitalize()}.")
-        email, name = first(form, "email"), clean_name(first(form, "name"))
+        email, name = first(form, "email"), clean_name(first(form, "name"), MAX_NAME)
         ids = {keyword_id(k): k for k in config.keywords}
         ticked = {ids[i] for i in form.get("k", []) if i in ids}
         values = {"email": email[:254], "name": name or "", "new": first(form, "new")[:200]}

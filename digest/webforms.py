@@ -207,12 +207,6 @@ def limits_of(config: Config) -> InboxSettings:
     return config.inbox or InboxSettings("", 0, "none", "", None)
 
 
-def clean_name(text: str) -> str | None:
-    """A name as given, without control, format (bidi) or unassigned characters, one line."""
-    kept = "".join(c for c in text[: MAX_NAME * 4] if not unicodedata.category(c).startswith("C"))
-    return " ".join(kept.split())[:MAX_NAME] or None
-
-
 @dataclass
 class Keywords:
     """Keywords a form asked for, by name, or the reason they cannot be had."""

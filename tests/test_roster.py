@@ -287,3 +287,17 @@ def test_the_next_run_honours_every_change_made_since(
     assert list(sections(reader)) == ["Person Re-ID"]
     [new] = [r.message for r in received["new@example.org"]]
     assert new["To"] == "Zoë Neu <new@example.org>"
+
+
+def test_a_readers_name_is_kept_as_mail_headers_and_pages_can_show_it(listing: Path) -> None:
+    roster, store = change(listing)
+    hostile = "Zoë\u202e\u200fevil\x00 \r\nBcc: x@example.org\t王小明 " + "ß" * 1_000_000
+    roster.subscribe("named@example.org", ["x"], hostile, source="web")
+    roster.subscribe("blank@example.org", ["x"], "\u202e\x00\r\n", source="mail")
+    store.close()
+    config = effective(listing)
+    named = config.subscribers.find("named@example.org")
+    blank = config.subscribers.find("blank@example.org")
+    assert named is not None and blank is not None
+    assert named.name == ("Zoëevil Bcc: x@example.org 王小明 " + "ß" * 200)[:200]
+    assert blank.name is None
