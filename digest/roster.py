@@ -22,9 +22,11 @@ import contextlib
 import json
 import sqlite3
 import unicodedata
-from collections.abc import Callable, Iterator, Sequence
+from collections import ChainMap
+from collections.abc import Callable, Iterator, MutableMapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
+from typing import cast
 
 from digest.errors import EXIT_USAGE, ConfigError, DigestError
 from digest.roster_view import COLUMNS, Entry, entry_of, subscriber_of
@@ -32,7 +34,7 @@ from digest.roster_view import Origin as Origin
 from digest.roster_view import export_text as export_text
 from digest.roster_view import merged as merged
 from digest.roster_view import origins as origins
-from digest.settings import WEEKDAYS, Config
+from digest.settings import WEEKDAYS, Config, Keyword
 from digest.store import Store, state_error
 from digest.subscribers import Subscriber
 from digest.validate import keyword_key, validate_email, validate_keyword
@@ -83,7 +85,10 @@ class Roster:
         entry = self._current(email)
         if entry is None:
             return None
-        return subscriber_of(entry, dict(self.config.defined_keywords))
+        # Keywords new to the site go into the empty front map: a ChainMap writes only
+        # there, so the site's own stay as loaded, and nothing is copied per lookup.
+        known = cast("MutableMapping[str, Keyword]", self.config.defined_keywords)
+        return subscriber_of(entry, ChainMap({}, known))
 
     def watched(self, email: str) -> tuple[str, ...] | None:
         """The keywords a reader watches, by the names the site knows them by (as the

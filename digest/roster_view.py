@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, MutableMapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import date
 
@@ -117,7 +117,7 @@ def _merged(config: Config, conn: sqlite3.Connection) -> Config:
     )
 
 
-def subscriber_of(entry: Entry, keywords: dict[str, Keyword]) -> Subscriber:
+def subscriber_of(entry: Entry, keywords: MutableMapping[str, Keyword]) -> Subscriber:
     """A database entry as a run holds it; keywords new to the site join `keywords`."""
     keys = []
     for written in entry.keywords:
