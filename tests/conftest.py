@@ -19,6 +19,8 @@ from tests.fakes.smtp_server import SMTPServer
 # A Monday morning in Rome; the reference data was last updated 2025-11-12.
 DAY1 = datetime(2025, 11, 17, 7, 0, tzinfo=UTC)
 
+EXAMPLE = Path(__file__).resolve().parents[1] / "subscribers.toml"
+
 SUBSCRIBERS = """
 [[subscriber]]
 email = "reader@example.org"
@@ -84,6 +86,14 @@ def config_text(subscribers: str = SUBSCRIBERS, digest: str = "", smtp: str = ""
 
 
 WriteConfig = Callable[..., Config]
+
+
+@pytest.fixture
+def listing(tmp_path: Path) -> Path:
+    """The example subscribers.toml, copied where a test may change it."""
+    path = tmp_path / "subscribers.toml"
+    path.write_text(EXAMPLE.read_text(encoding="utf-8"), encoding="utf-8")
+    return path
 
 
 @pytest.fixture

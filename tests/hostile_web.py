@@ -22,12 +22,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlencode
 
-from digest.config import keyword_key, load_config
-from digest.roster import merged
+from digest.config import keyword_key
 from digest.store import Store
 from digest.tokens import base36, make_link_code, make_token
 from digest.web import LIMITS, Limits, Unsubscriber, WebServer, unsubscribe_url
 from digest.webforms import keyword_id
+from tests.conftest import EXAMPLE
 from tests.fakes.smtp_server import SMTPServer
 from tests.faults import block_changes
 from tests.hostile import Row
@@ -40,11 +40,11 @@ from tests.webclient import (
     request,
     room_for_descriptors,
     status,
+    subscribed,
     until,
 )
 from tests.website import Website
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "subscribers.toml"
 SECRET = b"hostile-web-secret-0123456789abcdef"
 NOW = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
 READER = "reader@example.org"
@@ -65,8 +65,7 @@ class Site:
         return self.server.port
 
     def subscribed(self) -> set[str]:
-        config = load_config(self.listing, env={"DIGEST_SECRET": SECRET.decode()}, db_path=self.db)
-        return {s.email for s in merged(config).subscribers}
+        return set(subscribed(self.listing))
 
     def link(self, email: str = READER) -> str:
         """The link a digest carried for `email`: their number from this site's database."""

@@ -14,19 +14,11 @@ from digest.config import Config, load_config, settings_text
 from digest.errors import ConfigError
 from digest.roster import Roster, Suppressed, export_text, merged, origins
 from digest.store import Store
-from tests.conftest import WriteConfig, run_digest
+from tests.conftest import EXAMPLE, WriteConfig, run_digest
 from tests.fakes.smtp_server import SMTPServer
 from tests.mailparse import sections
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "subscribers.toml"
 NOW = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def listing(tmp_path: Path) -> Path:
-    path = tmp_path / "subscribers.toml"
-    path.write_text(EXAMPLE.read_text(encoding="utf-8"), encoding="utf-8")
-    return path
 
 
 def effective(listing: Path) -> Config:

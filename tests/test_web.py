@@ -22,7 +22,6 @@ from hypothesis import strategies as st
 
 from digest.config import load_config
 from digest.errors import ConfigError
-from digest.roster import merged
 from digest.store import Store
 from digest.tokens import MAX_TOKEN_CHARS, TokenError, check_token, make_token
 from digest.web import LIMITS, Unsubscriber, WebServer, unsubscribe_url
@@ -31,9 +30,8 @@ from tests.conftest import DAY1, WriteConfig, run_digest
 from tests.fakes.smtp_server import SMTPServer
 from tests.faults import block_changes
 from tests.mailparse import text_part
-from tests.webclient import file_config, request, status
+from tests.webclient import file_config, request, status, subscribed
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "subscribers.toml"
 SECRET = b"0123456789abcdef0123456789abcdef"
 NOW = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
 
@@ -44,13 +42,6 @@ class Clock:
 
     def __call__(self) -> datetime:
         return self.now
-
-
-@pytest.fixture
-def listing(tmp_path: Path) -> Path:
-    path = tmp_path / "subscribers.toml"
-    path.write_text(EXAMPLE.read_text(encoding="utf-8"), encoding="utf-8")
-    return path
 
 
 @pytest.fixture
@@ -75,14 +66,6 @@ def link_for(base: str, db: Path, email: str, now: datetime = NOW) -> str:
         return unsubscribe_url(base, SECRET, store.reader_id(email), now)
     finally:
         store.close()
-
-
-def subscribed(listing: Path) -> list[str]:
-    """Who gets digests now: the file and the database beside it (digest.roster)."""
-    config = load_config(
-        listing, env={"DIGEST_SECRET": SECRET.decode()}, db_path=listing.with_name("digest.db")
-    )
-    return [s.email for s in merged(config).subscribers]
 
 
 def fetch(url: str, data: bytes | None = None) -> tuple[int, str, dict[str, str]]:

@@ -24,8 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from digest.config import keyword_key, load_config
-from digest.roster import merged
+from digest.config import keyword_key
 from digest.store import Store
 from digest.web import LIMITS, Unsubscriber, WebServer, unsubscribe_url
 from digest.webforms import keyword_id
@@ -41,10 +40,10 @@ from tests.webclient import (
     request,
     room_for_descriptors,
     status,
+    subscribed,
     until,
 )
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "subscribers.toml"
 SECRET = b"0123456789abcdef0123456789abcdef"
 NOW = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
 READER = "reader@example.org"
@@ -56,25 +55,10 @@ def room() -> None:
 
 
 @pytest.fixture
-def listing(tmp_path: Path) -> Path:
-    path = tmp_path / "subscribers.toml"
-    path.write_text(EXAMPLE.read_text(encoding="utf-8"), encoding="utf-8")
-    return path
-
-
-@pytest.fixture
 def app(listing: Path, tmp_path: Path) -> Unsubscriber:
     return Unsubscriber(
         file_config(listing, tmp_path / "digest.db"), SECRET, link_days=180, clock=lambda: NOW
     )
-
-
-def subscribed(listing: Path) -> list[str]:
-    """Who gets digests now: the file and the database beside it (digest.roster)."""
-    config = load_config(
-        listing, env={"DIGEST_SECRET": SECRET.decode()}, db_path=listing.with_name("digest.db")
-    )
-    return [s.email for s in merged(config).subscribers]
 
 
 def link_for(db: Path, email: str, now: datetime = NOW) -> str:
@@ -293,7 +277,7 @@ def test_digest_run_serves_the_endpoint_and_stops_with_connections_open(
     link = link_for(Path(env["DIGEST_DB"]), "student@example.org", datetime.now(UTC))
     assert status(port, request("GET", link)) == 200
     assert status(port, request("POST", link, b"List-Unsubscribe=One-Click")) == 200
-    assert "student@example.org" not in subscribed(Path(env["DIGEST_SUBSCRIBERS"]))
+    assert "student@example.org" not in subscribed(Path(env["DIGEST_SUBSCRIBERS"]), env)
     # The pages too, and the thread that sends their confirmation mails.
     form = f"email=web%40example.org&k={keyword_id(keyword_key('try on'))}".encode()
     assert status(port, request("POST", "/watch", form)) == 200

@@ -12,10 +12,11 @@ import re
 import resource
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from digest.config import Config, load_config
+from digest.roster import merged
 
 HOST = "127.0.0.1"
 _STATUS = re.compile(rb"HTTP/1\.[01] (\d{3}) ")
@@ -119,3 +120,9 @@ def file_config(listing: Path, db: Path) -> Callable[[], Config]:
         return held[0][1]
 
     return current
+
+
+def subscribed(listing: Path, env: Mapping[str, str] | None = None) -> list[str]:
+    """Who gets digests now: subscribers.toml and the database beside it, as a run reads."""
+    config = load_config(listing, env=env, db_path=listing.with_name("digest.db"))
+    return [s.email for s in merged(config).subscribers]
