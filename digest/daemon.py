@@ -309,13 +309,17 @@ class Daemon:
         if outcome.retry_in is not None:
             self.retry_at = time.monotonic() + outcome.retry_in
         if not self.stopping:
-            self._refresh_list()
+            self._refresh_list(outcome.listed)
             self.notifier.status(self._status())
             self.announce = True
 
-    def _refresh_list(self) -> None:
+    def _refresh_list(self, listed: Config | None) -> None:
         """Readers' own changes since the list was loaded, for the web pages: the run has
-        just read them, so the keywords they added now have papers to show."""
+        just read them, so the keywords they added now have papers to show. The run's own
+        list serves, unless subscribers.toml was reloaded meanwhile."""
+        if listed is not None and listed.file_subscribers is self.config.file_subscribers:
+            self.config = listed
+            return
         try:
             self.config = merged(self.config)
         except DigestError as e:

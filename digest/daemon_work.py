@@ -43,6 +43,7 @@ class Outcome:
     last_done: date | None = None
     result: str | None = None
     retry_in: float | None = None
+    listed: Config | None = None  # the list a run read, readers' own changes merged
 
 
 def run_locked(config: Config, clock: Callable[[], datetime], cancel: threading.Event) -> Outcome:
@@ -80,8 +81,13 @@ def run_locked(config: Config, clock: Callable[[], datetime], cancel: threading.
     if status == "failed":
         # arXiv or the SMTP server was unreachable: the day is still owed its digest.
         log.error("nothing could be fetched or sent; trying again in 30 minutes")
-        return Outcome(last_done=last, result=run_result(report, status), retry_in=FAILURE_RETRY)
-    return Outcome(last_done=last, result=run_result(report, status))
+        return Outcome(
+            last_done=last,
+            result=run_result(report, status),
+            retry_in=FAILURE_RETRY,
+            listed=config,
+        )
+    return Outcome(last_done=last, result=run_result(report, status), listed=config)
 
 
 def check_inbox(config: Config, clock: Callable[[], datetime], stop: threading.Event) -> None:

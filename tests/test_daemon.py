@@ -259,6 +259,15 @@ def test_the_daemons_run_mails_readers_who_joined_after_it_loaded_the_list(
         "student@example.org",
         "web@example.org",
     ]
+    # The loop then holds the list that run read, for the web pages, without reading it
+    # again (subscribers.toml was not reloaded meanwhile).
+    daemon = Daemon(config.path, config.db_path, notifier=Notifier(None))
+    daemon.config, daemon.outcome = config, outcome
+    daemon.worker = threading.Thread(target=lambda: None)
+    daemon.worker.start()
+    daemon._worker_done()
+    assert daemon.config is outcome.listed
+    assert daemon.config.subscribers.find("web@example.org") is not None
 
 
 # -- the run lock --------------------------------------------------------------------
