@@ -116,8 +116,8 @@ class Browser:
             raise RuntimeError(f"JavaScript failed: {result['exceptionDetails']}")
         return result["result"].get("value")
 
-    def load(self, path: Path, width: int, probe: str, *, dark: bool = False) -> dict[str, Any]:
-        """Show a file at a width (a phone below 500 px) and return the PROBE measurements."""
+    def show(self, url: str, width: int, *, dark: bool = False) -> None:
+        """Open a URL at a width (a phone below 500 px), in the light or dark scheme."""
         self.call(
             "Emulation.setDeviceMetricsOverride",
             session=True,
@@ -128,7 +128,11 @@ class Browser:
         )
         scheme = [{"name": "prefers-color-scheme", "value": "dark" if dark else "light"}]
         self.call("Emulation.setEmulatedMedia", session=True, features=scheme)
-        self.navigate(path.resolve().as_uri())
+        self.navigate(url)
+
+    def load(self, path: Path, width: int, probe: str, *, dark: bool = False) -> dict[str, Any]:
+        """Show a file at a width (a phone below 500 px) and return the PROBE measurements."""
+        self.show(path.resolve().as_uri(), width, dark=dark)
         return dict(json.loads(self.evaluate(probe)))
 
     def screenshot(self, out: Path, width: int, top: float, height: float) -> None:

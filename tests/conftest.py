@@ -13,6 +13,7 @@ from digest.config import Config, load_config
 from digest.progress import Progress
 from digest.roster import merged
 from digest.run import Run, RunReport, open_store
+from tests.browser import CHROMIUM, Browser
 from tests.fakes.arxiv_server import Entry, FakeArxiv, load_reference
 from tests.fakes.smtp_server import SMTPServer
 
@@ -86,6 +87,16 @@ def config_text(subscribers: str = SUBSCRIBERS, digest: str = "", smtp: str = ""
 
 
 WriteConfig = Callable[..., Config]
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
+    """One headless Chromium per test module (tests/browser.py)."""
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install chromium (or set DIGEST_CHROMIUM)")
+    chromium = Browser(tmp_path_factory.mktemp("chromium-profile"))
+    yield chromium
+    chromium.close()
 
 
 @pytest.fixture

@@ -9,14 +9,13 @@ artifacts/ for people to look at. Needs Debian's `chromium` package; skipped wit
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from digest.render import Renderer, personalize
-from tests.browser import AXE, CHROMIUM, Browser
+from tests.browser import AXE, Browser
 from tests.fakes.arxiv_server import SECTION_CATEGORIES, Entry
 from tests.test_render import (
     DIGEST_DATE,
@@ -45,15 +44,6 @@ PROBE = """JSON.stringify({
     return [row.getBoundingClientRect().top + scrollY, more.getBoundingClientRect().bottom + scrollY];
   })(),
 })"""
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
-    if not Path(CHROMIUM).is_file():
-        pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install chromium (or set DIGEST_CHROMIUM)")
-    chromium = Browser(tmp_path_factory.mktemp("chromium-profile"))
-    yield chromium
-    chromium.close()
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ from digest.errors import ConfigError
 from digest.store import Store
 from digest.tokens import MAX_TOKEN_CHARS, TokenError, check_token, make_token
 from digest.web import LIMITS, Unsubscriber, WebServer, unsubscribe_url
-from tests.browser import CHROMIUM, Browser
+from tests.browser import Browser
 from tests.conftest import DAY1, WriteConfig, run_digest
 from tests.fakes.smtp_server import SMTPServer
 from tests.faults import block_changes
@@ -75,15 +75,6 @@ def fetch(url: str, data: bytes | None = None) -> tuple[int, str, dict[str, str]
             return response.status, response.read().decode(), dict(response.headers)
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode(), dict(e.headers)
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
-    if not Path(CHROMIUM).is_file():
-        pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install chromium (or set DIGEST_CHROMIUM)")
-    chromium = Browser(tmp_path_factory.mktemp("chromium-profile"))
-    yield chromium
-    chromium.close()
 
 
 def test_a_reader_unsubscribes_in_a_real_browser(

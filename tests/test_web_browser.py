@@ -18,22 +18,13 @@ import pytest
 
 from digest.config import keyword_key
 from digest.webforms import keyword_id
-from tests.browser import AXE, CHROMIUM, Browser
+from tests.browser import AXE, Browser
 from tests.fakes.smtp_server import SMTPServer
 from tests.test_browser import AXE_RUN
 from tests.website import Website
 
 PHONE = 390
 FITS = "JSON.stringify({scroll: document.documentElement.scrollWidth, inner: window.innerWidth})"
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
-    if not Path(CHROMIUM).is_file():
-        pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install chromium (or set DIGEST_CHROMIUM)")
-    chromium = Browser(tmp_path_factory.mktemp("chromium-profile"))
-    yield chromium
-    chromium.close()
 
 
 @pytest.fixture
@@ -43,17 +34,7 @@ def site(tmp_path: Path, smtp: SMTPServer) -> Iterator[Website]:
 
 
 def show(browser: Browser, url: str, width: int = PHONE, *, dark: bool = False) -> None:
-    browser.call(
-        "Emulation.setDeviceMetricsOverride",
-        session=True,
-        width=width,
-        height=900,
-        deviceScaleFactor=1,
-        mobile=width < 500,
-    )
-    scheme = [{"name": "prefers-color-scheme", "value": "dark" if dark else "light"}]
-    browser.call("Emulation.setEmulatedMedia", session=True, features=scheme)
-    browser.navigate(url)
+    browser.show(url, width, dark=dark)
 
 
 def text(browser: Browser, selector: str) -> str:
