@@ -246,7 +246,7 @@ UNREADABLE = (
 AS_ANOTHER_USER = textwrap.dedent(
     """
     import dataclasses, difflib, json, os, re, sqlite3, sys, tempfile, webbrowser
-    import digest.cli, digest.config, digest.page, digest.run, digest.store
+    import digest.cli, digest.config, digest.page, digest.roster, digest.run, digest.store
     os.chdir(sys.argv[1])
     if os.geteuid() == 0:
         os.setgroups([])
